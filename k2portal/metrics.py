@@ -1,0 +1,133 @@
+"""The metrics registry (ADR #007): every `k2_` metric, pre-registered at import.
+
+Names, help texts, label names and buckets live here and nowhere else. Labels are the
+standard low-cardinality ones (exchange, asset_class, data_type, component, table, …): no
+symbol label, since the number of symbols is unbounded. Registering a name twice raises at
+import. Metrics from Celery worker processes are collected in prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `make run`), and the portal's /metrics
+view aggregates every process's files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from time import perf_counter
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# ADR #007: HFT-optimised latency buckets, 1 ms – 5 s.
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+
+EXCHANGE_LABELS = ("exchange", "asset_class")
+STREAM_LABELS = ("exchange", "asset_class", "data_type")
+
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_REGISTRY: dict[str, Counter | Gauge | Histogram] = {}
+
+
+class DuplicateMetricError(ValueError):
+    pass
+
+
+def _add(metric: Any, key: str) -> Any:
+    if key in _REGISTRY:
+        raise DuplicateMetricError(f"metric {key!r} registered twice")
+    _REGISTRY[key] = metric
+    return metric
+
+
+def counter(key: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
+    return _add(Counter(f"k2_{key}", help_text, labels), key)
+
+
+def gauge(key: str, help_text: str, labels: tuple[str, ...] = (), mode: str = "max") -> Gauge:
+    kwargs = {"multiprocess_mode": mode} if _MULTIPROCESS else {}
+    return _add(Gauge(f"k2_{key}", help_text, labels, **kwargs), key)
+
+
+def histogram(key: str, help_text: str, labels: tuple[str, ...] = (),
+              buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
+    return _add(Histogram(f"k2_{key}", help_text, labels, buckets=buckets), key)
+
+
+# --- producer (ADR #009, #010) ---
+MESSAGES_PRODUCED = counter("kafka_messages_produced_total", "Messages acknowledged by the broker.", STREAM_LABELS)
+PRODUCE_ERRORS = counter("kafka_produce_errors_total", "Messages the broker did not acknowledge.", (*STREAM_LABELS, "error"))
+ROWS_REJECTED = counter("producer_rows_rejected_total", "Input rows rejected before producing (kept in the DLQ file).", (*STREAM_LABELS, "reason"))
+PRODUCE_ACK_LATENCY = histogram("kafka_produce_ack_latency_seconds", "Produce call to broker acknowledgement.", STREAM_LABELS)
+
+# --- consumer (ADR #003, #012–#016) ---
+MESSAGES_CONSUMED = counter("kafka_messages_consumed_total", "Messages consumed from Kafka.", STREAM_LABELS)
+MESSAGES_WRITTEN = counter("iceberg_rows_written_total", "Rows committed to Iceberg by consumers.", STREAM_LABELS)
+DLQ_MESSAGES = counter("dlq_messages_total", "Poison messages sent to the dead-letter topic.", (*STREAM_LABELS, "reason"))
+DUPLICATES_SKIPPED = counter("consumer_duplicates_skipped_total", "Messages skipped because the table already holds their offsets.", STREAM_LABELS)
+CONSUMER_BATCHES = counter("consumer_batches_total", "Batches written and committed.", STREAM_LABELS)
+CONSUMER_BATCH_SIZE = histogram("consumer_batch_size", "Records per committed batch.", STREAM_LABELS, BATCH_SIZE_BUCKETS)
+CONSUMER_BATCH_DURATION = histogram("consumer_batch_duration_seconds", "Decode + write + commit of one batch.", STREAM_LABELS)
+CONSUMER_LAG = gauge("kafka_consumer_lag_messages", "High watermark minus committed offset, summed over partitions.", (*STREAM_LABELS, "group"))
+CONSUMERS_RUNNING = gauge("consumers_running", "Consumer loops running.", STREAM_LABELS, mode="livesum")
+KAFKA_COMMIT_ERRORS = counter("kafka_commit_errors_total", "Failed Kafka offset commits.", STREAM_LABELS)
+
+# --- sequence tracking (ADR #011, #014) ---
+SEQUENCE_GAPS = counter("sequence_gaps_detected_total", "Sequence gaps detected (ADR #014).", STREAM_LABELS)
+SEQUENCE_GAP_MESSAGES = counter("sequence_gap_missing_messages_total", "Sequence numbers missing in detected gaps.", STREAM_LABELS)
+SEQUENCE_OUT_OF_ORDER = counter("sequence_out_of_order_total", "Events whose sequence number repeated or stepped back.", STREAM_LABELS)
+SEQUENCE_GAPS_FILLED = counter("sequence_gaps_filled_total", "Gaps fully filled by late events.", STREAM_LABELS)
+SEQUENCE_EVICTIONS = counter("sequence_tracker_evictions_total", "Streams evicted from the LRU sequence tracker.", STREAM_LABELS)
+SEQUENCE_TRACKED = gauge("sequence_tracker_streams", "Streams held in the sequence tracker.", STREAM_LABELS)
+
+# --- storage (ADR #006) ---
+ICEBERG_WRITE_DURATION = histogram("iceberg_write_duration_seconds", "Iceberg append duration.", (*EXCHANGE_LABELS, "table", "operation"))
+ICEBERG_WRITE_ATTEMPTS = counter("iceberg_write_attempts_total", "Iceberg write attempts, first tries and retries.", ("table", "operation"))
+ICEBERG_WRITE_RETRIES = counter("iceberg_write_retries_total", "Iceberg write retries after a transient error.", ("table", "operation", "error"))
+ICEBERG_WRITE_FAILURES = counter("iceberg_write_failures_total", "Iceberg writes that failed for good.", ("table", "operation", "error"))
+ICEBERG_COMPACTIONS = counter("iceberg_compactions_total", "Partition compactions committed.", ("table",))
+
+# --- query (ADR #001) ---
+QUERY_DURATION = histogram("query_duration_seconds", "DuckDB query duration.", ("query_type",))
+QUERY_ERRORS = counter("query_errors_total", "Queries that failed.", ("query_type", "error"))
+QUERY_ROWS = counter("query_rows_returned_total", "Rows returned by queries.", ("query_type",))
+API_REQUESTS = counter("api_requests_total", "JSON API requests.", ("endpoint", "status"))
+API_RATE_LIMITED = counter("api_rate_limited_total", "API requests refused by the rate limit.", ())
+
+# --- platform ---
+HEALTH_CHECK_FAILURES = counter("health_check_failures_total", "Failed dependency checks in /healthz.", ("dependency",))
+ERRORS = counter("errors_total", "Errors by component.", ("component", "error"))
+
+
+def all_metrics() -> dict[str, Counter | Gauge | Histogram]:
+    return dict(_REGISTRY)
+
+
+def get_counter(key: str) -> Counter:
+    metric = _REGISTRY[key]
+    if not isinstance(metric, Counter):
+        raise TypeError(f"{key} is a {type(metric).__name__}, not a Counter")
+    return metric
+
+
+def get_gauge(key: str) -> Gauge:
+    metric = _REGISTRY[key]
+    if not isinstance(metric, Gauge):
+        raise TypeError(f"{key} is a {type(metric).__name__}, not a Gauge")
+    return metric
+
+
+def get_histogram(key: str) -> Histogram:
+    metric = _REGISTRY[key]
+    if not isinstance(metric, Histogram):
+        raise TypeError(f"{key} is a {type(metric).__name__}, not a Histogram")
+    return metric
+
+
+@contextmanager
+def timed(metric: Histogram, **labels: str) -> Iterator[None]:
+    start = perf_counter()
+    try:
+        yield
+    finally:
+        (metric.labels(**labels) if labels else metric).observe(perf_counter() - start)

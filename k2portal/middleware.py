@@ -1,0 +1,34 @@
+"""Request correlation ids (ADR #008)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from k2portal.logging import clear_correlation_id, get_logger, set_correlation_id
+
+HEADER = "X-Correlation-ID"
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = get_logger(__name__, component="http")
+
+
+class CorrelationIdMiddleware:
+    """Take X-Correlation-ID from the request (or make one), bind it, return it on the response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get(HEADER, "")
+        correlation_id = set_correlation_id(incoming if _VALID.match(incoming) else None)
+        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        try:
+            response = self.get_response(request)
+            log.info("request_finished", method=request.method, path=request.path,
+                     status=response.status_code)
+            response[HEADER] = correlation_id
+            return response
+        finally:
+            clear_correlation_id()

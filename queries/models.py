@@ -1,0 +1,1 @@
+"""Saved queries and API keys (issue: query engine and API)."""
