@@ -10,9 +10,11 @@ from celery.signals import before_task_publish, setup_logging, task_postrun, tas
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2portal.settings")
 
+HEADER = "k2_correlation_id"
 app = Celery("k2portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["k2portal"])
 
 
 @setup_logging.connect
@@ -27,8 +29,9 @@ def _keep_k2_logging(**_: Any) -> None:
 def _send_correlation_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
     from k2portal.logging import get_correlation_id
 
-    if headers is not None and "correlation_id" not in headers:
-        headers["correlation_id"] = get_correlation_id()
+    # Not "correlation_id": Celery already uses that name for the task id.
+    if headers is not None and HEADER not in headers:
+        headers[HEADER] = get_correlation_id()
 
 
 @task_prerun.connect
@@ -36,7 +39,9 @@ def _bind_correlation_id(task: Any = None, **_: Any) -> None:
     from k2portal.logging import set_correlation_id
 
     request = getattr(task, "request", None)
-    incoming = getattr(request, "correlation_id", None) if request else None
+    incoming = getattr(request, HEADER, None) if request else None
+    if incoming is None and request is not None:
+        incoming = (getattr(request, "headers", None) or {}).get(HEADER)
     set_correlation_id(incoming)
 
 

@@ -109,9 +109,9 @@ def parse_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> st
         parsed.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise _bad(name, value, str(exc)) from None
-    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+    if parsed.scheme not in schemes:
         raise _bad(name, value, f"scheme must be one of {', '.join(schemes)}")
-    if parsed.scheme not in ("file",) and not parsed.hostname:
+    if parsed.scheme not in ("file", "sqlite", "unix") and not parsed.hostname:
         raise _bad(name, value, "no host")
     return value
 

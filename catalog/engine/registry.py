@@ -25,6 +25,18 @@ class IncompatibleSchema(ValueError):
     pass
 
 
+class SubjectNotFound(LookupError):
+    pass
+
+
+class VersionNotFound(LookupError):
+    pass
+
+
+class InvalidSchema(ValueError):
+    """The text is not JSON or not a valid Avro schema."""
+
+
 class SchemaRegistry(Protocol):
     def register(self, subject: str, schema_text: str) -> int:
         """Register (idempotently) and return the global schema id."""

@@ -1,0 +1,174 @@
+"""Appending Arrow batches to an Iceberg table, with ADR #006 retries and Kafka offsets.
+
+One `append` is one Iceberg transaction (one snapshot). Transient failures are retried with
+exponential backoff (3 retries, 100 ms first delay, ×2, 10 s cap; tenacity): connection
+errors, timeouts and `CommitFailedException` (another writer committed first: the table is
+reloaded and the append tried again on top of the new snapshot). Permanent errors, such as
+a missing table or a batch whose schema does not match, fail at once.
+
+Each consumer snapshot carries, in its summary, the Kafka position right after its batch
+for every topic-partition it covers (`k2.kafka.offsets.<group>` = JSON
+{topic: {partition: next_offset}}). ADR #003 assumed Iceberg appends are idempotent; they
+are not, so this is how a restarted consumer knows what is already in the table and never
+writes a batch twice. `recorded_offsets` reads them back.
+
+Plain Python, no Django import.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import In
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from k2portal import metrics
+from k2portal.logging import get_logger
+
+log = get_logger(__name__, component="storage")
+
+OFFSETS_PREFIX = "k2.kafka.offsets."
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, CommitFailedException | ConnectionError | TimeoutError):
+        return True
+    try:  # a dropped catalog connection surfaces as SQLAlchemy's OperationalError
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # pragma: no cover - SQLAlchemy ships with the sql catalog
+        return False
+    return isinstance(exc, OperationalError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """ADR #006."""
+
+    retries: int = 3
+    first_delay: float = 0.1
+    factor: float = 2.0
+    max_delay: float = 10.0
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    snapshot_id: int | None
+    rows: int
+    attempts: int
+    duration: float
+
+
+class IcebergWriter:
+    """Appends to one table. `table` is a pyiceberg Table (or anything with append/refresh)."""
+
+    def __init__(self, table: Any, *, table_name: str, exchange: str = "", asset_class: str = "",
+                 policy: RetryPolicy | None = None) -> None:
+        self.table = table
+        self.table_name = table_name
+        self.exchange = exchange
+        self.asset_class = asset_class
+        self.policy = policy or RetryPolicy()
+
+    def append(self, batch: pa.Table, *, properties: dict[str, str] | None = None) -> AppendResult:
+        """Append `batch` in one Iceberg transaction; retries transient errors (ADR #006)."""
+        attempts = 0
+        start = time.perf_counter()
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            metrics.ICEBERG_WRITE_RETRIES.labels(table=self.table_name, operation="append",
+                                                 error=type(exc).__name__).inc()
+            log.warning("iceberg_write_retry", table=self.table_name, attempt=state.attempt_number,
+                        max_attempts=self.policy.retries + 1, error=str(exc),
+                        error_type=type(exc).__name__, delay_seconds=round(delay, 3))
+            if isinstance(exc, CommitFailedException):
+                self.table.refresh()  # another writer won: retry on top of its snapshot
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.policy.retries + 1),
+            wait=wait_exponential(multiplier=self.policy.first_delay, exp_base=self.policy.factor,
+                                  max=self.policy.max_delay),
+            retry=retry_if_exception(_transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    metrics.ICEBERG_WRITE_ATTEMPTS.labels(table=self.table_name, operation="append").inc()
+                    self.table.append(batch, snapshot_properties=properties or {})
+        except Exception as exc:
+            metrics.ICEBERG_WRITE_FAILURES.labels(table=self.table_name, operation="append",
+                                                  error=type(exc).__name__).inc()
+            log.error("iceberg_write_failed", table=self.table_name, attempts=attempts, error=str(exc),
+                      error_type=type(exc).__name__, transient=_transient(exc))
+            raise
+        duration = time.perf_counter() - start
+        metrics.ICEBERG_WRITE_DURATION.labels(exchange=self.exchange, asset_class=self.asset_class,
+                                              table=self.table_name, operation="append").observe(duration)
+        snapshot = self.table.current_snapshot()
+        return AppendResult(snapshot_id=snapshot.snapshot_id if snapshot else None, rows=batch.num_rows,
+                            attempts=attempts, duration=duration)
+
+
+def offsets_properties(group: str, offsets: dict[tuple[str, int], int]) -> dict[str, str]:
+    """Snapshot summary properties recording the next offset per topic-partition for a group."""
+    by_topic: dict[str, dict[str, int]] = {}
+    for (topic, partition), next_offset in offsets.items():
+        by_topic.setdefault(topic, {})[str(partition)] = next_offset
+    return {OFFSETS_PREFIX + group: json.dumps(by_topic, separators=(",", ":"), sort_keys=True)}
+
+
+def recorded_offsets(table: Any, group: str) -> dict[tuple[str, int], int]:
+    """The highest next-offset per topic-partition that `group` recorded in any snapshot still in
+    the table's history (compaction snapshots carry none and are skipped)."""
+    key = OFFSETS_PREFIX + group
+    found: dict[tuple[str, int], int] = {}
+    for snapshot in table.metadata.snapshots:
+        summary = snapshot.summary
+        raw = summary.additional_properties.get(key) if summary is not None else None
+        if not raw:
+            continue
+        for topic, parts in json.loads(raw).items():
+            for partition, next_offset in parts.items():
+                tp = (topic, int(partition))
+                if next_offset > found.get(tp, -1):
+                    found[tp] = int(next_offset)
+    return found
+
+
+def max_sequences(table: Any, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The highest sequence_number per (exchange, symbol) already in the table, for the given
+    streams: how a restarted consumer resumes sequence tracking without false or hidden gaps."""
+    keys = list(keys)
+    if not keys or table.current_snapshot() is None:
+        return {}
+    symbols = sorted({symbol for _, symbol in keys})
+    scanned = table.scan(row_filter=In("symbol", symbols),
+                         selected_fields=("exchange", "symbol", "sequence_number")).to_arrow()
+    if scanned.num_rows == 0:
+        return {}
+    scanned = scanned.filter(pc.is_valid(scanned.column("sequence_number")))
+    grouped = scanned.group_by(["exchange", "symbol"]).aggregate([("sequence_number", "max")])
+    wanted = set(keys)
+    result: dict[tuple[str, str], int] = {}
+    for exchange, symbol, last in zip(grouped.column("exchange").to_pylist(), grouped.column("symbol").to_pylist(),
+                                      grouped.column("sequence_number_max").to_pylist(), strict=True):
+        if (exchange, symbol) in wanted:
+            result[(exchange, symbol)] = last
+    return result

@@ -1,0 +1,611 @@
+"""The Kafka → Iceberg consumer engine (ADR #003, #011–#016). Plain Python, no Django import.
+
+One loop, run the same way by `manage.py consume`, the Celery task, the benchmarks and the
+tests. Per batch (up to `batch_size` messages, or what arrived within `max_batch_ms` of the
+first one):
+
+1. drop messages the table already holds (offset below what a snapshot recorded);
+2. decode the whole batch at once (`decode.BatchDecoder`); poison messages go to
+   `{topic}.dlq` with headers naming the error and the source position, and are counted;
+3. check sequence numbers per stream, vectorised (`sequence.SequenceTracker`); gaps and late
+   events go to the `GapSink` *before* the Iceberg commit, so a crash can never hide a gap
+   (a replay re-reports it, and the sink's unique key keeps one row);
+4. sort by symbol, exchange_timestamp, sequence_number and append in one Iceberg transaction
+   whose snapshot summary records the next offset of every topic-partition in the batch;
+5. only then commit the offsets to Kafka (manual commits only).
+
+Exactly-once into the table: on partition assignment the consumer starts from the larger of
+the group's committed offset and the offset the table recorded, so a crash between steps 4
+and 5 does not write the batch twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from catalog.engine.iceberg import NAMESPACE, SORT_COLUMNS, table_identifier
+from catalog.engine.schemas import check_data_type, consumer_group, dlq_topic, parse_topic
+from catalog.engine.writer import IcebergWriter, RetryPolicy, max_sequences, offsets_properties, recorded_offsets
+from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
+from ingestion.engine.sequence import SequenceTracker
+from k2portal import metrics
+from k2portal.logging import get_logger
+
+log = get_logger(__name__, component="consumer")
+
+
+class ConsumerError(RuntimeError):
+    """The consumer cannot run; the message says what to check."""
+
+
+# --- configuration and the small interfaces the Django side implements -------------------
+@dataclass(frozen=True)
+class ConsumerConfig:
+    bootstrap_servers: str
+    data_type: str
+    topics: tuple[str, ...] | None = None
+    topic_pattern: str | None = None
+    group_id: str | None = None  # default: k2-iceberg-writer-{data_type} (ADR #012)
+    batch_size: int = 1000  # ADR #015
+    max_batch_ms: int = 500
+    max_messages: int | None = None  # None: daemon mode (ADR #016)
+    from_beginning: bool = False
+    session_timeout_ms: int | None = None
+    tracker_capacity: int = 10_000
+    progress_interval_s: float = 10.0
+    stop_check_interval_s: float = 1.0
+    idle_poll_s: float = 0.5
+    namespace: str = NAMESPACE
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    kafka_overrides: tuple[tuple[str, Any], ...] = ()
+    # Fault injection for the crash test: SIGKILL this process right after the Nth Iceberg
+    # commit, before the Kafka commit. Never set in normal operation.
+    kill_after_table_commits: int | None = None
+
+    def __post_init__(self) -> None:
+        check_data_type(self.data_type)
+        if self.topics and self.topic_pattern:
+            raise ValueError("Specify either topics or topic_pattern, not both (ADR #013)")
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("Specify either topics or topic_pattern (ADR #013): e.g. market.equities.trades.asx")
+        if self.batch_size < 1 or self.max_batch_ms < 1:
+            raise ValueError("batch_size and max_batch_ms must be positive")
+
+    @property
+    def group(self) -> str:
+        return self.group_id or consumer_group(self.data_type)
+
+    @property
+    def subscription(self) -> list[str]:
+        if self.topics:
+            return list(self.topics)
+        pattern = self.topic_pattern or ""
+        return [pattern if pattern.startswith("^") else "^" + pattern]
+
+
+@dataclass(frozen=True)
+class GapRecord:
+    detected_at: datetime
+    exchange: str
+    asset_class: str
+    data_type: str
+    symbol: str
+    expected_sequence: int
+    received_sequence: int
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def gap_size(self) -> int:
+        return self.received_sequence - self.expected_sequence
+
+
+@dataclass(frozen=True)
+class LateRecord:
+    exchange: str
+    data_type: str
+    symbol: str
+    sequence: int
+    seen_at: datetime
+
+
+class GapSink(Protocol):
+    def record_gaps(self, gaps: list[GapRecord]) -> None:
+        """Persist gaps; the same gap reported twice (a replay) must stay one record."""
+
+    def record_late(self, events: list[LateRecord]) -> int:
+        """Apply late events to open gaps that contain them; return how many gaps became filled."""
+
+
+class MemoryGapSink:
+    """In-process sink (benchmarks, and the engine when no database is wanted)."""
+
+    def __init__(self) -> None:
+        self.gaps: dict[tuple[str, str, str, int], GapRecord] = {}
+        self.late: list[LateRecord] = []
+
+    def record_gaps(self, gaps: list[GapRecord]) -> None:
+        for gap in gaps:
+            self.gaps.setdefault((gap.exchange, gap.data_type, gap.symbol, gap.expected_sequence), gap)
+
+    def record_late(self, events: list[LateRecord]) -> int:
+        self.late.extend(events)
+        return 0
+
+
+@dataclass
+class ConsumerStats:
+    started_at: float = field(default_factory=time.time)
+    messages: int = 0
+    rows_written: int = 0
+    batches: int = 0
+    gaps: int = 0
+    out_of_order: int = 0
+    gaps_filled: int = 0
+    dlq: int = 0
+    duplicates_skipped: int = 0
+    evictions: int = 0
+    lag: int | None = None
+    rate: float = 0.0  # messages/s since the previous report
+
+    @property
+    def duration(self) -> float:
+        return time.time() - self.started_at
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["duration_s"] = round(self.duration, 3)
+        return data
+
+
+Heartbeat = Callable[[ConsumerStats], None]
+StopSignal = Callable[[], bool]
+BatchHook = Callable[[pa.Table, float], None]
+
+
+def _labels(topic: str, data_type: str) -> dict[str, str]:
+    try:
+        parts = parse_topic(topic)
+        return {"exchange": parts["exchange"], "asset_class": parts["asset_class"], "data_type": data_type}
+    except ValueError:
+        return {"exchange": "unknown", "asset_class": "unknown", "data_type": data_type}
+
+
+class IcebergConsumer:
+    """The consumer loop. `run()` returns the final statistics; `request_stop()` is thread-safe."""
+
+    def __init__(self, config: ConsumerConfig, *, catalog: Any, registry: SchemaSource,
+                 gap_sink: GapSink | None = None, stop_signal: StopSignal | None = None,
+                 heartbeat: Heartbeat | None = None, table: Any = None,
+                 on_batch_committed: BatchHook | None = None) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.registry = registry
+        self.gap_sink = gap_sink or MemoryGapSink()
+        self.stop_signal = stop_signal
+        self.heartbeat = heartbeat
+        self.on_batch_committed = on_batch_committed
+        self.stats = ConsumerStats()
+        self._table = table
+        self._stop = threading.Event()
+        self._pending: list[Any] = []
+        self._written_upto: dict[tuple[str, int], int] = {}
+        self._table_commits = 0
+        self._consumer: Consumer | None = None
+        self._dlq_producer: Producer | None = None
+        self._dlq_topics: set[str] = set()
+        self._dlq_failures: list[str] = []
+        self.decoder = BatchDecoder(data_type=config.data_type, registry=registry)
+        self.tracker = SequenceTracker(capacity=config.tracker_capacity, recover=self._recover_sequences)
+        self.writer: IcebergWriter | None = None
+
+    # --- control --------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        """Finish the batch in hand, write it, commit, close (ADR #016). Safe from signal handlers."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the loop gracefully (main thread only)."""
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("shutdown_signal_received", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _kafka_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.config.bootstrap_servers,
+            "group.id": self.config.group,
+            "enable.auto.commit": False,  # ADR #003: commit only after the Iceberg commit
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",  # a new group reads what is already there: no loss
+            "max.poll.interval.ms": 300_000,
+            "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 5000,  # pattern subscriptions see new topics soon
+        }
+        if self.config.session_timeout_ms:
+            conf["session.timeout.ms"] = self.config.session_timeout_ms
+            conf["heartbeat.interval.ms"] = max(100, self.config.session_timeout_ms // 6)
+        conf.update(dict(self.config.kafka_overrides))
+        return conf
+
+    def _check_broker(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers, "socket.timeout.ms": 5000})
+        try:
+            admin.list_topics(timeout=10)
+        except KafkaException as exc:
+            raise ConsumerError(
+                f"cannot reach Kafka at {self.config.bootstrap_servers} ({exc.args[0]}): start the embedded broker "
+                "with `manage.py broker start` or point K2_KAFKA_BOOTSTRAP at a running cluster") from None
+
+    def _load_table(self) -> Any:
+        if self._table is not None:
+            return self._table
+        identifier = table_identifier(self.config.data_type, self.config.namespace)
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        try:
+            return self.catalog.load_table(identifier)
+        except (NoSuchTableError, NoSuchNamespaceError):
+            raise ConsumerError(f"Iceberg table {identifier} does not exist: run `manage.py init_catalog`") from None
+        except Exception as exc:  # noqa: BLE001 - any failure here means the catalog is unreachable
+            raise ConsumerError(f"cannot reach the Iceberg catalog to load {identifier} ({type(exc).__name__}: "
+                                f"{exc}); check K2_ICEBERG_CATALOG_URI and that Postgres is running") from None
+
+    # --- rebalance callbacks ----------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        table = self._table_ref()
+        table.refresh()
+        recorded = recorded_offsets(table, self.config.group)
+        committed: dict[tuple[str, int], int] = {}
+        if not self.config.from_beginning:
+            try:
+                for tp in consumer.committed(partitions, timeout=10):
+                    if tp.offset >= 0:
+                        committed[(tp.topic, tp.partition)] = tp.offset
+            except KafkaException as exc:
+                log.warning("committed_offsets_unavailable", error=str(exc))
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            in_table = recorded.get(key)
+            self._written_upto[key] = in_table or 0
+            candidates = [o for o in (in_table, committed.get(key)) if o is not None]
+            if candidates:
+                tp.offset = max(candidates)
+            elif self.config.from_beginning:
+                tp.offset = OFFSET_BEGINNING
+        log.info("partitions_assigned", group=self.config.group,
+                 partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._pending:  # write what we hold before another member takes the partitions over
+            pending, self._pending = self._pending, []
+            self._process(pending)
+        for tp in partitions:
+            self._written_upto.pop((tp.topic, tp.partition), None)
+        log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _table_ref(self) -> Any:
+        assert self.writer is not None
+        return self.writer.table
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> ConsumerStats:
+        self._check_broker()
+        table = self._load_table()
+        label_topic = (self.config.topics or ("",))[0]
+        labels = _labels(label_topic, self.config.data_type)
+        self.writer = IcebergWriter(table, table_name=self.config.data_type, exchange=labels["exchange"],
+                                    asset_class=labels["asset_class"], policy=self.config.retry)
+        self._consumer = Consumer(self._kafka_config())
+        self._consumer.subscribe(self.config.subscription, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+        mode = "daemon" if self.config.max_messages is None else "batch"
+        log.info("consumer_starting", mode=mode, group=self.config.group, subscription=self.config.subscription,
+                 batch_size=self.config.batch_size, max_batch_ms=self.config.max_batch_ms,
+                 max_messages=self.config.max_messages)
+        metrics.CONSUMERS_RUNNING.labels(**labels).inc()
+        last_report = time.monotonic()
+        last_stop_check = 0.0
+        reported_messages = 0
+        error: BaseException | None = None
+        try:
+            while not self._stop.is_set():
+                if self.config.max_messages is not None and self.stats.messages >= self.config.max_messages:
+                    log.info("max_messages_reached", count=self.stats.messages)
+                    break
+                self._collect()
+                if self._pending:
+                    pending, self._pending = self._pending, []
+                    self._process(pending)
+                now = time.monotonic()
+                if self.stop_signal is not None and now - last_stop_check >= self.config.stop_check_interval_s:
+                    last_stop_check = now
+                    if self.stop_signal():
+                        log.info("stop_requested")
+                        self._stop.set()
+                if now - last_report >= self.config.progress_interval_s:
+                    self.stats.rate = (self.stats.messages - reported_messages) / (now - last_report)
+                    reported_messages, last_report = self.stats.messages, now
+                    self._report_progress()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._shutdown(labels, error)
+        return self.stats
+
+    def _collect(self) -> None:
+        """Fill `self._pending` up to batch_size, or until max_batch_ms after the first message."""
+        consumer = self._consumer
+        assert consumer is not None
+        limit = self.config.batch_size
+        if self.config.max_messages is not None:
+            limit = min(limit, self.config.max_messages - self.stats.messages)
+        deadline: float | None = None
+        while len(self._pending) < limit and not self._stop.is_set():
+            if deadline is None:
+                timeout = self.config.idle_poll_s
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+            got = consumer.consume(num_messages=limit - len(self._pending), timeout=timeout)
+            for msg in got:
+                err = msg.error()
+                if err is None:
+                    self._pending.append(msg)
+                elif err.fatal():
+                    raise ConsumerError(f"Kafka reported a fatal error: {err.str()}")
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka_consume_error", error=err.str(), code=err.code())
+            if self._pending and deadline is None:
+                deadline = time.monotonic() + self.config.max_batch_ms / 1000
+            if not got and deadline is None:
+                return  # idle: let the loop check stop signals and report progress
+
+    def _process(self, msgs: list[Any]) -> None:
+        start = time.perf_counter()
+        cfg = self.config
+        consumer = self._consumer
+        assert consumer is not None and self.writer is not None
+        # 1. what the table already holds (a replay after a crash) is skipped
+        next_offsets: dict[tuple[str, int], int] = {}
+        fresh: list[Any] = []
+        skipped: Counter[str] = Counter()
+        for msg in msgs:
+            key = (msg.topic(), msg.partition())
+            offset = msg.offset()
+            if offset < self._written_upto.get(key, 0):
+                skipped[key[0]] += 1
+                continue
+            fresh.append(msg)
+            if offset + 1 > next_offsets.get(key, -1):
+                next_offsets[key] = offset + 1
+        for topic, count in skipped.items():
+            metrics.DUPLICATES_SKIPPED.labels(**_labels(topic, cfg.data_type)).inc(count)
+            self.stats.duplicates_skipped += count
+        self.stats.messages += len(msgs)
+        if not fresh:
+            self._commit_kafka(msgs)
+            return
+        topics = [m.topic() for m in fresh]
+        for topic, count in Counter(topics).items():
+            metrics.MESSAGES_CONSUMED.labels(**_labels(topic, cfg.data_type)).inc(count)
+        # 2. decode; poison to the DLQ (flushed before anything is committed)
+        decoded = self.decoder.decode([m.value() for m in fresh], [m.partition() for m in fresh],
+                                      [m.offset() for m in fresh])
+        if decoded.poison:
+            self._send_to_dlq(fresh, decoded.poison)
+        table = decoded.table
+        # 3. sequence tracking; gaps reach the sink before the table commit
+        self._track(table, fresh, topics)
+        # 4. sorted append with the batch's offsets in the snapshot summary
+        table = table.drop_columns([INDEX_COLUMN])
+        if cfg.data_type != "reference_data" and table.num_rows > 1:
+            table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS])
+        if table.num_rows:
+            self.writer.append(table, properties=offsets_properties(cfg.group, next_offsets))
+            self._table_commits += 1
+            if cfg.kill_after_table_commits is not None and self._table_commits >= cfg.kill_after_table_commits:
+                log.warning("fault_injection_sigkill", after_table_commits=self._table_commits)
+                os.kill(os.getpid(), signal.SIGKILL)
+        self._written_upto.update(next_offsets)
+        committed_at = time.time()
+        # 5. Kafka commit, only now
+        self._commit_kafka(msgs)
+        self.stats.batches += 1
+        self.stats.rows_written += table.num_rows
+        duration = time.perf_counter() - start
+        for topic, count in Counter(topics).items():
+            lbl = _labels(topic, cfg.data_type)
+            metrics.CONSUMER_BATCHES.labels(**lbl).inc()
+            metrics.CONSUMER_BATCH_SIZE.labels(**lbl).observe(count)
+            metrics.CONSUMER_BATCH_DURATION.labels(**lbl).observe(duration)
+        if table.num_rows:
+            lbl = _labels(topics[0], cfg.data_type)
+            metrics.MESSAGES_WRITTEN.labels(**lbl).inc(table.num_rows)
+        if self.on_batch_committed is not None:
+            self.on_batch_committed(table, committed_at)
+
+    def _commit_kafka(self, msgs: list[Any]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        positions: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            key = (msg.topic(), msg.partition())
+            if msg.offset() + 1 > positions.get(key, -1):
+                positions[key] = msg.offset() + 1
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        for attempt in range(3):
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                for topic in {t for t, _ in positions}:
+                    metrics.KAFKA_COMMIT_ERRORS.labels(**_labels(topic, self.config.data_type)).inc()
+                log.warning("kafka_commit_failed", attempt=attempt + 1, error=str(exc))
+                time.sleep(0.1 * (2 ** attempt))
+        # The table already records these offsets: a restart resumes after them, no duplicates.
+        log.error("kafka_commit_gave_up", offsets={f"{t}[{p}]": o for (t, p), o in positions.items()})
+
+    def _track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> None:
+        cfg = self.config
+        if cfg.data_type == "reference_data" or table.num_rows == 0:
+            return
+        report = self.tracker.check(table.select(["exchange", "symbol", "sequence_number", INDEX_COLUMN]),
+                                    row_column=INDEX_COLUMN)
+        now = datetime.now(UTC)
+        gaps: list[GapRecord] = []
+        for gap in report.gaps:
+            msg = fresh[gap.row]
+            lbl = _labels(topics[gap.row], cfg.data_type)
+            record = GapRecord(detected_at=now, exchange=gap.exchange, asset_class=lbl["asset_class"],
+                               data_type=cfg.data_type, symbol=gap.symbol, expected_sequence=gap.expected,
+                               received_sequence=gap.received, topic=msg.topic(), partition=msg.partition(),
+                               offset=msg.offset())
+            gaps.append(record)
+            log.warning("sequence_gap_detected", symbol=gap.symbol, exchange=gap.exchange, data_type=cfg.data_type,
+                        expected=gap.expected, received=gap.received, gap=gap.size, topic=msg.topic(),
+                        partition=msg.partition(), offset=msg.offset())
+            metrics.SEQUENCE_GAPS.labels(**lbl).inc()
+            metrics.SEQUENCE_GAP_MESSAGES.labels(**lbl).inc(gap.size)
+        if gaps:
+            self.gap_sink.record_gaps(gaps)
+            self.stats.gaps += len(gaps)
+        if report.late:
+            for event in report.late:
+                metrics.SEQUENCE_OUT_OF_ORDER.labels(**_labels(topics[event.row], cfg.data_type)).inc()
+            filled = self.gap_sink.record_late([LateRecord(exchange=e.exchange, data_type=cfg.data_type,
+                                                           symbol=e.symbol, sequence=e.sequence, seen_at=now)
+                                                for e in report.late])
+            self.stats.out_of_order += len(report.late)
+            self.stats.gaps_filled += filled
+            if filled:
+                metrics.SEQUENCE_GAPS_FILLED.labels(**_labels(topics[report.late[0].row], cfg.data_type)).inc(filled)
+        if report.evicted:
+            metrics.SEQUENCE_EVICTIONS.labels(**_labels(topics[0], cfg.data_type)).inc(report.evicted)
+            self.stats.evictions += report.evicted
+        metrics.SEQUENCE_TRACKED.labels(**_labels(topics[0], cfg.data_type)).set(len(self.tracker))
+
+    def _recover_sequences(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        if self.writer is None:
+            return {}
+        return max_sequences(self.writer.table, keys)
+
+    # --- dead letters -----------------------------------------------------------------------
+    def _ensure_dlq_topic(self, topic: str, partitions: int) -> None:
+        if topic in self._dlq_topics:
+            return
+        admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
+        if topic not in admin.list_topics(timeout=10).topics:
+            futures = admin.create_topics([NewTopic(topic, num_partitions=max(1, partitions), replication_factor=1)])
+            try:
+                futures[topic].result(timeout=15)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        self._dlq_topics.add(topic)
+
+    def _send_to_dlq(self, fresh: list[Any], poison: list[Poison]) -> None:
+        if self._dlq_producer is None:
+            self._dlq_producer = Producer({"bootstrap.servers": self.config.bootstrap_servers,
+                                           "enable.idempotence": True, "acks": "all"})
+        producer = self._dlq_producer
+        failures = self._dlq_failures
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(err.str())
+
+        for item in poison:
+            msg = fresh[item.index]
+            topic = msg.topic()
+            target = dlq_topic(topic)
+            self._ensure_dlq_topic(target, 1)
+            headers = [
+                ("k2.error.reason", item.reason.encode()),
+                ("k2.error", item.error.encode()),
+                ("k2.source.topic", topic.encode()),
+                ("k2.source.partition", str(msg.partition()).encode()),
+                ("k2.source.offset", str(msg.offset()).encode()),
+                ("k2.consumer.group", self.config.group.encode()),
+            ]
+            producer.produce(target, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered)
+            metrics.DLQ_MESSAGES.labels(**_labels(topic, self.config.data_type), reason=item.reason).inc()
+            log.warning("message_sent_to_dlq", reason=item.reason, error=item.error, topic=topic,
+                        partition=msg.partition(), offset=msg.offset(), dlq=target)
+        remaining = producer.flush(30)
+        if remaining or failures:
+            detail = "; ".join(failures[:3]) or f"{remaining} undelivered"
+            failures.clear()
+            # Nothing is committed yet: the batch is re-read after a restart, nothing is lost.
+            raise ConsumerError(f"could not write poison messages to the dead-letter topic ({detail}); "
+                                "check the broker, then restart the consumer")
+        self.stats.dlq += len(poison)
+
+    # --- reporting and shutdown -------------------------------------------------------------
+    def lag(self) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        try:
+            assignment = consumer.assignment()
+            if not assignment:
+                return 0
+            total = 0
+            for tp in consumer.position(assignment):
+                low, high = consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                position = tp.offset if tp.offset >= 0 else low
+                total += max(0, high - position)
+            return total
+        except KafkaException:
+            return None
+
+    def _report_progress(self) -> None:
+        self.stats.lag = self.lag()
+        if self.stats.lag is not None and self.config.topics:
+            metrics.CONSUMER_LAG.labels(**_labels(self.config.topics[0], self.config.data_type),
+                                        group=self.config.group).set(self.stats.lag)
+        log.info("consumer_progress", messages=self.stats.messages, rows=self.stats.rows_written,
+                 msgs_per_s=round(self.stats.rate, 1), lag=self.stats.lag, gaps=self.stats.gaps,
+                 dlq=self.stats.dlq, batches=self.stats.batches)
+        if self.heartbeat is not None:
+            self.heartbeat(self.stats)
+
+    def _shutdown(self, labels: dict[str, str], error: BaseException | None) -> None:
+        consumer = self._consumer
+        try:
+            if consumer is not None and self._pending and error is None:
+                pending, self._pending = self._pending, []
+                self._process(pending)
+        finally:
+            if consumer is not None:
+                self.stats.lag = self.lag()
+                consumer.close()
+            if self._dlq_producer is not None:
+                self._dlq_producer.flush(10)
+            self.decoder.close()
+            metrics.CONSUMERS_RUNNING.labels(**labels).dec()
+            log.info("consumer_stopped", messages=self.stats.messages, rows=self.stats.rows_written,
+                     batches=self.stats.batches, gaps=self.stats.gaps, dlq=self.stats.dlq,
+                     duplicates_skipped=self.stats.duplicates_skipped,
+                     duration_seconds=round(self.stats.duration, 3), error=str(error) if error else None)
+            if self.heartbeat is not None and error is None:
+                self.heartbeat(self.stats)

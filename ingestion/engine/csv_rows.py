@@ -1,0 +1,240 @@
+"""Parsing and validating the producer's CSV files (data model, "CSV input") into Avro records.
+
+Plain Python, no Django. One `RowParser` per file: the header is checked once (missing or
+unknown columns stop the file before anything is produced), then each row becomes either a
+record dict ready for Avro encoding or a `RowError` that names the line and what was wrong,
+so the caller can keep it in the DLQ file and carry on with the good rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+REQUIRED = {
+    "trades": ("symbol", "company_id", "exchange_timestamp", "price", "volume", "qualifiers", "venue"),
+    "quotes": ("symbol", "company_id", "exchange_timestamp", "bid_price", "bid_volume", "ask_price", "ask_volume"),
+    "reference_data": ("company_id", "symbol", "company_name"),
+}
+OPTIONAL = {
+    "trades": ("buyer_id", "sequence_number", "exchange"),
+    "quotes": ("sequence_number", "exchange"),
+    "reference_data": ("sector", "market_cap", "last_updated"),
+}
+# Exchange-local time for timestamps written without an offset (data model).
+EXCHANGE_TZ = {"asx": "Australia/Sydney"}
+
+_MAX_UNSCALED = 10**18  # decimal(18,6): at most 18 digits in all
+_SCALE = Decimal("0.000001")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class HeaderError(ValueError):
+    """The file's header cannot be used: a required column is missing, or a column is unknown."""
+
+
+@dataclass(frozen=True)
+class RowError(Exception):
+    """One rejected row: its line in the file, a short reason code (a metric label) and the message."""
+
+    line: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def check_header(data_type: str, header: list[str]) -> dict[str, int]:
+    """Column name → index. HeaderError naming every missing, unknown or repeated column."""
+    if data_type not in REQUIRED:
+        raise HeaderError(f"unknown data type {data_type!r}: expected trades, quotes or reference_data")
+    names = [h.strip() for h in header]
+    allowed = set(REQUIRED[data_type]) | set(OPTIONAL[data_type])
+    problems = []
+    missing = [c for c in REQUIRED[data_type] if c not in names]
+    if missing:
+        problems.append(f"missing required column(s) {', '.join(missing)}")
+    unknown = [c for c in names if c not in allowed]
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(repr(c) for c in unknown)}")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        problems.append(f"repeated column(s) {', '.join(repeated)}")
+    if problems:
+        expected = ",".join(REQUIRED[data_type]) + "".join(f"[,{c}]" for c in OPTIONAL[data_type])
+        raise HeaderError(f"{'; '.join(problems)}. A {data_type} file has the header {expected} (any order)")
+    return {name: i for i, name in enumerate(names)}
+
+
+def _text(value: str, column: str, reason: str) -> str:
+    if not value.strip():
+        raise _Bad(reason, f"{column} is empty")
+    return value
+
+
+def _int(value: str, column: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _Bad("bad_integer", f"{column} {value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        reason = "negative_volume" if "volume" in column else "out_of_range"
+        raise _Bad(reason, f"{column} {number} is below {minimum}")
+    if maximum is not None and number > maximum:
+        raise _Bad("out_of_range", f"{column} {number} is above {maximum}")
+    return number
+
+
+def _price(value: str, column: str) -> Decimal:
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        raise _Bad("bad_price", f"{column} {value!r} is not a decimal number") from None
+    if not price.is_finite():
+        raise _Bad("bad_price", f"{column} {value!r} is not a finite number")
+    if price <= 0:
+        raise _Bad("bad_price", f"{column} {value} is not positive")
+    if price.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise _Bad("bad_price", f"{column} {value} has more than 6 decimal places (prices are decimal(18,6))")
+    if price * 1_000_000 >= _MAX_UNSCALED:
+        raise _Bad("bad_price", f"{column} {value} does not fit decimal(18,6)")
+    return price.quantize(_SCALE)
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _timestamp(value: str, column: str, tz: ZoneInfo) -> int:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Bad("bad_timestamp", f"{column} {value!r} is not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return to_micros(moment)
+
+
+class RowParser:
+    """Turns the rows of one CSV file into Avro-ready records for one exchange.
+
+    Timestamps become UTC microseconds, prices Decimals quantized to 6 places. When the file
+    has no `sequence_number` column, numbers are assigned per stream (exchange, data type,
+    symbol) in file order, starting at `first_sequence`, counting accepted rows only, so a
+    rejected row does not look like a gap downstream.
+    """
+
+    def __init__(self, *, data_type: str, exchange: str, header: list[str], first_sequence: int = 1,
+                 now_micros: Callable[[], int] | None = None) -> None:
+        self.data_type = data_type
+        self.exchange = exchange.upper()
+        self.columns = check_header(data_type, header)
+        self.width = len(header)
+        self.tz = ZoneInfo(EXCHANGE_TZ.get(exchange.lower(), "UTC"))
+        self.assign_sequence = data_type != "reference_data" and "sequence_number" not in self.columns
+        self.first_sequence = first_sequence
+        self.next_sequence: dict[str, int] = {}
+        self._now = now_micros or (lambda: to_micros(datetime.now(timezone.utc)))
+        self._parse: Callable[[list[str]], dict[str, Any]] = {
+            "trades": self._trade, "quotes": self._quote, "reference_data": self._reference,
+        }[data_type]
+
+    def parse(self, fields: list[str], line: int) -> dict[str, Any]:
+        """The record for one row; RowError(line, reason, message) when the row is unusable."""
+        if len(fields) != self.width:
+            reason = "missing_column" if len(fields) < self.width else "extra_column"
+            raise RowError(line, reason, f"has {len(fields)} field(s), the header has {self.width}")
+        try:
+            record = self._parse(fields)
+        except _Bad as bad:
+            raise RowError(line, bad.reason, bad.message) from None
+        if self.assign_sequence:
+            symbol = record["symbol"]
+            seq = self.next_sequence.get(symbol, self.first_sequence)
+            record["sequence_number"] = seq
+            self.next_sequence[symbol] = seq + 1
+        return record
+
+    def _get(self, fields: list[str], column: str) -> str | None:
+        index = self.columns.get(column)
+        return None if index is None else fields[index]
+
+    def _exchange(self, fields: list[str]) -> str:
+        value = self._get(fields, "exchange")
+        if value is None or value == "":
+            return self.exchange
+        if value.upper() != self.exchange:
+            raise _Bad("wrong_exchange", f"exchange {value!r} does not match --exchange {self.exchange.lower()}")
+        return self.exchange
+
+    def _sequence(self, fields: list[str]) -> int | None:
+        value = self._get(fields, "sequence_number")
+        return None if value is None else _int(value, "sequence_number", minimum=0)
+
+    def _trade(self, f: list[str]) -> dict[str, Any]:
+        c = self.columns
+        buyer = self._get(f, "buyer_id")
+        return {
+            "symbol": _text(f[c["symbol"]], "symbol", "empty_symbol"),
+            "company_id": _int(f[c["company_id"]], "company_id", minimum=-(2**31), maximum=2**31 - 1),
+            "exchange": self._exchange(f),
+            "exchange_timestamp": _timestamp(f[c["exchange_timestamp"]], "exchange_timestamp", self.tz),
+            "price": _price(f[c["price"]], "price"),
+            "volume": _int(f[c["volume"]], "volume", minimum=0),
+            "qualifiers": _int(f[c["qualifiers"]], "qualifiers", minimum=-(2**31), maximum=2**31 - 1),
+            "venue": f[c["venue"]],
+            "buyer_id": buyer or None,
+            "ingestion_timestamp": self._now(),
+            "sequence_number": self._sequence(f),
+        }
+
+    def _quote(self, f: list[str]) -> dict[str, Any]:
+        c = self.columns
+        bid = _price(f[c["bid_price"]], "bid_price")
+        ask = _price(f[c["ask_price"]], "ask_price")
+        if bid > ask:
+            raise _Bad("crossed_quote", f"bid_price {bid.normalize()} is above ask_price {ask.normalize()}")
+        return {
+            "symbol": _text(f[c["symbol"]], "symbol", "empty_symbol"),
+            "company_id": _int(f[c["company_id"]], "company_id", minimum=-(2**31), maximum=2**31 - 1),
+            "exchange": self._exchange(f),
+            "exchange_timestamp": _timestamp(f[c["exchange_timestamp"]], "exchange_timestamp", self.tz),
+            "bid_price": bid,
+            "bid_volume": _int(f[c["bid_volume"]], "bid_volume", minimum=0),
+            "ask_price": ask,
+            "ask_volume": _int(f[c["ask_volume"]], "ask_volume", minimum=0),
+            "ingestion_timestamp": self._now(),
+            "sequence_number": self._sequence(f),
+        }
+
+    def _reference(self, f: list[str]) -> dict[str, Any]:
+        c = self.columns
+        market_cap = self._get(f, "market_cap")
+        updated = self._get(f, "last_updated")
+        return {
+            "company_id": _int(f[c["company_id"]], "company_id", minimum=-(2**31), maximum=2**31 - 1),
+            "symbol": _text(f[c["symbol"]], "symbol", "empty_symbol"),
+            "company_name": _text(f[c["company_name"]], "company_name", "empty_name"),
+            "sector": self._get(f, "sector") or None,
+            "market_cap": _int(market_cap, "market_cap", minimum=0) if market_cap else None,
+            "last_updated": _timestamp(updated, "last_updated", self.tz) if updated else self._now(),
+        }
+
+
+def key_of(data_type: str, record: dict[str, Any]) -> bytes:
+    """The message key (ADR #009): symbol for trades and quotes, company_id for reference data."""
+    return str(record["company_id" if data_type == "reference_data" else "symbol"]).encode()

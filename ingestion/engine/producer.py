@@ -1,0 +1,294 @@
+"""The idempotent CSV → Kafka producer (ADR #009, #010). Plain Python, no Django.
+
+Each accepted row is Avro-encoded in the Confluent wire format and produced with its key
+(symbol, or company_id for reference data) so every message of a symbol lands in one
+partition, in file order. Delivery is at-least-once with the idempotent producer
+(`enable.idempotence`, `acks=all`, at most 5 requests in flight), so retries cannot
+duplicate or reorder. Only delivery reports count as "acked": a row is never reported as
+sent until the broker acknowledged it. Rejected rows go to a DLQ file with their line
+number and reason; undelivered messages are counted and written there too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import fastavro
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from catalog.engine.schemas import parsed_schema, schema_text, subject_name, topic_name
+from catalog.engine.wire import HEADER, MAGIC
+from ingestion.engine.csv_rows import HeaderError, RowError, RowParser, key_of
+from k2portal import metrics
+from k2portal.logging import get_logger
+
+log = get_logger(__name__, component="producer")
+
+
+class ProduceError(RuntimeError):
+    """The file could not be produced at all (bad header, broker unreachable, unknown topic)."""
+
+
+class Registry(Protocol):
+    def register(self, subject: str, schema_text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    """librdkafka settings. Batching values were chosen by `bench/bench_producer.py` (docs/benchmarks.md)."""
+
+    bootstrap_servers: str
+    delivery_timeout_ms: int = 30_000
+    connect_timeout_s: float = 10.0
+    retries: int = 3
+    linger_ms: int = 20
+    batch_size_bytes: int = 1_000_000
+    batch_num_messages: int = 10_000
+    queue_max_messages: int = 500_000
+    compression: str = "snappy"
+
+    def librdkafka(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "retries": self.retries,
+            "max.in.flight.requests.per.connection": 5,
+            "compression.type": self.compression,
+            "linger.ms": self.linger_ms,
+            "batch.size": self.batch_size_bytes,
+            "batch.num.messages": self.batch_num_messages,
+            "queue.buffering.max.messages": self.queue_max_messages,
+            "message.timeout.ms": self.delivery_timeout_ms,
+            "socket.connection.setup.timeout.ms": max(1000, int(self.connect_timeout_s * 1000)),
+        }
+
+
+@dataclass
+class ProduceResult:
+    topic: str
+    rows_read: int = 0
+    produced: int = 0
+    acked: int = 0
+    failed: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    dlq_path: Path | None = None
+    reject_reasons: Counter[str] = field(default_factory=Counter)
+    delivery_errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.acked / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0 and self.failed == 0 and self.acked == self.produced
+
+    def summary(self) -> str:
+        return (f"{self.topic}: rows read {self.rows_read}, produced {self.produced}, acked {self.acked}, "
+                f"rejected {self.rejected}, failed {self.failed}, {self.seconds:.2f} s, {self.rows_per_second:,.0f} rows/s")
+
+
+class DlqFile:
+    """JSON lines, one per rejected row or undelivered message: line, reason, error, original row.
+
+    Opened on the first entry, so a clean run leaves no empty file behind."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def write(self, *, line: int | None, reason: str, error: str, row: Any) -> None:
+        if self.path is None:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh.write(json.dumps({"line": line, "reason": reason, "error": error, "row": row}, default=str) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _raw_row(fields: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(fields)
+    return buf.getvalue()
+
+
+def check_broker(settings: ProducerSettings, topic: str) -> int:
+    """The topic's partition count; ProduceError (with what to do) when the broker or topic is missing."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers,
+                         "socket.connection.setup.timeout.ms": max(1000, int(settings.connect_timeout_s * 1000))})
+    try:
+        metadata = admin.list_topics(topic=topic, timeout=settings.connect_timeout_s)
+    except KafkaException as exc:
+        raise ProduceError(
+            f"Kafka at {settings.bootstrap_servers} did not answer within {settings.connect_timeout_s:g}s ({exc.args[0]}). "
+            "Start the embedded broker with `manage.py broker start`, or set K2_KAFKA_BOOTSTRAP to a running cluster."
+        ) from None
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise ProduceError(f"topic {topic} does not exist on {settings.bootstrap_servers}: create it with `manage.py create_topics`")
+    return len(info.partitions)
+
+
+class CsvProducer:
+    """Produces one CSV file to its topic. `run` returns counts; it never raises for bad rows."""
+
+    def __init__(self, *, settings: ProducerSettings, registry: Registry, data_type: str, exchange: str,
+                 asset_class: str = "equities", dlq_path: Path | None = None,
+                 on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False) -> None:
+        self.settings = settings
+        self.data_type = data_type
+        self.exchange = exchange.lower()
+        self.asset_class = asset_class.lower()
+        self.topic = topic_name(asset_class=self.asset_class, data_type=data_type, exchange=self.exchange)
+        self.registry = registry
+        self.dlq = DlqFile(dlq_path)
+        self.on_progress = on_progress
+        self.keep_latencies = keep_latencies
+        labels = {"exchange": self.exchange, "asset_class": self.asset_class, "data_type": data_type}
+        self._m_produced = metrics.MESSAGES_PRODUCED.labels(**labels)
+        self._m_latency = metrics.PRODUCE_ACK_LATENCY.labels(**labels)
+        self._labels = labels
+        self.result = ProduceResult(topic=self.topic, dlq_path=dlq_path)
+        self._fatal: KafkaError | None = None
+
+    # --- delivery reports (called from poll/flush on this thread) ---
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        latency = msg.latency()
+        if err is None:
+            self.result.acked += 1
+            self._m_produced.inc()
+            if latency is not None:
+                self._m_latency.observe(latency)
+                if self.keep_latencies:
+                    self.result.latencies.append(latency)
+            return
+        self.result.failed += 1
+        name = err.name()
+        self.result.delivery_errors[name] += 1
+        metrics.PRODUCE_ERRORS.labels(**self._labels, error=name).inc()
+        try:
+            row: Any = fastavro.schemaless_reader(io.BytesIO(msg.value()[HEADER.size:]), self._schema, None)
+        except Exception:  # noqa: BLE001 - keep the bytes if they do not decode
+            row = msg.value().hex()
+        self.dlq.write(line=None, reason="not_delivered", error=f"not acknowledged by the broker: {err.str()}", row=row)
+
+    def _on_error(self, err: KafkaError) -> None:
+        log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
+        if err.fatal():
+            self._fatal = err
+
+    def _reject(self, error: RowError, fields: list[str]) -> None:
+        self.result.rejected += 1
+        self.result.reject_reasons[error.reason] += 1
+        metrics.ROWS_REJECTED.labels(**self._labels, reason=error.reason).inc()
+        self.dlq.write(line=error.line, reason=error.reason, error=error.message, row=_raw_row(fields))
+
+    def run(self, csv_path: Path) -> ProduceResult:
+        """Read, validate, produce and wait for every delivery report (or the delivery timeout)."""
+        start = time.perf_counter()
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as fh:
+                self._run(fh)
+        finally:
+            self.dlq.close()
+            self.result.seconds = time.perf_counter() - start
+        log.info("produce_finished", topic=self.topic, file=str(csv_path), rows_read=self.result.rows_read,
+                 produced=self.result.produced, acked=self.result.acked, rejected=self.result.rejected,
+                 failed=self.result.failed, seconds=round(self.result.seconds, 3))
+        return self.result
+
+    def _run(self, fh: IO[str]) -> None:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ProduceError("the file is empty: a header row is required (see the data model's CSV formats)") from None
+        try:
+            parser = RowParser(data_type=self.data_type, exchange=self.exchange, header=header)
+        except HeaderError as exc:
+            raise ProduceError(f"header (line 1): {exc}") from None
+        check_broker(self.settings, self.topic)
+        self._schema = parsed_schema(self.data_type)
+        schema_id = self.registry.register(subject_name(self.topic), schema_text(self.data_type))
+        prefix = HEADER.pack(MAGIC, schema_id)
+        producer = Producer({**self.settings.librdkafka(), "error_cb": self._on_error})
+        result = self.result
+        produce, poll, on_delivery, topic = producer.produce, producer.poll, self._on_delivery, self.topic
+        write = fastavro.schemaless_writer
+        schema, parse, key_for, data_type = self._schema, parser.parse, key_of, self.data_type
+        progress_every = 10_000
+        try:
+            for fields in reader:
+                result.rows_read += 1
+                if not fields:  # a blank line
+                    self._reject(RowError(reader.line_num, "blank_line", "is blank"), fields)
+                    continue
+                try:
+                    record = parse(fields, reader.line_num)
+                except RowError as error:
+                    self._reject(error, fields)
+                    continue
+                buf = io.BytesIO()
+                buf.write(prefix)
+                write(buf, schema, record)
+                value = buf.getvalue()
+                key = key_for(data_type, record)
+                while True:
+                    try:
+                        produce(topic, value, key, on_delivery=on_delivery)
+                        break
+                    except BufferError:  # local queue full: serve delivery reports, then retry
+                        poll(0.05)
+                        self._raise_if_fatal()
+                result.produced += 1
+                if result.produced % 1000 == 0:
+                    poll(0)
+                    self._raise_if_fatal()
+                if self.on_progress is not None and result.rows_read % progress_every == 0:
+                    self.on_progress(fh.tell() if hasattr(fh, "tell") else 0)
+        finally:
+            self._drain(producer)
+
+    def _drain(self, producer: Producer) -> None:
+        """Wait for every outstanding delivery report; bounded by the delivery timeout, never a hang."""
+        deadline = time.monotonic() + self.settings.delivery_timeout_ms / 1000 + 5
+        while len(producer) > 0 and time.monotonic() < deadline and self._fatal is None:
+            producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        outstanding = len(producer)
+        if outstanding:
+            # Never acknowledged and no report: counted as failed, not as sent.
+            self.result.failed += outstanding
+            self.result.delivery_errors["no_delivery_report"] += outstanding
+            metrics.PRODUCE_ERRORS.labels(**self._labels, error="no_delivery_report").inc(outstanding)
+        self._raise_if_fatal()
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise ProduceError(f"the idempotent producer hit a fatal error and stopped: {self._fatal.str()}")
+
+
+def produce_csv(*, csv_path: Path, settings: ProducerSettings, registry: Registry, data_type: str, exchange: str,
+                asset_class: str = "equities", dlq_path: Path | None = None,
+                on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False) -> ProduceResult:
+    """Produce one CSV file; see `CsvProducer`."""
+    return CsvProducer(settings=settings, registry=registry, data_type=data_type, exchange=exchange,
+                       asset_class=asset_class, dlq_path=dlq_path, on_progress=on_progress,
+                       keep_latencies=keep_latencies).run(csv_path)

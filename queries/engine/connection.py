@@ -1,0 +1,55 @@
+"""DuckDB connections with the `avro` and `iceberg` extensions loaded from site-packages.
+
+ADR #001: nothing is downloaded at run time. The extensions come from the PyPI wheels
+`duckdb-extension-avro` and `duckdb-extension-iceberg` (same version as DuckDB); the
+connection has extension auto-install and auto-load off, and avro is loaded before
+iceberg (iceberg reads Avro manifests through it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+
+class ExtensionMissing(RuntimeError):
+    """An extension wheel matching the installed DuckDB is not installed."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Knobs of the query engine. `threads`/`memory_limit` None keep DuckDB's defaults."""
+
+    threads: int | None = None
+    memory_limit: str | None = None
+    default_limit: int = 1000
+    max_limit: int = 100_000
+    max_bars: int = 100_000
+    replay_batch_rows: int = 65_536
+
+
+def extension_path(name: str) -> Path:
+    """Where the `name` extension of this DuckDB version sits inside its PyPI wheel."""
+    module = __import__(f"duckdb_extension_{name}")
+    path = Path(module.__file__).resolve().parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise ExtensionMissing(f"{path} does not exist: install duckdb-extension-{name}=={duckdb.__version__} "
+                               f"(the extension wheel must match duckdb {duckdb.__version__})")
+    return path
+
+
+def connect(config: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB database with avro + iceberg loaded, UTC session time zone."""
+    config = config or EngineConfig()
+    settings: dict[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    if config.threads:
+        settings["threads"] = config.threads
+    if config.memory_limit:
+        settings["memory_limit"] = config.memory_limit
+    conn = duckdb.connect(database=":memory:", config=settings)
+    conn.execute(f"LOAD '{extension_path('avro')}'")
+    conn.execute(f"LOAD '{extension_path('iceberg')}'")
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn

@@ -1,0 +1,263 @@
+"""Trades, quotes, OHLCV bars, snapshots and tables: DuckDB `iceberg_scan` over the
+table's metadata location, pinned to one snapshot (ADR #001; time travel on every query).
+
+Partition pruning: the time range is written into the SQL as TIMESTAMPTZ literals built
+from validated datetimes, so DuckDB prunes Iceberg day partitions when it plans the scan
+(the pruning tests read `Total Files Read` from EXPLAIN ANALYZE). Symbols are validated
+against a strict pattern before they are quoted into the SQL; a symbol filter lets DuckDB
+skip the row groups of other symbols in symbol-sorted files.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from queries.engine.connection import EngineConfig, connect
+from queries.engine.errors import BadQuery, QueryError
+from queries.engine.source import ResolvedTable, SnapshotInfo, TableSource
+from queries.engine.timeutil import DEFAULT_EXCHANGE, TimeRange, exchange_zone, sql_instant
+
+SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,31}$")
+MAX_SYMBOLS = 200
+INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
+TICK_ORDER = ("exchange_timestamp", "symbol", "source_partition", "source_offset")
+PRICE_TYPE = pa.decimal128(18, 6)
+OHLCV_SCHEMA = pa.schema([
+    ("symbol", pa.string()), ("bar_start", pa.timestamp("us", tz="UTC")),
+    ("open", PRICE_TYPE), ("high", PRICE_TYPE), ("low", PRICE_TYPE), ("close", PRICE_TYPE),
+    ("volume", pa.int64()), ("vwap", PRICE_TYPE), ("trade_count", pa.int64()),
+])
+
+
+@dataclass
+class QueryResult:
+    """Rows as Arrow, the snapshot they were read from, and the cursor of the next page."""
+
+    table: pa.Table
+    data_type: str
+    snapshot_id: int | None
+    next_cursor: str | None = None
+    truncated: bool = False
+
+
+def check_symbols(symbols: Sequence[str]) -> list[str]:
+    if not symbols:
+        raise BadQuery("at least one symbol is required, e.g. symbol=BHP", field="symbol")
+    if len(symbols) > MAX_SYMBOLS:
+        raise BadQuery(f"{len(symbols)} symbols requested; at most {MAX_SYMBOLS} per query", field="symbol")
+    for s in symbols:
+        if not SYMBOL_RE.match(s):
+            raise BadQuery(f"symbol {s!r} is not valid: letters, digits, '.', '_' or '-', up to 32 characters",
+                           field="symbol")
+    return list(dict.fromkeys(symbols))
+
+
+def symbol_clause(symbols: Sequence[str] | None) -> str:
+    if not symbols:
+        return ""
+    quoted = ", ".join(f"'{s}'" for s in check_symbols(symbols))
+    return f" AND symbol IN ({quoted})"
+
+
+def encode_cursor(payload: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+        payload["t"] = dt.datetime.fromisoformat(payload["t"])
+        for key in ("p", "o"):
+            payload[key] = int(payload[key])
+        if not isinstance(payload["s"], str) or not SYMBOL_RE.match(payload["s"]) or payload.get("d") not in ("asc", "desc"):
+            raise ValueError("bad fields")
+        if payload.get("snap") is not None:
+            payload["snap"] = int(payload["snap"])
+        return payload
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise BadQuery("cursor is not valid: pass the next_cursor value of the previous page unchanged",
+                       field="cursor") from None
+
+
+def scan_expr(resolved: ResolvedTable) -> str:
+    location = resolved.metadata_location.replace("'", "''")
+    return f"iceberg_scan('{location}', snapshot_from_id={int(resolved.snapshot_id)})" if resolved.snapshot_id \
+        else f"iceberg_scan('{location}')"
+
+
+def range_clause(rng: TimeRange) -> str:
+    return f"exchange_timestamp >= {sql_instant(rng.start)} AND exchange_timestamp < {sql_instant(rng.end)}"
+
+
+class MarketQueries:
+    """The engine behind /trades, /quotes, /ohlcv, /snapshots and /tables.
+
+    One in-memory DuckDB database per engine (extensions loaded once); each query runs on
+    its own cursor, so one engine serves many threads.
+    """
+
+    def __init__(self, source: TableSource, config: EngineConfig | None = None) -> None:
+        self.source = source
+        self.config = config or EngineConfig()
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._db is None:
+                self._db = connect(self.config)
+            cur = self._db.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    def _arrow(self, sql: str) -> pa.Table:
+        cur = self.cursor()
+        try:
+            return cur.execute(sql).fetch_arrow_table()
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as exc:
+            raise QueryError(f"the query engine failed: {exc}") from exc
+        finally:
+            cur.close()
+
+    def _limit(self, limit: int | None) -> int:
+        limit = self.config.default_limit if limit is None else limit
+        if limit < 1 or limit > self.config.max_limit:
+            raise BadQuery(f"limit={limit} is out of range: 1 to {self.config.max_limit}", field="limit")
+        return limit
+
+    # trades and quotes -------------------------------------------------------------------
+
+    def tick_sql(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None, limit: int,
+                 cursor: dict | None, resolved: ResolvedTable, order: str = "asc") -> str:
+        where = range_clause(rng) + symbol_clause(symbols)
+        op = ">" if order == "asc" else "<"
+        if cursor:
+            where += (f" AND (exchange_timestamp, symbol, source_partition, source_offset) {op} "
+                      f"({sql_instant(cursor['t'])}, '{cursor['s']}', {cursor['p']}, {cursor['o']})")
+        direction = "ASC" if order == "asc" else "DESC"
+        order_by = ", ".join(f"{c} {direction}" for c in TICK_ORDER)
+        return f"SELECT * FROM {scan_expr(resolved)} WHERE {where} ORDER BY {order_by} LIMIT {limit + 1}"
+
+    def ticks(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None = None, limit: int | None = None,
+              cursor: str | None = None, as_of: int | dt.datetime | None = None, order: str = "asc") -> QueryResult:
+        """One page of trades or quotes in (exchange_timestamp, symbol, partition, offset) order;
+        the cursor carries the snapshot, so later pages read the same table state."""
+        if data_type not in ("trades", "quotes"):
+            raise BadQuery(f"ticks are trades or quotes, not {data_type!r}", field="data_type")
+        if order not in ("asc", "desc"):
+            raise BadQuery("order must be asc (oldest first) or desc (newest first)", field="order")
+        limit = self._limit(limit)
+        position = decode_cursor(cursor) if cursor else None
+        if position:
+            if position["d"] != order:
+                raise BadQuery("the cursor was made for the other order: keep order= the same across pages", field="cursor")
+            if as_of is None and position.get("snap"):
+                as_of = position["snap"]
+        resolved = self.source.resolve(data_type, as_of)
+        if resolved.snapshot_id is None:
+            return QueryResult(pa.Table.from_batches([], schema=_empty_schema(resolved)), data_type, None)
+        sql = self.tick_sql(data_type, rng=rng, symbols=symbols, limit=limit, cursor=position, resolved=resolved, order=order)
+        table = self._arrow(sql)
+        next_cursor = None
+        if table.num_rows > limit:
+            table = table.slice(0, limit)
+            last = table.slice(limit - 1, 1).to_pylist()[0]
+            next_cursor = encode_cursor({"t": last["exchange_timestamp"].isoformat(), "s": last["symbol"],
+                                         "p": last["source_partition"], "o": last["source_offset"], "d": order,
+                                         "snap": resolved.snapshot_id})
+        return QueryResult(table, data_type, resolved.snapshot_id, next_cursor)
+
+    def trades(self, **kwargs) -> QueryResult:  # type: ignore[no-untyped-def]
+        return self.ticks("trades", **kwargs)
+
+    def quotes(self, **kwargs) -> QueryResult:  # type: ignore[no-untyped-def]
+        return self.ticks("quotes", **kwargs)
+
+    # OHLCV --------------------------------------------------------------------------------
+
+    def ohlcv_sql(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None, resolved: ResolvedTable,
+                  exchange: str = DEFAULT_EXCHANGE) -> str:
+        if interval not in INTERVALS:
+            raise BadQuery(f"interval {interval!r} is not supported: use one of {', '.join(INTERVALS)}", field="interval")
+        if interval == "1d":
+            zone = exchange_zone(exchange).key
+            bucket = f"timezone('{zone}', date_trunc('day', timezone('{zone}', exchange_timestamp)))"
+        else:
+            bucket = f"time_bucket(INTERVAL '{INTERVALS[interval]} seconds', exchange_timestamp)"
+        # Open/close: first/last by exchange_timestamp then sequence_number. VWAP stays exact:
+        # the notional sum is a DECIMAL, divided in integer micro-units (round half up) and
+        # scaled back to DECIMAL(18,6), because DuckDB's DECIMAL division returns a DOUBLE.
+        return f"""
+            WITH t AS (
+                SELECT symbol, {bucket} AS bar_start, price, volume,
+                       {{'t': exchange_timestamp, 's': coalesce(sequence_number, -1)}} AS k
+                FROM {scan_expr(resolved)}
+                WHERE {range_clause(rng)}{symbol_clause(symbols)}
+            ), b AS (
+                SELECT symbol, bar_start, arg_min(price, k) AS open, max(price) AS high, min(price) AS low,
+                       arg_max(price, k) AS close, sum(volume)::BIGINT AS volume,
+                       sum(price * volume) AS notional, count(*)::BIGINT AS trade_count
+                FROM t GROUP BY symbol, bar_start
+            )
+            SELECT symbol, bar_start, open, high, low, close, volume,
+                   CASE WHEN volume > 0 THEN
+                     ((CAST(notional * 1000000 AS HUGEINT) * 2 + volume) // (2 * volume))::DECIMAL(38,0) * 0.000001::DECIMAL(18,6)
+                   END::DECIMAL(18,6) AS vwap,
+                   trade_count
+            FROM b ORDER BY symbol, bar_start
+            LIMIT {self.config.max_bars + 1}
+        """
+
+    def ohlcv(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None = None,
+              as_of: int | dt.datetime | None = None, exchange: str = DEFAULT_EXCHANGE) -> QueryResult:
+        """Bars with at least one trade (empty bars are absent, not zero-filled). Intraday bars
+        are aligned to UTC clock boundaries; 1d bars are exchange-local trading days."""
+        resolved = self.source.resolve("trades", as_of)
+        if resolved.snapshot_id is None:
+            return QueryResult(OHLCV_SCHEMA.empty_table(), "trades", None)
+        table = self._arrow(self.ohlcv_sql(interval=interval, rng=rng, symbols=symbols, resolved=resolved, exchange=exchange))
+        truncated = table.num_rows > self.config.max_bars
+        if truncated:
+            table = table.slice(0, self.config.max_bars)
+        return QueryResult(table.cast(OHLCV_SCHEMA), "trades", resolved.snapshot_id, truncated=truncated)
+
+    # metadata -----------------------------------------------------------------------------
+
+    def snapshots(self, data_type: str) -> list[SnapshotInfo]:
+        return self.source.snapshots(data_type)
+
+    def explain_analyze(self, sql: str) -> str:
+        """DuckDB's EXPLAIN ANALYZE text of a query (the scan reports `Total Files Read`)."""
+        cur = self.cursor()
+        try:
+            return "\n".join(row[1] for row in cur.execute(f"EXPLAIN ANALYZE {sql}").fetchall())
+        finally:
+            cur.close()
+
+
+def files_read(profile: str) -> int:
+    """The `Total Files Read` figures of an EXPLAIN ANALYZE text, summed over scans."""
+    counts = [int(n) for n in re.findall(r"Total Files Read:\s*(\d+)", profile)]
+    if not counts:
+        raise ValueError("no 'Total Files Read' in the profile: is this an iceberg_scan?")
+    return sum(counts)
+
+
+def _empty_schema(resolved: ResolvedTable) -> pa.Schema:
+    if resolved.table is not None:
+        return resolved.table.schema().as_arrow()
+    from catalog.engine.iceberg import arrow_schema
+
+    return arrow_schema(resolved.name)

@@ -1,0 +1,240 @@
+"""Saved SQL, read-only and sandboxed.
+
+Exactly one SELECT (or WITH … SELECT) statement, checked by DuckDB's own parser. It runs on
+a fresh DuckDB connection where `trades`, `quotes` and `reference_data` are views over
+`iceberg_scan`, after which file access outside the warehouse is disabled
+(`allowed_directories` = the warehouse, `enable_external_access=false`) and the
+configuration is locked (`lock_configuration=true`), so `read_csv('/etc/passwd')`, COPY,
+ATTACH, INSTALL, LOAD, PRAGMA, SET and writes fail. Parameters are bound by DuckDB
+(`$name`), never pasted into the SQL. A timer thread interrupts a query that runs past
+its timeout; results are capped at a row limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from queries.engine.connection import EngineConfig, connect
+from queries.engine.errors import BadQuery, QueryTimeout, SandboxViolation
+from queries.engine.market import scan_expr
+from queries.engine.source import DATA_TYPES, TableSource
+
+PARAM_TYPES = ("string", "integer", "decimal", "float", "boolean", "date", "timestamp")
+PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+ROW_CAP = 100_000
+
+
+@dataclass
+class SandboxResult:
+    table: pa.Table
+    truncated: bool
+    snapshot_ids: dict[str, int | None]
+
+
+def check_statement(sql: str) -> duckdb.Statement:
+    """The one SELECT statement of `sql`; SandboxViolation naming what else was found."""
+    if not sql or not sql.strip():
+        raise BadQuery("the SQL is empty: write one SELECT statement", field="sql")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise BadQuery(f"the SQL does not parse: {exc}", field="sql") from None
+    if len(statements) != 1:
+        raise SandboxViolation(f"saved SQL must be exactly one statement; found {len(statements)}: "
+                               "remove the extra statements (a trailing ';' is fine)", field="sql")
+    statement = statements[0]
+    if statement.type != duckdb.StatementType.SELECT:
+        kind = statement.type.name
+        raise SandboxViolation(f"saved SQL is read-only: a {kind} statement is not allowed; write one SELECT "
+                               "(or WITH … SELECT) statement", field="sql")
+    return statement
+
+
+def coerce_param(name: str, kind: str, value: Any) -> Any:
+    """A parameter value converted to its declared type; BadQuery naming the parameter."""
+    if value is None:
+        return None
+    try:
+        if kind == "string":
+            return str(value)
+        if kind == "integer":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "decimal":
+            return Decimal(str(value))
+        if kind == "float":
+            return float(value)
+        if kind == "boolean":
+            if isinstance(value, bool):
+                return value
+            low = str(value).strip().lower()
+            if low in ("1", "true", "yes"):
+                return True
+            if low in ("0", "false", "no"):
+                return False
+            raise ValueError
+        if kind == "date":
+            return value if isinstance(value, dt.date) and not isinstance(value, dt.datetime) else dt.date.fromisoformat(str(value))
+        if kind == "timestamp":
+            stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                raise BadQuery(f"parameter {name}={value!r} needs a UTC offset, e.g. 2024-03-11T05:00:00Z", field=name)
+            return stamp.astimezone(dt.UTC)
+    except (ValueError, TypeError, InvalidOperation):
+        raise BadQuery(f"parameter {name}={value!r} is not a valid {kind}", field=name) from None
+    raise BadQuery(f"parameter {name} has an unknown type {kind!r}: use one of {', '.join(PARAM_TYPES)}", field=name)
+
+
+def check_declarations(declarations: Mapping[str, Mapping[str, Any]]) -> None:
+    if not isinstance(declarations, Mapping):
+        raise BadQuery('parameters must be an object: {"name": {"type": "string", "default": "BHP"}}', field="parameters")
+    for name, spec in declarations.items():
+        if not PARAM_NAME_RE.match(name):
+            raise BadQuery(f"parameter name {name!r} is not valid: letters, digits and _", field="parameters")
+        if not isinstance(spec, Mapping) or spec.get("type") not in PARAM_TYPES:
+            raise BadQuery(f"parameter {name} needs a type, one of {', '.join(PARAM_TYPES)}", field="parameters")
+        if spec.get("default") is not None:
+            coerce_param(name, spec["type"], spec["default"])
+
+
+def bind_params(statement: duckdb.Statement, declarations: Mapping[str, Mapping[str, Any]],
+                values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters DuckDB binds: declared ones only, given value or default, typed."""
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(declarations))
+    if unknown:
+        raise BadQuery(f"unknown parameter(s) {', '.join(unknown)}; this query takes: "
+                       f"{', '.join(sorted(declarations)) or 'no parameters'}", field=unknown[0])
+    used = set(statement.named_parameters)
+    undeclared = sorted(used - set(declarations))
+    if undeclared:
+        raise BadQuery(f"the SQL uses ${', $'.join(undeclared)} but does not declare it: add it to the parameters",
+                       field="parameters")
+    bound: dict[str, Any] = {}
+    for name in sorted(used):
+        spec = declarations[name]
+        value = values.get(name, spec.get("default"))
+        if value is None and spec.get("required", True) and "default" not in spec:
+            raise BadQuery(f"parameter {name} is required (type {spec['type']})", field=name)
+        bound[name] = coerce_param(name, spec["type"], value)
+    return bound
+
+
+def validate(sql: str, declarations: Mapping[str, Mapping[str, Any]]) -> None:
+    """Save-time check: one SELECT, declared parameters, and it binds against empty tables
+    with the real schemas (unknown columns or tables are caught before anyone runs it)."""
+    statement = check_statement(sql)
+    check_declarations(declarations)
+    from catalog.engine.iceberg import arrow_schema
+
+    conn = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        for data_type in DATA_TYPES:
+            conn.register(f"_empty_{data_type}", arrow_schema(data_type).empty_table())
+            conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM _empty_{data_type}")
+        _lock(conn, allowed=[])
+        params = {name: (coerce_param(name, spec["type"], spec.get("default")) if spec.get("default") is not None
+                         else _sample(spec["type"])) for name, spec in declarations.items()
+                  if name in statement.named_parameters}
+        missing = set(statement.named_parameters) - set(declarations)
+        if missing:
+            raise BadQuery(f"the SQL uses ${', $'.join(sorted(missing))} but does not declare it: add it to the parameters",
+                           field="parameters")
+        conn.execute(f"SELECT * FROM ({statement.query}) LIMIT 0", params)
+    except duckdb.PermissionException as exc:
+        raise SandboxViolation(f"refused by the sandbox: {exc}. Saved SQL may read only trades, quotes and reference_data",
+                               field="sql") from None
+    except duckdb.Error as exc:
+        raise BadQuery(f"the SQL does not run against the tables: {exc}", field="sql") from None
+    finally:
+        conn.close()
+
+
+def _sample(kind: str) -> Any:
+    return {"string": "X", "integer": 1, "decimal": Decimal("1"), "float": 1.0, "boolean": True,
+            "date": dt.date(2024, 1, 1), "timestamp": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}[kind]
+
+
+def _lock(conn: duckdb.DuckDBPyConnection, allowed: list[str]) -> None:
+    if allowed:
+        listed = ", ".join("'" + a.replace("'", "''") + "'" for a in allowed)
+        conn.execute(f"SET allowed_directories = [{listed}]")
+    conn.execute("SET enable_external_access = false")
+    conn.execute("SET lock_configuration = true")
+
+
+def _allowed_dirs(warehouse: str) -> list[str]:
+    if not warehouse:
+        return []
+    dirs = [warehouse.rstrip("/") + "/"]
+    if warehouse.startswith("file://"):
+        dirs.append(warehouse[len("file://"):].rstrip("/") + "/")
+    return dirs
+
+
+def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str, Any]],
+        params: Mapping[str, Any] | None = None, row_limit: int = 10_000, timeout_s: float = 30.0,
+        as_of: int | dt.datetime | None = None, config: EngineConfig | None = None) -> SandboxResult:
+    """Run saved SQL in the sandbox. Raises BadQuery/SandboxViolation (400), QueryTimeout (504)."""
+    statement = check_statement(sql)
+    bound = bind_params(statement, declarations, params)
+    row_limit = max(1, min(int(row_limit), ROW_CAP))
+    conn = connect(config)
+    snapshot_ids: dict[str, int | None] = {}
+    try:
+        for data_type in DATA_TYPES:
+            try:
+                resolved = source.resolve(data_type, as_of if data_type != "reference_data" else None)
+            except Exception:  # noqa: BLE001 - a missing table is an empty view, not a failure
+                conn.register(f"_empty_{data_type}", _empty(data_type))
+                conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM _empty_{data_type}")
+                continue
+            snapshot_ids[data_type] = resolved.snapshot_id
+            if resolved.snapshot_id is None:
+                conn.register(f"_empty_{data_type}", _empty(data_type))
+                conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM _empty_{data_type}")
+            else:
+                conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM {scan_expr(resolved)}")
+        _lock(conn, _allowed_dirs(source.warehouse()))
+        timer = threading.Timer(timeout_s, conn.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            reader = conn.execute(statement.query, bound).fetch_record_batch(min(row_limit + 1, 10_000))
+            batches, rows = [], 0
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows > row_limit:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        finally:
+            timer.cancel()
+    except duckdb.InterruptException:
+        raise QueryTimeout(f"the query ran longer than its {timeout_s:g} s timeout and was stopped: "
+                           "narrow the time range or add filters, or raise the saved query's timeout") from None
+    except duckdb.PermissionException as exc:
+        raise SandboxViolation(f"refused by the sandbox: {exc}. Saved SQL may read only trades, quotes and reference_data",
+                               field="sql") from None
+    except duckdb.Error as exc:
+        raise BadQuery(f"the query failed: {exc}", field="sql") from None
+    finally:
+        conn.close()
+    truncated = table.num_rows > row_limit
+    return SandboxResult(table.slice(0, row_limit) if truncated else table, truncated, snapshot_ids)
+
+
+def _empty(data_type: str) -> pa.Table:
+    from catalog.engine.iceberg import arrow_schema
+
+    return arrow_schema(data_type).empty_table()

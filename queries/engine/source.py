@@ -1,0 +1,113 @@
+"""How the engine finds a table: a small interface over the Iceberg catalog.
+
+The Django side passes `catalog.selectors.get_catalog()` and the namespace; tests and
+benchmarks pass a catalog built from a `CatalogConfig`. The engine only needs the current
+metadata location of a table and its snapshots, so time travel (`as_of`) is resolved here,
+against the table's own snapshot log, before DuckDB is asked to read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
+
+from queries.engine.errors import BadQuery, NotFound
+
+DATA_TYPES = ("trades", "quotes", "reference_data")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    snapshot_id: int
+    parent_id: int | None
+    committed_at: dt.datetime
+    operation: str | None
+    summary: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ResolvedTable:
+    """A table pinned to one snapshot (None: the table has no snapshot yet, so it is empty)."""
+
+    name: str
+    metadata_location: str
+    snapshot_id: int | None
+    table: Table | None = None
+
+
+class TableSource(Protocol):
+    def resolve(self, data_type: str, as_of: int | dt.datetime | None = None) -> ResolvedTable: ...
+
+    def snapshots(self, data_type: str) -> list[SnapshotInfo]: ...
+
+    def warehouse(self) -> str: ...
+
+
+class IcebergSource:
+    """A `TableSource` over a pyiceberg catalog and one namespace."""
+
+    def __init__(self, catalog: Catalog, namespace: str) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+
+    def load(self, data_type: str) -> Table:
+        if data_type not in DATA_TYPES:
+            raise NotFound(f"unknown table {data_type!r}: the tables are {', '.join(DATA_TYPES)}", field="table")
+        try:
+            return self.catalog.load_table(f"{self.namespace}.{data_type}")
+        except NoSuchTableError:
+            raise NotFound(f"table {self.namespace}.{data_type} does not exist yet: start a consumer for {data_type} "
+                           "(or run `manage.py ensure_tables`) so it is created", field="table") from None
+
+    def resolve(self, data_type: str, as_of: int | dt.datetime | None = None) -> ResolvedTable:
+        table = self.load(data_type)
+        return ResolvedTable(name=data_type, metadata_location=table.metadata_location,
+                             snapshot_id=resolve_snapshot(table, as_of), table=table)
+
+    def snapshots(self, data_type: str) -> list[SnapshotInfo]:
+        return snapshot_infos(self.load(data_type))
+
+    def warehouse(self) -> str:
+        props: dict[str, Any] = getattr(self.catalog, "properties", {}) or {}
+        return str(props.get("warehouse", ""))
+
+
+def snapshot_infos(table: Table) -> list[SnapshotInfo]:
+    out = []
+    for snap in table.snapshots():
+        summary = snap.summary.model_dump() if snap.summary is not None else {}
+        operation = summary.pop("operation", None)
+        out.append(SnapshotInfo(
+            snapshot_id=snap.snapshot_id, parent_id=snap.parent_snapshot_id,
+            committed_at=dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=dt.UTC),
+            operation=str(getattr(operation, "value", operation)) if operation is not None else None,
+            summary={k: str(v) for k, v in summary.items()}))
+    return out
+
+
+def resolve_snapshot(table: Table, as_of: int | dt.datetime | None) -> int | None:
+    """The snapshot to read: the current one, the one with this id, or the one current at
+    this instant (the newest committed at or before it)."""
+    if as_of is None:
+        current = table.current_snapshot()
+        return current.snapshot_id if current else None
+    if isinstance(as_of, int):
+        if table.snapshot_by_id(as_of) is None:
+            raise NotFound(f"snapshot {as_of} is not in the table's history (it never existed or was expired): "
+                           "list the snapshots with /snapshots", field="as_of")
+        return as_of
+    if as_of.tzinfo is None:
+        raise BadQuery("as_of must be a UTC instant with an offset, e.g. 2024-03-11T05:00:00Z", field="as_of")
+    millis = int(as_of.timestamp() * 1000)
+    candidates = [s for s in table.snapshots() if s.timestamp_ms <= millis]
+    if not candidates:
+        first = min((s.timestamp_ms for s in table.snapshots()), default=None)
+        hint = (f"the oldest snapshot kept was committed at {dt.datetime.fromtimestamp(first / 1000, tz=dt.UTC).isoformat()}"
+                if first is not None else "the table has no snapshots yet")
+        raise NotFound(f"no snapshot of {table.name()[-1]} existed at {as_of.isoformat()}: {hint}", field="as_of")
+    return max(candidates, key=lambda s: (s.timestamp_ms, s.sequence_number or 0)).snapshot_id

@@ -1,0 +1,135 @@
+"""Helpers for the consumer tests: a real broker (the shared `kafka_bootstrap`), a real
+Iceberg catalog with a namespace per test, and messages produced with confluent-kafka in
+the Confluent wire format. The registry here is a small dict-backed implementation of the
+`SchemaRegistry` interface (not a stand-in for a service: the engine only needs ids → text)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from catalog.engine import schemas, wire
+from catalog.engine.iceberg import CatalogConfig, load_catalog
+from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer
+from k2portal.config import BASE_DIR
+
+BASE_TIME = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
+
+
+class DictRegistry:
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+        self.ids: dict[str, int] = {}
+
+    def register(self, subject: str, schema_text: str) -> int:
+        if schema_text not in self.ids:
+            self.ids[schema_text] = len(self.by_id) + 1
+            self.by_id[self.ids[schema_text]] = schema_text
+        return self.ids[schema_text]
+
+    def get_schema(self, schema_id: int) -> str:
+        from catalog.engine.registry import SchemaNotFound
+
+        try:
+            return self.by_id[schema_id]
+        except KeyError:
+            raise SchemaNotFound(f"schema id {schema_id} is not in the registry") from None
+
+
+def trade(symbol: str, seq: int | None, *, i: int | None = None, exchange: str = "ASX") -> dict[str, Any]:
+    n = seq if seq is not None else (i or 0)
+    return {"symbol": symbol, "company_id": 7, "exchange": exchange,
+            "exchange_timestamp": BASE_TIME + timedelta(seconds=n), "price": Decimal("45.123456"),
+            "volume": 100 + n, "qualifiers": 0, "venue": "X", "buyer_id": None,
+            "ingestion_timestamp": datetime.now(UTC), "sequence_number": seq}
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(timeout=15)
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    errors: list[str] = []
+    count = 0
+    for key, value in values:
+        producer.produce(topic, key=key, value=value,
+                         on_delivery=lambda err, _m: errors.append(err.str()) if err else None)
+        count += 1
+        if count % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    assert not errors, errors
+    return count
+
+
+def encode_trades(registry: DictRegistry, topic: str, records: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    schema_id = registry.register(schemas.subject_name(topic), schemas.schema_text("trades"))
+    parsed = schemas.parsed_schema("trades")
+    return [(r["symbol"].encode(), wire.encode(schema_id, parsed, r)) for r in records]
+
+
+def make_config(bootstrap: str, topic: str, unique: str, **kw: Any) -> ConsumerConfig:
+    base: dict[str, Any] = {"bootstrap_servers": bootstrap, "data_type": "trades", "topics": (topic,),
+                            "group_id": f"g-{unique}", "batch_size": 100, "max_batch_ms": 200,
+                            "session_timeout_ms": 6000, "idle_poll_s": 0.2}
+    if "namespace" not in kw:
+        raise TypeError("namespace is required")
+    base.update(kw)
+    if base.get("topic_pattern"):
+        base["topics"] = None
+    return ConsumerConfig(**base)
+
+
+def run_consumer(config: ConsumerConfig, catalog_config: CatalogConfig, registry: Any, **kw: Any) -> IcebergConsumer:
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, **kw)
+    engine.run()
+    return engine
+
+
+def run_in_thread(engine: IcebergConsumer) -> threading.Thread:
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def table_rows(catalog_config: CatalogConfig, data_type: str = "trades") -> list[dict[str, Any]]:
+    table = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.{data_type}")
+    return table.scan().to_arrow().to_pylist()
+
+
+def subprocess_env(*, bootstrap: str, catalog_config: CatalogConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a `manage.py consume` child process: this test's broker, catalog and
+    (pytest-django's) test database."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {**os.environ,
+           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+           "K2_KAFKA_BOOTSTRAP": bootstrap, "K2_ICEBERG_CATALOG_URI": catalog_config.uri,
+           "K2_WAREHOUSE": catalog_config.warehouse, "K2_KAFKA_SESSION_TIMEOUT_MS": "6000",
+           "K2_LOG_JSON": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(extra or {})
+    return env
+
+
+def consume_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "manage.py", "consume", *args], cwd=BASE_DIR, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def registry() -> DictRegistry:
+    return DictRegistry()

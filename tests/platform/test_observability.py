@@ -1,0 +1,101 @@
+"""Structured logs carry correlation ids; the metrics registry and /metrics (ADR #007, #008)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from django.test import Client
+from prometheus_client import Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from k2portal import metrics
+from k2portal.logging import configure, get_logger, set_correlation_id, timer
+
+
+@pytest.fixture
+def json_log() -> io.StringIO:
+    configure(json_output=True, level="DEBUG")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(handler)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+    configure(json_output=True, level="INFO")
+
+
+def _lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.django_db
+def test_request_log_line_carries_the_correlation_id_returned_in_the_header(json_log: io.StringIO) -> None:
+    response = Client().get("/api/v1/ping")
+    returned = response.headers["X-Correlation-ID"]
+    assert len(returned) == 32
+    finished = [r for r in _lines(json_log) if r["event"] == "request_finished"]
+    assert finished and finished[-1]["correlation_id"] == returned
+    assert finished[-1]["path"] == "/api/v1/ping"
+    assert {"timestamp", "level", "logger"} <= finished[-1].keys()
+
+
+@pytest.mark.django_db
+def test_incoming_correlation_id_is_kept(json_log: io.StringIO) -> None:
+    response = Client().get("/api/v1/ping", headers={"X-Correlation-ID": "req-abc-123"})
+    assert response.headers["X-Correlation-ID"] == "req-abc-123"
+    assert any(r.get("correlation_id") == "req-abc-123" for r in _lines(json_log))
+
+
+def test_timer_logs_the_operation_duration(json_log: io.StringIO) -> None:
+    set_correlation_id("corr-timer")
+    with timer(get_logger("k2.test", component="storage"), "batch_processing", symbol_count=3):
+        pass
+    done = [r for r in _lines(json_log) if r["event"] == "operation_completed"]
+    assert done[-1]["operation"] == "batch_processing"
+    assert done[-1]["component"] == "storage"
+    assert done[-1]["correlation_id"] == "corr-timer"
+    assert isinstance(done[-1]["duration_ms"], float)
+
+
+def test_registry_names_are_prefixed_and_labels_bounded() -> None:
+    registered = metrics.all_metrics()
+    assert len(registered) >= 30
+    for key, metric in registered.items():
+        assert metric._name.startswith("k2_"), key
+        assert "symbol" not in metric._labelnames, f"{key} has an unbounded symbol label"
+
+
+def test_histograms_use_the_hft_latency_buckets() -> None:
+    upper = [b for b in metrics.ICEBERG_WRITE_DURATION._upper_bounds if b != float("inf")]
+    assert upper == [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+
+
+def test_registering_a_duplicate_fails() -> None:
+    with pytest.raises(ValueError):
+        metrics.counter("sequence_gaps_detected_total", "again", metrics.STREAM_LABELS)
+    with pytest.raises(ValueError):  # prometheus_client refuses the same name in its registry too
+        Counter("k2_sequence_gaps_detected_total", "again")
+
+
+def test_typed_getters_refuse_the_wrong_type() -> None:
+    assert metrics.get_counter("sequence_gaps_detected_total") is metrics.SEQUENCE_GAPS
+    with pytest.raises(TypeError):
+        metrics.get_gauge("sequence_gaps_detected_total")
+
+
+@pytest.mark.django_db
+def test_metrics_endpoint_serves_django_and_k2_metrics() -> None:
+    metrics.SEQUENCE_GAPS.labels(exchange="asx", asset_class="equities", data_type="trades").inc()
+    client = Client()
+    client.get("/api/v1/ping")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+    assert "k2_sequence_gaps_detected" in families
+    assert any(name.startswith("django_http_requests") for name in families)
+    samples = [s for s in families["k2_sequence_gaps_detected"].samples if s.name.endswith("_total")]
+    assert any(s.labels == {"exchange": "asx", "asset_class": "equities", "data_type": "trades"} and s.value >= 1
+               for s in samples)

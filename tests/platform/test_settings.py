@@ -1,0 +1,75 @@
+"""Settings are read from the environment; a bad value stops start-up naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from k2portal.config import BASE_DIR, ConfigError, load
+
+
+def test_defaults_are_the_local_stack() -> None:
+    cfg = load({})
+    assert cfg.database_url == "postgres://postgres@127.0.0.1:5432/k2"
+    assert cfg.redis_url == "redis://127.0.0.1:6379/0"
+    assert cfg.uses_embedded_broker and cfg.bootstrap_servers == "127.0.0.1:19092"
+    assert cfg.iceberg_catalog_uri == "postgresql+psycopg://postgres@127.0.0.1:5432/k2"
+    assert cfg.warehouse == (BASE_DIR / "var" / "warehouse").as_uri()
+    assert cfg.consumer_batch_size == 1000  # ADR #015
+    assert cfg.debug is False
+    assert cfg.session_timeout_ms == 6000  # short group joins on the embedded broker
+
+
+def test_production_values_are_taken_as_given() -> None:
+    cfg = load({
+        "K2_KAFKA_BOOTSTRAP": "kafka-1:9092,kafka-2:9092",
+        "K2_WAREHOUSE": "s3://warehouse/k2",
+        "K2_CONSUMER_BATCH_SIZE": "5000",
+        "K2_SCHEMA_REGISTRY_URL": "http://schema-registry:8081",
+        "DEBUG": "true",
+    })
+    assert cfg.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert cfg.session_timeout_ms is None  # production keeps Kafka's default
+    assert cfg.warehouse == "s3://warehouse/k2"
+    assert cfg.consumer_batch_size == 5000
+    assert cfg.schema_registry_url == "http://schema-registry:8081"
+    assert cfg.debug is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("K2_CONSUMER_BATCH_SIZE", "abc", "not an integer"),
+        ("K2_CONSUMER_BATCH_SIZE", "0", "out of range"),
+        ("K2_CONSUMER_BATCH_SIZE", "-5", "out of range"),
+        ("DATABASE_URL", "mysql://root@db/k2", "scheme must be one of"),
+        ("DATABASE_URL", "postgres://host:notaport/k2", "Port could not be cast"),
+        ("REDIS_URL", "not a url", "scheme must be one of"),
+        ("K2_KAFKA_BOOTSTRAP", "localhost", "is not host:port"),
+        ("K2_SCHEMA_REGISTRY_URL", "ftp://registry", "scheme must be one of"),
+        ("K2_ICEBERG_CATALOG_URI", "postgresql+psycopg://", "no host"),
+        ("K2_WAREHOUSE", "hdfs://namenode/wh", "unknown scheme"),
+        ("DEBUG", "maybe", "DEBUG accepts"),
+        ("K2_EMBEDDED_BROKER_PORT", "70000", "out of range"),
+    ],
+)
+def test_bad_value_names_the_variable_and_what_it_accepts(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load({name: value})
+    message = str(err.value)
+    assert message.startswith(f"{name}=")
+    assert f"{name} accepts" in message
+    assert fragment in message
+
+
+def test_bad_value_stops_manage_py_with_a_message_not_a_traceback() -> None:
+    env = {**os.environ, "K2_CONSUMER_BATCH_SIZE": "abc"}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "K2_CONSUMER_BATCH_SIZE='abc'" in result.stderr
+    assert "a positive integer" in result.stderr
+    assert "Traceback" not in result.stderr
