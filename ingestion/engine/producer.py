@@ -263,7 +263,7 @@ class CsvProducer:
                     poll(0)
                     self._raise_if_fatal()
                 if self.on_progress is not None and result.rows_read % progress_every == 0:
-                    self.on_progress(fh.tell() if hasattr(fh, "tell") else 0)
+                    self.on_progress(fh.buffer.tell() if hasattr(fh, "buffer") else 0)
         finally:
             self._drain(producer)
 

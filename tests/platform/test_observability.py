@@ -99,3 +99,23 @@ def test_metrics_endpoint_serves_django_and_k2_metrics() -> None:
     samples = [s for s in families["k2_sequence_gaps_detected"].samples if s.name.endswith("_total")]
     assert any(s.labels == {"exchange": "asx", "asset_class": "equities", "data_type": "trades"} and s.value >= 1
                for s in samples)
+
+
+def test_correlation_ids_are_isolated_between_threads(json_log: io.StringIO) -> None:
+    import threading
+
+    barrier = threading.Barrier(2)
+    log = get_logger("k2.test.threads")
+
+    def work(name: str) -> None:
+        set_correlation_id(f"corr-{name}")
+        barrier.wait()  # both ids are bound before either logs
+        log.info("thread_work", worker=name)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = [r for r in _lines(json_log) if r["event"] == "thread_work"]
+    assert {(r["worker"], r["correlation_id"]) for r in lines} == {("a", "corr-a"), ("b", "corr-b")}

@@ -73,3 +73,11 @@ def test_bad_value_stops_manage_py_with_a_message_not_a_traceback() -> None:
     assert "K2_CONSUMER_BATCH_SIZE='abc'" in result.stderr
     assert "a positive integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_readme_lists_every_setting_and_opens_with_the_two_commands() -> None:
+    readme = (BASE_DIR / "README.md").read_text()
+    head = "\n".join(readme.splitlines()[:6])
+    assert "make run" in head and "make test" in head
+    for var in __import__("k2portal.config", fromlist=["VARIABLES"]).VARIABLES:
+        assert f"| `{var.name}` |" in readme, f"README settings table misses {var.name}"

@@ -1,0 +1,82 @@
+"""Reads of the queries app: the query engine bound to the platform catalog, saved queries,
+API keys and sequence gaps (read-only from ingestion)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from catalog.engine.iceberg import NAMESPACE
+from queries.engine.connection import EngineConfig
+from queries.engine.errors import NotFound
+from queries.engine.market import MarketQueries
+from queries.engine.source import IcebergSource
+from queries.models import ApiKey, SavedQuery
+
+_engines: dict[tuple[int, str], MarketQueries] = {}
+_lock = threading.Lock()
+
+
+def namespace() -> str:
+    """The Iceberg namespace queries read (`market_data`; tests point it at their own)."""
+    return getattr(settings, "K2_ICEBERG_NAMESPACE", NAMESPACE)
+
+
+def engine_config() -> EngineConfig:
+    return getattr(settings, "K2_QUERY_ENGINE", None) or EngineConfig()
+
+
+def get_engine() -> MarketQueries:
+    """One engine per (catalog, namespace) in this process; its DuckDB database is reused."""
+    from catalog.selectors import get_catalog
+
+    catalog = get_catalog()
+    key = (id(catalog), namespace())
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = MarketQueries(IcebergSource(catalog, key[1]), engine_config())
+    return engine
+
+
+def saved_query_list() -> QuerySet[SavedQuery]:
+    return SavedQuery.objects.all()
+
+
+def saved_query_get(*, slug: str) -> SavedQuery:
+    try:
+        return SavedQuery.objects.get(slug=slug)
+    except SavedQuery.DoesNotExist:
+        raise NotFound(f"no saved query with slug {slug!r}: list them at /api/v1/queries") from None
+
+
+def api_key_by_prefix(*, prefix: str) -> ApiKey | None:
+    return ApiKey.objects.filter(prefix=prefix).first()
+
+
+def gap_list(*, exchange: str | None = None, data_type: str | None = None, symbol: str | None = None,
+             state: str | None = None, detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
+             limit: int = 100, offset: int = 0) -> list[dict]:
+    """Sequence gaps (ADR #014) newest first, filtered; rows as plain dicts."""
+    from ingestion.models import SequenceGap
+
+    qs = SequenceGap.objects.all().order_by("-detected_at", "-id")
+    if exchange:
+        qs = qs.filter(exchange__iexact=exchange)
+    if data_type:
+        qs = qs.filter(data_type=data_type)
+    if symbol:
+        qs = qs.filter(symbol=symbol)
+    if state:
+        qs = qs.filter(state=state)
+    if detected_from:
+        qs = qs.filter(detected_at__gte=detected_from)
+    if detected_to:
+        qs = qs.filter(detected_at__lt=detected_to)
+    fields = ("id", "detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
+              "received_sequence", "gap_size", "missing_remaining", "topic", "partition", "offset", "state",
+              "filled_at", "acknowledged_at", "note")
+    return list(qs.values(*fields)[offset:offset + limit])

@@ -1,0 +1,146 @@
+"""Writes and actions of the queries app: API keys (issue, revoke, authenticate, rate
+limit), saved queries (validate, create, run) and the engine calls the API makes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from k2portal import metrics
+from k2portal.logging import get_logger
+from queries import selectors
+from queries.engine import sandbox
+from queries.engine.errors import BadQuery
+from queries.models import ApiKey, SavedQuery
+
+log = get_logger(__name__, component="queries")
+KEY_PREFIX = "k2_"
+
+
+class RateLimited(Exception):
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"rate limit of {limit} requests per minute reached for this API key: retry in {retry_after} s")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+def _hash(raw: str) -> str:
+    # API keys are 190+ bits of randomness: a fast hash is enough (no dictionary to attack).
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_create(*, name: str, scopes: Iterable[str], owner: Any = None,
+                   rate_limit_per_minute: int = 600) -> tuple[ApiKey, str]:
+    """Issue a key. Returns the row and the raw key, which is not stored and cannot be shown again."""
+    scopes = sorted(set(scopes))
+    unknown = set(scopes) - set(ApiKey.Scope.values)
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}: use {', '.join(ApiKey.Scope.values)}")
+    prefix = secrets.token_hex(6)
+    raw = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(24)}"
+    key = ApiKey.objects.create(name=name, prefix=prefix, key_hash=_hash(raw), scopes=scopes, owner=owner,
+                                rate_limit_per_minute=rate_limit_per_minute)
+    log.info("api_key_issued", key_id=key.pk, prefix=prefix, scopes=scopes)
+    return key, raw
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        log.info("api_key_revoked", key_id=api_key.pk, prefix=api_key.prefix)
+    return api_key
+
+
+class KeyRejected(Exception):
+    """The key in the request is malformed, unknown or revoked (401); the message says which."""
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey:
+    parts = raw_key.split("_")
+    if len(parts) < 3 or f"{parts[0]}_" != KEY_PREFIX:
+        raise KeyRejected("the X-API-Key header does not hold a K2 API key (k2_<prefix>_<secret>): "
+                          "copy the whole key an admin issued you")
+    key = selectors.api_key_by_prefix(prefix=parts[1])
+    if key is None or not hmac.compare_digest(key.key_hash, _hash(raw_key)):
+        raise KeyRejected("this API key is not known: ask an admin to issue one (admin → API keys)")
+    if key.revoked_at is not None:
+        raise KeyRejected(f"this API key was revoked at {key.revoked_at.isoformat()}: ask an admin for a new one")
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > dt.timedelta(seconds=60):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key
+
+
+@cache
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def rate_limit_check(*, api_key: ApiKey, now: float | None = None) -> int:
+    """Count one request in the key's current one-minute window (Redis); RateLimited when over.
+    If Redis is unreachable the request is let through and the failure is logged and counted:
+    an outage of the limiter must not take the API down."""
+    now = time.time() if now is None else now
+    window = int(now // 60)
+    name = f"k2:ratelimit:{api_key.pk}:{window}"
+    try:
+        pipe = _redis(settings.K2.redis_url).pipeline()
+        pipe.incr(name)
+        pipe.expire(name, 120)
+        count = int(pipe.execute()[0])
+    except redis.RedisError as exc:
+        log.warning("rate_limiter_unavailable", error=str(exc))
+        metrics.ERRORS.labels(component="api", error="rate_limiter_unavailable").inc()
+        return 0
+    if count > api_key.rate_limit_per_minute:
+        metrics.API_RATE_LIMITED.inc()
+        raise RateLimited(api_key.rate_limit_per_minute, 60 - int(now % 60))
+    return count
+
+
+def saved_query_validate(*, sql: str, parameters: Mapping[str, Any]) -> None:
+    """BadQuery/SandboxViolation when the SQL would be refused at run time (save-time check)."""
+    sandbox.validate(sql, parameters or {})
+
+
+@transaction.atomic
+def saved_query_create(*, slug: str, name: str, sql: str, parameters: Mapping[str, Any] | None = None,
+                       description: str = "", row_limit: int = 10_000, timeout_seconds: float = 30.0,
+                       owner: Any = None) -> SavedQuery:
+    saved_query_validate(sql=sql, parameters=parameters or {})
+    return SavedQuery.objects.create(slug=slug, name=name, sql=sql, parameters=dict(parameters or {}),
+                                     description=description, row_limit=row_limit, timeout_seconds=timeout_seconds,
+                                     owner=owner)
+
+
+def saved_query_run(*, saved_query: SavedQuery, params: Mapping[str, Any] | None = None,
+                    as_of: int | dt.datetime | None = None, row_limit: int | None = None) -> sandbox.SandboxResult:
+    engine = selectors.get_engine()
+    limit = min(saved_query.row_limit, row_limit) if row_limit else saved_query.row_limit
+    started = time.perf_counter()
+    try:
+        result = sandbox.run(source=engine.source, sql=saved_query.sql, declarations=saved_query.parameters or {},
+                             params=params, row_limit=limit, timeout_s=saved_query.timeout_seconds, as_of=as_of,
+                             config=engine.config)
+    except BadQuery as exc:
+        metrics.QUERY_ERRORS.labels(query_type="saved", error=exc.code).inc()
+        raise
+    except Exception as exc:
+        metrics.QUERY_ERRORS.labels(query_type="saved", error=getattr(exc, "code", type(exc).__name__)).inc()
+        raise
+    metrics.QUERY_DURATION.labels(query_type="saved").observe(time.perf_counter() - started)
+    metrics.QUERY_ROWS.labels(query_type="saved").inc(result.table.num_rows)
+    log.info("saved_query_run", slug=saved_query.slug, rows=result.table.num_rows, truncated=result.truncated)
+    return result
