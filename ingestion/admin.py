@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from ingestion.models import Topic
+from ingestion import consumer_services
+from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
 
 
 @admin.register(Topic)
@@ -11,3 +12,69 @@ class TopicAdmin(admin.ModelAdmin):
     list_filter = ("asset_class", "data_type", "exchange")
     search_fields = ("name",)
     readonly_fields = ("watermarks", "watermarks_refreshed_at", "created_at")
+
+
+# --- consumers, runs and sequence gaps (issue #4) -------------------------------------------
+
+
+class ConsumerRunInline(admin.TabularInline):
+    model = ConsumerRun
+    extra = 0
+    can_delete = False
+    readonly_fields = ("started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error")
+    max_num = 0
+    ordering = ("-started_at",)
+
+
+@admin.register(Consumer)
+class ConsumerAdmin(admin.ModelAdmin):
+    """Consumer loops; start/stop call the services (which enqueue or signal the Celery task)."""
+
+    list_display = ("name", "data_type", "topic", "topic_pattern", "group_id", "status", "heartbeat_at", "updated_at")
+    list_filter = ("status", "data_type")
+    search_fields = ("name", "group_id")
+    readonly_fields = ("status", "task_id", "heartbeat_at", "last_error", "stats", "updated_at")
+    inlines = (ConsumerRunInline,)
+    actions = ("start_selected", "stop_selected")
+
+    def _apply(self, request, queryset, service, verb: str) -> None:  # noqa: ANN001
+        for consumer in queryset:
+            try:
+                service(consumer=consumer)
+                self.message_user(request, f"{consumer.name}: {verb}", messages.SUCCESS)
+            except consumer_services.ConsumerTransitionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+
+    @admin.action(description="Start selected consumers")
+    def start_selected(self, request, queryset) -> None:  # noqa: ANN001
+        self._apply(request, queryset, consumer_services.start_consumer, "starting")
+
+    @admin.action(description="Stop selected consumers")
+    def stop_selected(self, request, queryset) -> None:  # noqa: ANN001
+        self._apply(request, queryset, consumer_services.stop_consumer, "stopping")
+
+
+@admin.register(ConsumerRun)
+class ConsumerRunAdmin(admin.ModelAdmin):
+    list_display = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "short_error")
+    list_filter = ("consumer",)
+    date_hierarchy = "started_at"
+    readonly_fields = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error")
+
+    @admin.display(description="error")
+    def short_error(self, run: ConsumerRun) -> str:
+        return run.error[:80]
+
+
+@admin.register(SequenceGap)
+class SequenceGapAdmin(admin.ModelAdmin):
+    """Sequence gaps (ADR #014): filter by state, data type, exchange and time; search by symbol."""
+
+    list_display = ("detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
+                    "received_sequence", "gap_size", "missing_remaining", "state", "topic", "partition", "offset")
+    list_filter = ("state", "data_type", "exchange", "asset_class", "detected_at")
+    search_fields = ("symbol",)
+    date_hierarchy = "detected_at"
+    readonly_fields = ("detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
+                       "received_sequence", "gap_size", "missing_remaining", "filled_sequences", "topic",
+                       "partition", "offset", "filled_at", "acknowledged_at", "acknowledged_by")

@@ -43,7 +43,7 @@ def _hash(raw: str) -> str:
 def api_key_create(*, name: str, scopes: Iterable[str], owner: Any = None,
                    rate_limit_per_minute: int = 600) -> tuple[ApiKey, str]:
     """Issue a key. Returns the row and the raw key, which is not stored and cannot be shown again."""
-    scopes = sorted(set(scopes))
+    scopes = sorted({str(getattr(s, "value", s)) for s in scopes})
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown:
         raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}: use {', '.join(ApiKey.Scope.values)}")

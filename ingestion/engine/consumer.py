@@ -597,10 +597,10 @@ class IcebergConsumer:
                 self._process(pending)
         finally:
             if consumer is not None:
-                self.stats.lag = self.lag()
                 consumer.close()
             if self._dlq_producer is not None:
                 self._dlq_producer.flush(10)
+                self._dlq_producer = None
             self.decoder.close()
             metrics.CONSUMERS_RUNNING.labels(**labels).dec()
             log.info("consumer_stopped", messages=self.stats.messages, rows=self.stats.rows_written,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,7 +30,7 @@ EXCHANGE_TZ = {"asx": "Australia/Sydney"}
 
 _MAX_UNSCALED = 10**18  # decimal(18,6): at most 18 digits in all
 _SCALE = Decimal("0.000001")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class HeaderError(ValueError):
@@ -148,7 +148,7 @@ class RowParser:
         self.assign_sequence = data_type != "reference_data" and "sequence_number" not in self.columns
         self.first_sequence = first_sequence
         self.next_sequence: dict[str, int] = {}
-        self._now = now_micros or (lambda: to_micros(datetime.now(timezone.utc)))
+        self._now = now_micros or (lambda: to_micros(datetime.now(UTC)))
         self._parse: Callable[[list[str]], dict[str, Any]] = {
             "trades": self._trade, "quotes": self._quote, "reference_data": self._reference,
         }[data_type]

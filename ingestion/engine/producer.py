@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from catalog.engine.schemas import parsed_schema, schema_text, subject_name, topic_name
 from catalog.engine.wire import HEADER, MAGIC
 from ingestion.engine.csv_rows import HeaderError, RowError, RowParser, key_of
+from ingestion.engine.fast_encode import FastEncoder
 from k2portal import metrics
 from k2portal.logging import get_logger
 
@@ -135,7 +136,8 @@ def check_broker(settings: ProducerSettings, topic: str) -> int:
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers,
                          "socket.connection.setup.timeout.ms": max(1000, int(settings.connect_timeout_s * 1000))})
     try:
-        metadata = admin.list_topics(topic=topic, timeout=settings.connect_timeout_s)
+        # All topics, not list_topics(topic=…): asking for one topic makes some brokers auto-create it.
+        metadata = admin.list_topics(timeout=settings.connect_timeout_s)
     except KafkaException as exc:
         raise ProduceError(
             f"Kafka at {settings.bootstrap_servers} did not answer within {settings.connect_timeout_s:g}s ({exc.args[0]}). "
@@ -168,13 +170,13 @@ class CsvProducer:
         self._labels = labels
         self.result = ProduceResult(topic=self.topic, dlq_path=dlq_path)
         self._fatal: KafkaError | None = None
+        self._acked_reported = 0
 
     # --- delivery reports (called from poll/flush on this thread) ---
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         latency = msg.latency()
         if err is None:
-            self.result.acked += 1
-            self._m_produced.inc()
+            self.result.acked += 1  # the counter metric follows in bulk (_sync_metrics), not per message
             if latency is not None:
                 self._m_latency.observe(latency)
                 if self.keep_latencies:
@@ -189,6 +191,12 @@ class CsvProducer:
         except Exception:  # noqa: BLE001 - keep the bytes if they do not decode
             row = msg.value().hex()
         self.dlq.write(line=None, reason="not_delivered", error=f"not acknowledged by the broker: {err.str()}", row=row)
+
+    def _sync_metrics(self) -> None:
+        delta = self.result.acked - self._acked_reported
+        if delta:
+            self._m_produced.inc(delta)
+            self._acked_reported += delta
 
     def _on_error(self, err: KafkaError) -> None:
         log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
@@ -234,23 +242,30 @@ class CsvProducer:
         produce, poll, on_delivery, topic = producer.produce, producer.poll, self._on_delivery, self.topic
         write = fastavro.schemaless_writer
         schema, parse, key_for, data_type = self._schema, parser.parse, key_of, self.data_type
+        fast = FastEncoder(parser).encode
         progress_every = 10_000
         try:
             for fields in reader:
                 result.rows_read += 1
-                if not fields:  # a blank line
-                    self._reject(RowError(reader.line_num, "blank_line", "is blank"), fields)
-                    continue
-                try:
-                    record = parse(fields, reader.line_num)
-                except RowError as error:
-                    self._reject(error, fields)
-                    continue
-                buf = io.BytesIO()
-                buf.write(prefix)
-                write(buf, schema, record)
-                value = buf.getvalue()
-                key = key_for(data_type, record)
+                encoded = fast(fields, 0)
+                if encoded is not None:  # the common case: validated and encoded in one pass
+                    key, buf = encoded
+                    buf[:5] = prefix
+                    value = bytes(buf)
+                else:
+                    if not fields:  # a blank line
+                        self._reject(RowError(reader.line_num, "blank_line", "is blank"), fields)
+                        continue
+                    try:
+                        record = parse(fields, reader.line_num)
+                    except RowError as error:
+                        self._reject(error, fields)
+                        continue
+                    out = io.BytesIO()
+                    out.write(prefix)
+                    write(out, schema, record)
+                    value = out.getvalue()
+                    key = key_for(data_type, record)
                 while True:
                     try:
                         produce(topic, value, key, on_delivery=on_delivery)
@@ -261,6 +276,7 @@ class CsvProducer:
                 result.produced += 1
                 if result.produced % 1000 == 0:
                     poll(0)
+                    self._sync_metrics()
                     self._raise_if_fatal()
                 if self.on_progress is not None and result.rows_read % progress_every == 0:
                     self.on_progress(fh.buffer.tell() if hasattr(fh, "buffer") else 0)
@@ -272,6 +288,7 @@ class CsvProducer:
         deadline = time.monotonic() + self.settings.delivery_timeout_ms / 1000 + 5
         while len(producer) > 0 and time.monotonic() < deadline and self._fatal is None:
             producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        self._sync_metrics()
         outstanding = len(producer)
         if outstanding:
             # Never acknowledged and no report: counted as failed, not as sent.

@@ -90,20 +90,25 @@ def _intraday_weight(minute: float) -> float:
 
 
 def _bursty_times(rng: random.Random, n: int, session_us: int) -> list[int]:
-    """n offsets (µs into the session), sorted: parents from the U-shaped profile, children in bursts."""
+    """n offsets (µs into the session), strictly increasing: parents from the U-shaped profile, children in bursts."""
     out: list[int] = []
+    last_start = session_us - 60_000_000  # parents start before 15:59 so their bursts fit in the session
     while len(out) < n:
         # Parent by rejection sampling from the U shape.
         while True:
             minute = rng.uniform(0, 360)
             if rng.random() < _intraday_weight(minute):
                 break
-        t = int(minute * 60_000_000)
+        t = min(int(minute * 60_000_000), last_start)
         burst = min(n - len(out), 1 + int(rng.expovariate(1 / 3.0)))  # mean ~4 events per burst
         for _ in range(burst):
-            out.append(min(session_us - 1, t))
+            out.append(t)
             t += int(rng.expovariate(1 / 40_000.0)) + 1  # ~40 ms apart inside a burst
     out.sort()
+    # At least 3 µs apart and 3 µs after the open, so quote updates fit strictly between trades.
+    previous = 0
+    for i, t in enumerate(out):
+        previous = out[i] = max(t, previous + 3)
     return out
 
 
@@ -152,7 +157,7 @@ def generate(*, seed: int, trades: int, days: int = 5, start: date = date(2014, 
                     step = rng.choices((-1, 0, 1), (0.3, 0.4, 0.3))[0]
                     book.bid_ticks = max(2, book.bid_ticks + step)
                     book.spread = rng.choices((1, 2, 3), (0.7, 0.22, 0.08))[0]
-                    q_offset = prev + (offset - prev) * (j + 1) // (k + 1)
+                    q_offset = prev + 1 + (offset - prev - 2) * (j + 1) // (k + 1)  # strictly between the trades
                     bid = book.tick * book.bid_ticks
                     ask = book.tick * (book.bid_ticks + book.spread)
                     if quotes_per_trade <= 0:
@@ -241,9 +246,8 @@ def inject_anomalies(rows: list[list[str]], *, rng: random.Random, data_type: st
         if i in drop:
             continue
         if i in swap:
-            # Keep the time column in place: only the event identity moves.
-            other = rows[swap[i]]
-            out.append([*other[:2], row[2], *other[3:]])
+            # The whole event moves, timestamp included: it was delivered late, not re-timed.
+            out.append(rows[swap[i]])
         else:
             out.append(row)
         if i in repeat_after:

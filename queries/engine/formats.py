@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -49,8 +50,22 @@ def json_value(value: Any) -> Any:
     return value
 
 
+def json_ready(table: pa.Table) -> pa.Table:
+    """Decimals to exact strings and instants to ISO 8601 UTC strings, column by column
+    (vectorised: much cheaper than converting value by value in Python)."""
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_decimal(kind):
+            column = pc.cast(column, pa.string())
+        elif pa.types.is_timestamp(kind) and kind.tz is not None:
+            column = pc.strftime(pc.cast(column, pa.timestamp("us", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
 def rows(table: pa.Table) -> list[dict[str, Any]]:
-    return [{k: json_value(v) for k, v in row.items()} for row in table.to_pylist()]
+    return [{k: json_value(v) for k, v in row.items()} for row in json_ready(table).to_pylist()]
 
 
 def encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> bytes:

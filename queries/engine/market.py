@@ -123,7 +123,7 @@ class MarketQueries:
     def _arrow(self, sql: str) -> pa.Table:
         cur = self.cursor()
         try:
-            return cur.execute(sql).fetch_arrow_table()
+            return cur.execute(sql).to_arrow_table()
         except duckdb.InterruptException:
             raise
         except duckdb.Error as exc:

@@ -41,7 +41,7 @@ def replay_batches(engine: MarketQueries, *, data_type: str = "trades", rng: Tim
                f"{symbol_clause(symbols)} ORDER BY {order_by}")
         cur = engine.cursor()
         try:
-            reader = cur.execute(sql).fetch_record_batch(batch_rows)
+            reader = cur.execute(sql).to_arrow_reader(batch_rows)
             for batch in reader:
                 if batch.num_rows:
                     yield batch
@@ -66,3 +66,41 @@ def paced(batches: Iterator[pa.RecordBatch], *, speed: float | None,
                 if wait > 0:
                     sleep(wait)
             yield row
+
+
+AVRO_FIELDS = {
+    "trades": ("symbol", "company_id", "exchange", "exchange_timestamp", "price", "volume", "qualifiers", "venue",
+               "buyer_id", "ingestion_timestamp", "sequence_number"),
+    "quotes": ("symbol", "company_id", "exchange", "exchange_timestamp", "bid_price", "bid_volume", "ask_price",
+               "ask_volume", "ingestion_timestamp", "sequence_number"),
+}
+
+
+def publish(rows: Iterator[dict], *, producer, topic: str, data_type: str,  # type: ignore[no-untyped-def]
+            encode: Callable[[dict], bytes], flush_every: int = 10_000) -> int:
+    """Republish rows to Kafka: key = symbol, value = Avro in the Confluent wire format
+    (`encode` closes over the schema id). Lineage columns are not part of the record."""
+    fields = AVRO_FIELDS[data_type]
+    sent = 0
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:  # type: ignore[no-untyped-def]
+        if err is not None:
+            errors.append(str(err))
+
+    for row in rows:
+        record = {name: row[name] for name in fields}
+        while True:
+            try:
+                producer.produce(topic, key=row["symbol"].encode(), value=encode(record), on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain, then try again
+                producer.poll(0.1)
+        sent += 1
+        if sent % flush_every == 0:
+            producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining or errors:
+        raise RuntimeError(f"{len(errors) + remaining} of {sent} messages were not delivered to {topic}: "
+                           f"{errors[:3] or 'flush timed out'}")
+    return sent

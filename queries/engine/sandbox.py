@@ -31,6 +31,7 @@ from queries.engine.source import DATA_TYPES, TableSource
 PARAM_TYPES = ("string", "integer", "decimal", "float", "boolean", "date", "timestamp")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ROW_CAP = 100_000
+_LEADING = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 
 
 @dataclass
@@ -52,8 +53,12 @@ def check_statement(sql: str) -> duckdb.Statement:
         raise SandboxViolation(f"saved SQL must be exactly one statement; found {len(statements)}: "
                                "remove the extra statements (a trailing ';' is fine)", field="sql")
     statement = statements[0]
-    if statement.type != duckdb.StatementType.SELECT:
-        kind = statement.type.name
+    # DuckDB turns some non-SELECT commands (PRAGMA, SHOW, DESCRIBE, SUMMARIZE) into SELECTs,
+    # so the statement's own first keyword must be SELECT or WITH as well.
+    stripped = _LEADING.sub("", sql)
+    first = re.split(r"[\s(;]", stripped, maxsplit=1)[0].upper() if stripped else ""
+    if statement.type != duckdb.StatementType.SELECT or first not in ("SELECT", "WITH"):
+        kind = statement.type.name if statement.type != duckdb.StatementType.SELECT else first
         raise SandboxViolation(f"saved SQL is read-only: a {kind} statement is not allowed; write one SELECT "
                                "(or WITH … SELECT) statement", field="sql")
     return statement
@@ -210,7 +215,7 @@ def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str
         timer.daemon = True
         timer.start()
         try:
-            reader = conn.execute(statement.query, bound).fetch_record_batch(min(row_limit + 1, 10_000))
+            reader = conn.execute(statement.query, bound).to_arrow_reader(min(row_limit + 1, 10_000))
             batches, rows = [], 0
             for batch in reader:
                 batches.append(batch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         if timeout <= 0 or connect_timeout <= 0:
             raise CommandError("--timeout and --connect-timeout must be positive", returncode=2)
         if dlq_file is None:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             dlq_file = BASE_DIR / "var" / "dlq" / f"{csv.stem}-{data_type}-{stamp}.jsonl"
         size = csv.stat().st_size
         bar = None

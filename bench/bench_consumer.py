@@ -1,0 +1,262 @@
+"""Benchmarks of the Kafka → Iceberg consumer engine (issue #4). Figures go to docs/benchmarks-consumer.md.
+
+Runs the engine in-process against a real embedded broker (Tansu, started here on a free
+port) and a real Iceberg SQL catalog in Postgres with a local warehouse (a fresh namespace
+per run, dropped at the end). Gap sink: in memory (no Django).
+
+    .venv/bin/python bench/bench_consumer.py throughput --messages 500000 --batch-sizes 1000,10000,50000
+    .venv/bin/python bench/bench_consumer.py latency --rate 5000 --seconds 20 --max-batch-ms 50,100
+    .venv/bin/python bench/bench_consumer.py rss --messages 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from catalog.engine import schemas, wire  # noqa: E402
+from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog  # noqa: E402
+from ingestion.engine import broker  # noqa: E402
+from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer, MemoryGapSink  # noqa: E402
+
+CATALOG_URI = os.environ.get("K2_BENCH_CATALOG_URI", "postgresql+psycopg://postgres@127.0.0.1:5432/k2_test_iceberg")
+SYMBOLS = [f"SYM{i:03d}" for i in range(200)]
+
+
+class Registry:
+    def get_schema(self, schema_id: int) -> str:
+        return schemas.schema_text("trades")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def encoded_values(n: int, start_seq: int = 0) -> list[tuple[bytes, bytes]]:
+    """n trades over SYMBOLS, per-symbol contiguous sequence numbers (no gaps)."""
+    parsed = schemas.parsed_schema("trades")
+    base = datetime(2026, 3, 10, tzinfo=UTC)
+    out = []
+    for i in range(start_seq, start_seq + n):
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        rec = {"symbol": sym, "company_id": i % len(SYMBOLS), "exchange": "ASX",
+               "exchange_timestamp": base + timedelta(microseconds=i), "price": Decimal("45.120000"),
+               "volume": 100, "qualifiers": 0, "venue": "X", "buyer_id": None,
+               "ingestion_timestamp": base, "sequence_number": i // len(SYMBOLS) + 1}
+        out.append((sym.encode(), wire.encode(1, parsed, rec)))
+    return out
+
+
+class Env:
+    def __init__(self) -> None:
+        self.var = Path(tempfile.mkdtemp(prefix="k2-bench-"))
+        self.port = free_port()
+        self.bootstrap = broker.start(port=self.port, var_dir=self.var).address
+        self.catalogs: list[CatalogConfig] = []
+
+    def topic(self, partitions: int = 30) -> str:
+        name = f"market.equities.trades.b{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(timeout=15)
+        return name
+
+    def namespace(self) -> CatalogConfig:
+        config = CatalogConfig(uri=CATALOG_URI, warehouse=(self.var / "warehouse").as_uri(),
+                               namespace=f"bench_{uuid.uuid4().hex[:8]}")
+        ensure_tables(load_catalog(config), config.namespace)
+        self.catalogs.append(config)
+        return config
+
+    def close(self) -> None:
+        for config in self.catalogs:
+            catalog = load_catalog(config)
+            for t in ("trades", "quotes", "reference_data"):
+                try:
+                    catalog.drop_table(f"{config.namespace}.{t}")
+                except Exception:  # noqa: BLE001
+                    pass
+            try:
+                catalog.drop_namespace(config.namespace)
+            except Exception:  # noqa: BLE001
+                pass
+        broker.stop(port=self.port, var_dir=self.var)
+        shutil.rmtree(self.var, ignore_errors=True)
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
+                         "queue.buffering.max.messages": 1_000_000, "enable.idempotence": True})
+    for i, (key, value) in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0
+
+
+def engine_for(env: Env, topic: str, catalog: CatalogConfig, on_batch_committed=None, **kw: object) -> IcebergConsumer:  # noqa: ANN001
+    config = ConsumerConfig(bootstrap_servers=env.bootstrap, data_type="trades", topics=(topic,),
+                            group_id=f"bench-{uuid.uuid4().hex[:6]}", session_timeout_ms=6000,
+                            namespace=catalog.namespace, progress_interval_s=3600, **kw)  # type: ignore[arg-type]
+    return IcebergConsumer(config, catalog=load_catalog(catalog), registry=Registry(), gap_sink=MemoryGapSink(),
+                           on_batch_committed=on_batch_committed)
+
+
+def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
+    values = encoded_values(args.messages)
+    results = []
+    topic = env.topic()
+    produce(env.bootstrap, topic, values)
+    for size in [int(x) for x in args.batch_sizes.split(",")]:
+        for repeat in range(args.repeats):
+            catalog = env.namespace()
+            first: list[float] = []
+            engine = engine_for(env, topic, catalog, batch_size=size, max_batch_ms=args.max_batch_ms,
+                                max_messages=args.messages,
+                                on_batch_committed=lambda t, at, first=first: first.append(at))
+            t0 = time.time()
+            engine.run()
+            # time from the first committed batch's start is dominated by the group join; measure steady state
+            # as messages / (end - start of consumption), where start = first batch commit minus its own duration
+            elapsed = time.time() - t0
+            rows = load_catalog(catalog).load_table(f"{catalog.namespace}.trades").scan(
+                selected_fields=("source_offset",)).to_arrow().num_rows
+            # steady state: from the first batch's commit to the last one (the group join and close excluded)
+            steady = (engine.stats.messages - size) / (first[-1] - first[0]) if len(first) > 1 else 0
+            results.append({"bench": "throughput", "batch_size": size, "max_batch_ms": args.max_batch_ms,
+                            "messages": engine.stats.messages, "rows_in_table": rows, "batches": engine.stats.batches,
+                            "wall_s": round(elapsed, 2), "records_per_s_wall": round(engine.stats.messages / elapsed),
+                            "records_per_s_steady": round(steady), "repeat": repeat})
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def latency(env: Env, args: argparse.Namespace) -> list[dict]:
+    results = []
+    parsed = schemas.parsed_schema("trades")
+    for max_ms in [int(x) for x in args.max_batch_ms_list.split(",")]:
+        topic = env.topic()
+        catalog = env.namespace()
+        lat: list[float] = []
+
+        def on_commit(table, committed_at: float, lat: list[float] = lat) -> None:  # noqa: ANN001
+            for ts in table.column("ingestion_timestamp").to_pylist():
+                lat.append(committed_at - ts.timestamp())
+
+        total = args.rate * args.seconds
+        engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
+                            max_messages=total, on_batch_committed=on_commit)
+        thread = threading.Thread(target=engine.run)
+        thread.start()
+        time.sleep(8)  # group join before the clock starts
+        producer = Producer({"bootstrap.servers": env.bootstrap, "linger.ms": 1, "enable.idempotence": True})
+        base = datetime(2026, 3, 10, tzinfo=UTC)
+        start = time.time()
+        for i in range(total):
+            target = start + i / args.rate
+            delay = target - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            sym = SYMBOLS[i % len(SYMBOLS)]
+            rec = {"symbol": sym, "company_id": 1, "exchange": "ASX", "exchange_timestamp": base + timedelta(microseconds=i),
+                   "price": Decimal("1.5"), "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None,
+                   "ingestion_timestamp": datetime.now(UTC), "sequence_number": i // len(SYMBOLS) + 1}
+            producer.produce(topic, key=sym.encode(), value=wire.encode(1, parsed, rec))
+            producer.poll(0)
+        producer.flush(30)
+        thread.join(timeout=120)
+        lat_ms = sorted(x * 1000 for x in lat)
+        q = statistics.quantiles(lat_ms, n=100)
+        results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds, "batch_size": args.batch_size,
+                        "max_batch_ms": max_ms, "rows": len(lat_ms), "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1),
+                        "max_ms": round(lat_ms[-1], 1), "batches": engine.stats.batches})
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def rss(env: Env, args: argparse.Namespace) -> list[dict]:
+    topic = env.topic()
+    catalog = env.namespace()
+    chunk = 200_000
+    samples: list[tuple[int, float]] = []
+
+    def on_commit(table, _at: float) -> None:  # noqa: ANN001
+        done = engine.stats.messages
+        if not samples or done - samples[-1][0] >= chunk:
+            samples.append((done, rss_mb()))
+
+    engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=500, max_messages=args.messages,
+                        on_batch_committed=on_commit)
+    for start in range(0, args.messages, chunk):  # produce in chunks to bound the generator's own memory
+        produce(env.bootstrap, topic, encoded_values(min(chunk, args.messages - start), start))
+    t0 = time.time()
+    engine.run()
+    result = {"bench": "rss", "messages": engine.stats.messages, "batch_size": args.batch_size,
+              "rss_mb_after_first_batch": round(samples[0][1], 1) if samples else None,
+              "rss_mb_end": round(rss_mb(), 1), "samples": [(n, round(m, 1)) for n, m in samples],
+              "wall_s": round(time.time() - t0, 1)}
+    print(json.dumps(result), flush=True)
+    return [result]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    p = sub.add_parser("throughput")
+    p.add_argument("--messages", type=int, default=500_000)
+    p.add_argument("--batch-sizes", default="1000,10000,50000")
+    p.add_argument("--max-batch-ms", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=1)
+    p = sub.add_parser("latency")
+    p.add_argument("--rate", type=int, default=5000)
+    p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--max-batch-ms-list", default="50,100")
+    p = sub.add_parser("rss")
+    p.add_argument("--messages", type=int, default=2_000_000)
+    p.add_argument("--batch-size", type=int, default=10000)
+    args = parser.parse_args()
+    from k2portal.logging import configure
+
+    configure(json_output=True, level="WARNING")
+    env = Env()
+    try:
+        {"throughput": throughput, "latency": latency, "rss": rss}[args.bench](env, args)
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Benchmark: CSV → acknowledged-by-broker throughput and produce-to-ack latency (ADR #010).
+
+Runs the real producer engine against an embedded Tansu broker it starts on a free port,
+from a generated ASX trades CSV (default 1,000,000 rows; generated once and cached). The
+schema id comes from an in-memory registry (one lookup per run either way, so it does not
+change the figures). Prints one line per run and a summary; with --sweep, tries batching
+settings (linger.ms × queue.buffering.max.messages) and prints a table, which is how the defaults in
+`ProducerSettings` were chosen.
+
+    .venv/bin/python bench/bench_producer.py [--rows 1000000] [--runs 3] [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ingestion.engine import broker  # noqa: E402
+from ingestion.engine.producer import ProducerSettings, produce_csv  # noqa: E402
+from ingestion.engine.sample import write_sample  # noqa: E402
+from ingestion.engine.topics import create_topics, declared_topics  # noqa: E402
+
+
+class MemoryRegistry:
+    def register(self, subject: str, schema_text: str) -> int:
+        return 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def one_run(csv_path: Path, settings: ProducerSettings, asset_class: str) -> dict[str, float]:
+    result = produce_csv(csv_path=csv_path, settings=settings, registry=MemoryRegistry(), data_type="trades",
+                         exchange="asx", asset_class=asset_class, keep_latencies=True)
+    if not result.ok:
+        raise SystemExit(f"run was not clean: {result.summary()}")
+    lat = result.latencies
+    return {"rows": result.acked, "seconds": result.seconds, "rows_per_s": result.rows_per_second,
+            "p50_ms": percentile(lat, 0.50) * 1000, "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": max(lat) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sweep", action="store_true", help="try batching settings instead of the defaults")
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "k2-bench-producer")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.disable(logging.INFO)
+    sample_dir = args.data_dir / f"trades-{args.rows}"
+    csv_path = sample_dir / "trades.csv"
+    if not csv_path.exists():
+        print(f"generating {args.rows:,} trades in {sample_dir} …", flush=True)
+        write_sample(out_dir=sample_dir, seed=2014, trades=args.rows, days=20, quotes_per_trade=0)
+    size_mb = csv_path.stat().st_size / 1e6
+
+    var_dir = Path(tempfile.mkdtemp(prefix="k2-bench-broker-"))
+    port = free_port()
+    status = broker.start(port=port, var_dir=var_dir)
+    try:
+        base = ProducerSettings(bootstrap_servers=status.address)
+        variants = [("default", base)]
+        if args.sweep:
+            variants = [(f"linger {linger} ms, queue {queue:,}", replace(base, linger_ms=linger, queue_max_messages=queue))
+                        for linger in (5, 20) for queue in (20_000, 100_000, 500_000)]
+        print(f"date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · nproc {os.cpu_count()} · CPU {cpu_model()} · "
+              f"Python {platform.python_version()} · file {size_mb:.0f} MB, {args.rows:,} rows", flush=True)
+        for label, settings in variants:
+            runs = []
+            for i in range(args.runs):
+                topic_class = f"bench{port}x{len(runs)}{abs(hash(label)) % 1000}"
+                create_topics(status.address, declared_topics(asset_class=topic_class))
+                started = time.perf_counter()
+                run = one_run(csv_path, settings, topic_class)
+                runs.append(run)
+                print(f"  [{label}] run {i + 1}: {run['rows_per_s']:,.0f} rows/s acked ({run['seconds']:.2f} s, "
+                      f"wall {time.perf_counter() - started:.2f} s), ack latency p50 {run['p50_ms']:.1f} ms, "
+                      f"p99 {run['p99_ms']:.1f} ms, max {run['max_ms']:.1f} ms", flush=True)
+            print(f"{label}: median {statistics.median(r['rows_per_s'] for r in runs):,.0f} rows/s, "
+                  f"p50 {statistics.median(r['p50_ms'] for r in runs):.1f} ms, "
+                  f"p99 {statistics.median(r['p99_ms'] for r in runs):.1f} ms (median of {len(runs)} runs)", flush=True)
+    finally:
+        broker.stop(port=port, var_dir=var_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Query benchmarks (issue #5): p50/p99 of three queries through the engine, through the API
+(Django test client, real API key auth + Redis rate limit) and, as the floor, DuckDB's
+read_parquet over the same data files; before and after compaction.
+
+    .venv/bin/python bench/bench_query.py                 # build 10M rows (20 days x 10 symbols), measure
+    .venv/bin/python bench/bench_query.py --skip-build    # measure an existing bench table again
+
+The table is written straight into Iceberg (no Kafka): each trading day is sorted by time and
+cut into 5,000-row files, the layout a consumer committing every few thousand rows leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2portal.settings")
+os.environ.setdefault("K2_LOG_LEVEL", "WARNING")
+
+import psycopg  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
+from catalog.engine.maintenance import compact_table, expire_snapshots, files_per_day  # noqa: E402
+from queries.engine.connection import EngineConfig, connect  # noqa: E402
+from queries.engine.generate import DEFAULT_SYMBOLS, trades_for_day, trading_days  # noqa: E402
+from queries.engine.market import MarketQueries, range_clause  # noqa: E402
+from queries.engine.source import IcebergSource  # noqa: E402
+from queries.engine.timeutil import make_range  # noqa: E402
+
+NAMESPACE = "bench_query"
+START = dt.date(2024, 3, 4)
+
+
+def ensure_db(name: str) -> None:
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def build(config: CatalogConfig, *, days: int, symbols: list[str], rows_per_symbol: int, file_rows: int) -> None:
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    catalog = load_catalog(config)
+    try:
+        catalog.drop_table(f"{config.namespace}.trades")
+    except Exception:  # noqa: BLE001 - first run
+        pass
+    table = ensure_tables(catalog, config.namespace)["trades"]
+    schema = arrow_schema("trades")
+    per_day = len(symbols) * rows_per_symbol
+    for i, day in enumerate(tqdm(trading_days(START, days), desc="writing days")):
+        data = trades_for_day(day, symbols=symbols, rows_per_symbol=rows_per_symbol, seed=42, schema=schema,
+                              offset_base=i * per_day).sort_by("exchange_timestamp")
+        files = []
+        for start in range(0, data.num_rows, file_rows):
+            files.extend(_dataframe_to_data_files(table.metadata, data.slice(start, file_rows), table.io, uuid.uuid4()))
+        with table.transaction() as tx, tx.update_snapshot().fast_append() as append:
+            for f in files:
+                append.append_data_file(f)
+        table = catalog.load_table(f"{config.namespace}.trades")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def measure(fn, runs: int, warmup: int = 3) -> dict:  # type: ignore[no-untyped-def]
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return {"p50": statistics.median(samples), "p99": percentile(samples, 0.99), "runs": runs}
+
+
+def django_client(config: CatalogConfig):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    settings.DATABASES["default"]["TEST"].update({"NAME": "k2_bench_django"})
+    setup_test_environment()
+    connection.creation.create_test_db(verbosity=0, keepdb=True)
+    settings.K2 = dataclasses.replace(settings.K2, iceberg_catalog_uri=config.uri, warehouse=config.warehouse)
+    settings.K2_ICEBERG_NAMESPACE = config.namespace
+    settings.ALLOWED_HOSTS = ["testserver"]
+    from catalog import selectors as catalog_selectors
+    from queries import services
+
+    catalog_selectors.get_catalog.cache_clear()
+    _, raw = services.api_key_create(name="bench", scopes=["market_data:read"], rate_limit_per_minute=10**9)
+    from django.test import Client
+
+    return Client(), raw
+
+
+def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(config)
+    engine = MarketQueries(IcebergSource(catalog, config.namespace), EngineConfig())
+    days = trading_days(START, 10_000)
+    table = catalog.load_table(f"{config.namespace}.trades")
+    all_days = sorted(files_per_day(table))
+    last = max(d for d in days[:len(all_days)] if d <= all_days[-1])
+    mid = days[len(all_days) // 4]
+    files = [t.file.file_path for t in table.scan().plan_files()]
+    floor_db = connect(EngineConfig())
+    file_list = "[" + ", ".join(f"'{f}'" for f in files) + "]"
+    scan_floor = f"read_parquet({file_list})"
+
+    def floor(sql_fn):  # type: ignore[no-untyped-def]
+        sql = sql_fn()
+        return lambda: floor_db.cursor().execute(sql).to_arrow_table()
+
+    cases = []
+    r_mid = make_range(date=mid)
+    r_last = make_range(date=last)
+    resolved = engine.source.resolve("trades")
+
+    def floor_ohlcv(symbols):  # type: ignore[no-untyped-def]
+        sql = engine.ohlcv_sql(interval="1m", rng=r_mid, symbols=symbols, resolved=resolved)
+        return sql.replace(sql[sql.index("iceberg_scan("):sql.index(")", sql.index("iceberg_scan(")) + 1], scan_floor)
+
+    def floor_last100():  # type: ignore[no-untyped-def]
+        return (f"SELECT * FROM {scan_floor} WHERE {range_clause(r_last)} AND symbol IN ('BHP') "
+                "ORDER BY exchange_timestamp DESC, symbol DESC, source_partition DESC, source_offset DESC LIMIT 101")
+
+    specs = [
+        ("OHLCV 1m, one symbol-day", lambda: engine.ohlcv(interval="1m", rng=r_mid, symbols=["BHP"]),
+         f"/api/v1/ohlcv?symbol=BHP&date={mid}&interval=1m", lambda: floor_ohlcv(["BHP"])),
+        ("last 100 trades of a symbol (last day)", lambda: engine.trades(rng=r_last, symbols=["BHP"], limit=100, order="desc"),
+         f"/api/v1/trades?symbol=BHP&date={last}&limit=100&order=desc", floor_last100),
+        ("OHLCV 1m, full day, all symbols", lambda: engine.ohlcv(interval="1m", rng=r_mid),
+         f"/api/v1/ohlcv?date={mid}&interval=1m", lambda: floor_ohlcv(None)),
+    ]
+    for name, engine_fn, url, floor_sql in specs:
+        def api_fn(url=url):  # type: ignore[no-untyped-def]
+            response = client.get(url, HTTP_X_API_KEY=key)
+            assert response.status_code == 200, response.content[:300]
+
+        row = {"layout": label, "query": name, "files": len(files)}
+        row["floor"] = measure(floor(floor_sql), runs)
+        row["engine"] = measure(engine_fn, runs)
+        row["api"] = measure(api_fn, runs)
+        cases.append(row)
+        print(json.dumps(row), flush=True)
+    return cases
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| layout | query | files | floor p50 / p99 ms | engine p50 / p99 ms | API p50 / p99 ms | engine/floor | API/engine |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        f, e, a = r["floor"], r["engine"], r["api"]
+        out.append(f"| {r['layout']} | {r['query']} | {r['files']} | {f['p50']:.1f} / {f['p99']:.1f} | "
+                   f"{e['p50']:.1f} / {e['p99']:.1f} | {a['p50']:.1f} / {a['p99']:.1f} | "
+                   f"{e['p50'] / f['p50']:.2f} | {a['p50'] / e['p50']:.2f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--rows-per-symbol-day", type=int, default=50_000)
+    parser.add_argument("--file-rows", type=int, default=5_000)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--catalog-db", default="k2_bench_iceberg")
+    parser.add_argument("--warehouse", default=str(ROOT / "var" / "bench-warehouse"))
+    args = parser.parse_args()
+    ensure_db(args.catalog_db)
+    config = CatalogConfig(uri=f"postgresql+psycopg://postgres@127.0.0.1:5432/{args.catalog_db}",
+                           warehouse=Path(args.warehouse).resolve().as_uri(), namespace=NAMESPACE)
+    Path(args.warehouse).mkdir(parents=True, exist_ok=True)
+    if not args.skip_build:
+        t = time.perf_counter()
+        build(config, days=args.days, symbols=list(DEFAULT_SYMBOLS[:args.symbols]),
+              rows_per_symbol=args.rows_per_symbol_day, file_rows=args.file_rows)
+        print(f"built in {time.perf_counter() - t:.0f} s", flush=True)
+    client, key = django_client(config)
+    rows = run_suite(config, client, key, args.runs, "small files (5,000 rows each, time-sorted)")
+    catalog = load_catalog(config)
+    load = lambda: catalog.load_table(f"{NAMESPACE}.trades")  # noqa: E731
+    t = time.perf_counter()
+    results = compact_table(load)
+    compact_s = time.perf_counter() - t
+    expire_snapshots(load(), retention=dt.timedelta(days=7))
+    print(f"compacted {len(results)} day partitions in {compact_s:.0f} s", flush=True)
+    rows += run_suite(config, client, key, args.runs, "compacted (1 file per day, symbol-sorted)")
+    total = sum(len(t) for t in [load().scan().to_arrow().column("symbol")]) if args.days <= 2 else None
+    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True).stdout.strip()
+    print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs ({cpu}) · Python {platform.python_version()}"
+          f" · rows={args.days * args.symbols * args.rows_per_symbol_day:,} {'' if total is None else total}"
+          f" · compaction {compact_s:.0f} s\n")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""manage.py consume: Kafka → Iceberg, one consumer process (ADR #003, #012, #013, #015, #016)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog.engine.schemas import DATA_TYPES, parse_topic
+from ingestion import consumer_services
+from ingestion.engine.consumer import ConsumerError, ConsumerStats
+
+# Test-only fault injection (the exactly-once crash test): SIGKILL after N Iceberg commits.
+KILL_ENV = "K2_TEST_KILL_AFTER_TABLE_COMMITS"
+
+
+class Command(BaseCommand):
+    help = ("Consume a Kafka topic (or every topic matching a pattern) into its Iceberg table. Runs until "
+            "SIGTERM/SIGINT (daemon mode) or --max-messages; on a signal it finishes the batch in hand, writes it, "
+            "commits the offsets, logs the final statistics and exits 0. Offsets are committed only after the "
+            "Iceberg commit, and the table records them too, so a crash never loses or duplicates a message.")
+
+    def add_arguments(self, parser: Any) -> None:
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--topic", help="one topic, e.g. market.equities.trades.asx (the default mode, ADR #013)")
+        which.add_argument("--topic-pattern", metavar="REGEX",
+                           help=r"a regular expression of topic names, e.g. 'market\.equities\.trades\..*'")
+        parser.add_argument("--data-type", choices=DATA_TYPES,
+                            help="the table to write; default: taken from the topic name")
+        parser.add_argument("--group", help="consumer group (default: k2-iceberg-writer-{data_type}, ADR #012)")
+        parser.add_argument("--batch-size", type=int, help="records per Iceberg commit (default: K2_CONSUMER_BATCH_SIZE, 1000)")
+        parser.add_argument("--max-batch-ms", type=int,
+                            help="flush a partial batch this many ms after its first message (default: K2_CONSUMER_MAX_BATCH_MS, 500)")
+        parser.add_argument("--max-messages", type=int, help="stop after this many messages (batch mode); default: run until stopped")
+        parser.add_argument("--from-beginning", action="store_true",
+                            help="ignore the group's committed offsets and re-read each partition from its start; messages "
+                                 "the table already holds are still skipped, so nothing is written twice")
+        parser.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                            help="seconds between progress lines (default: 10)")
+        parser.add_argument("--namespace", default=None, help="Iceberg namespace (default: market_data)")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        data_type = opts["data_type"]
+        if data_type is None:
+            if not opts["topic"]:
+                raise CommandError("--data-type is required with --topic-pattern (which table should the rows go to?)")
+            try:
+                data_type = parse_topic(opts["topic"])["data_type"]
+            except ValueError as exc:
+                raise CommandError(f"{exc}; pass --data-type to say which table to write") from None
+        for name in ("batch_size", "max_batch_ms", "max_messages"):
+            if opts[name] is not None and opts[name] < 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
+        kill = os.environ.get(KILL_ENV)
+        try:
+            config = consumer_services.consumer_config(
+                data_type=data_type, topics=(opts["topic"],) if opts["topic"] else None,
+                topic_pattern=opts["topic_pattern"], group_id=opts["group"], batch_size=opts["batch_size"],
+                max_batch_ms=opts["max_batch_ms"], max_messages=opts["max_messages"],
+                from_beginning=opts["from_beginning"], namespace=opts["namespace"],
+                progress_interval_s=opts["progress_interval"],
+                kill_after_table_commits=int(kill) if kill else None)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+        def progress(stats: ConsumerStats) -> None:
+            lag = "?" if stats.lag is None else stats.lag
+            self.stdout.write(f"consume {data_type}: {stats.messages} msgs ({stats.rate:,.0f} msg/s), "
+                              f"{stats.rows_written} rows, lag {lag}, gaps {stats.gaps}, dlq {stats.dlq}")
+            self.stdout.flush()
+
+        try:
+            engine = consumer_services.build_engine(config=config, heartbeat=progress)
+        except Exception as exc:  # noqa: BLE001 - the catalog is opened first: one clear line
+            raise CommandError(
+                f"cannot reach the Iceberg catalog at {settings.K2.iceberg_catalog_uri} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); check K2_ICEBERG_CATALOG_URI (or DATABASE_URL) "
+                "and that Postgres is running") from None
+        engine.install_signal_handlers()
+        try:
+            stats = engine.run()
+        except ConsumerError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"consume {data_type} finished: {stats.messages} messages, {stats.rows_written} rows, "
+                          f"{stats.batches} batches, {stats.gaps} gaps, {stats.dlq} to the DLQ, "
+                          f"{stats.duplicates_skipped} duplicates skipped, {stats.duration:.1f} s")
+        sys.stdout.flush()

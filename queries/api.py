@@ -1,0 +1,329 @@
+"""The query API routers (django-ninja, mounted at /api/v1 by `install`).
+
+Thin: validate the request, call the engine or a service, encode the result. Errors are
+mapped to JSON responses in one place (`install`): 400 bad parameters or SQL, 401 no or
+bad key, 403 missing scope, 404, 422 validation, 429 rate limit, 504 timeout.
+Authentication (PD-002): an API key in the `X-API-Key` header with the scope the endpoint
+needs, or a staff session in the browser.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Body, NinjaAPI, Query, Router, Schema
+from ninja.errors import AuthenticationError, ValidationError
+from ninja.security import APIKeyHeader
+from ninja.utils import check_csrf
+
+from k2portal import metrics
+from queries import selectors, services
+from queries.engine import formats
+from queries.engine.errors import BadQuery, QueryError
+from queries.engine.market import QueryResult
+from queries.engine.source import DATA_TYPES, snapshot_infos
+from queries.engine.timeutil import make_range
+from queries.models import ApiKey
+
+Format = Literal["json", "csv", "parquet", "arrow"]
+Interval = Literal["1m", "5m", "15m", "1h", "1d"]
+ERROR_RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 422: dict, 429: dict, 504: dict}
+
+
+class MissingCredentials(Exception):
+    pass
+
+
+class ScopeMissing(Exception):
+    pass
+
+
+class KeyOrStaff(APIKeyHeader):
+    """`X-API-Key: k2_…` with the endpoint's scope, or a logged-in staff user (session)."""
+
+    param_name = "X-API-Key"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__()
+        self.scope = str(getattr(scope, "value", scope))
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        if key:
+            api_key = services.api_key_authenticate(raw_key=key)
+            if self.scope not in (api_key.scopes or []):
+                raise ScopeMissing(f"this API key lacks the {self.scope!r} scope (it has: "
+                                   f"{', '.join(api_key.scopes) or 'none'}): ask an admin for a key with {self.scope!r}")
+            services.rate_limit_check(api_key=api_key)
+            return api_key
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.is_staff:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and check_csrf(request) is not None:
+                raise ScopeMissing("CSRF check failed for a session request: send the csrftoken, or use an API key")
+            return user
+        raise MissingCredentials("authentication required: send an API key in the X-API-Key header "
+                                 "(issued in the admin under API keys), or log in to the admin as staff")
+
+
+market_auth = KeyOrStaff(ApiKey.Scope.MARKET_DATA_READ)
+queries_auth = KeyOrStaff(ApiKey.Scope.QUERIES_RUN)
+router = Router(tags=["market data"], auth=market_auth)
+queries_router = Router(tags=["saved queries"], auth=queries_auth)
+
+
+def _symbols(values: list[str] | None) -> list[str] | None:
+    out = [s.strip() for v in (values or []) for s in v.split(",") if s.strip()]
+    return out or None
+
+
+def parse_as_of(value: str | None) -> int | dt.datetime | None:
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadQuery(f"as_of={value!r} is neither a snapshot id nor an ISO 8601 instant (e.g. 2024-03-11T05:00:00Z)",
+                       field="as_of") from None
+    if stamp.tzinfo is None:
+        raise BadQuery("as_of needs a UTC offset, e.g. 2024-03-11T05:00:00Z", field="as_of")
+    return stamp
+
+
+def _range(*, date: dt.date | None, end_date: dt.date | None, start: dt.datetime | None, end: dt.datetime | None,
+           exchange: str) -> Any:
+    try:
+        return make_range(start=start, end=end, date=date, end_date=end_date, exchange=exchange)
+    except OverflowError:
+        raise BadQuery("the date range is outside the supported calendar (years 1–9999)", field="date") from None
+
+
+def _format(request: HttpRequest, explicit: str | None) -> str:
+    fmt = formats.negotiate(explicit, request.headers.get("Accept"))
+    if fmt is None:
+        raise BadQuery(f"format={explicit!r} is not supported: use one of {', '.join(formats.FORMATS)}", field="format")
+    return fmt
+
+
+def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str) -> HttpResponse:
+    body = formats.encode(table, fmt, meta)
+    response = HttpResponse(body, content_type=formats.FORMATS[fmt])
+    if fmt != "json":
+        for key, value in meta.items():
+            if value is not None:
+                response[f"X-K2-{key.replace('_', '-').title()}"] = str(value)
+        response["Content-Disposition"] = f'attachment; filename="{meta.get("table", "result")}.{fmt}"'
+    _count(request, 200)
+    return response
+
+
+def _count(request: HttpRequest, status: int) -> None:
+    match = getattr(request, "resolver_match", None)
+    metrics.API_REQUESTS.labels(endpoint=getattr(match, "route", None) or request.path, status=str(status)).inc()
+
+
+def _result(request: HttpRequest, result: QueryResult, fmt: str, query_type: str, started: float) -> HttpResponse:
+    metrics.QUERY_DURATION.labels(query_type=query_type).observe(time.perf_counter() - started)
+    metrics.QUERY_ROWS.labels(query_type=query_type).inc(result.table.num_rows)
+    meta = {"table": result.data_type, "snapshot_id": result.snapshot_id, "rows": result.table.num_rows,
+            "next_cursor": result.next_cursor, "truncated": result.truncated}
+    return respond(request, result.table, meta, fmt)
+
+
+def _ticks(request: HttpRequest, data_type: str, *, symbol: list[str] | None, date: dt.date | None,
+           end_date: dt.date | None, start: dt.datetime | None, end: dt.datetime | None, limit: int, cursor: str | None,
+           as_of: str | None, order: str, exchange: str, format: str | None) -> HttpResponse:
+    fmt = _format(request, format)
+    started = time.perf_counter()
+    result = selectors.get_engine().ticks(
+        data_type, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
+        symbols=_symbols(symbol), limit=limit, cursor=cursor, as_of=parse_as_of(as_of), order=order)
+    return _result(request, result, fmt, data_type, started)
+
+
+TICK_DOC = ("Time range: `date` (exchange-local trading date, optionally to `end_date`) or `start`/`end` "
+            "(UTC instants). Pages: pass `next_cursor` back as `cursor`. Prices are decimal strings.")
+
+
+@router.get("/trades", summary="Trades of one or more symbols in a time range", description=TICK_DOC,
+            response={200: dict, **ERROR_RESPONSES})
+def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
+           date: dt.date | None = None, end_date: dt.date | None = None,
+           start: dt.datetime | None = None, end: dt.datetime | None = None,
+           limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
+           as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
+           exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
+    return _ticks(request, "trades", symbol=symbol, date=date, end_date=end_date, start=start, end=end, limit=limit,
+                  cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
+
+
+@router.get("/quotes", summary="Quotes of one or more symbols in a time range", description=TICK_DOC,
+            response={200: dict, **ERROR_RESPONSES})
+def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
+           date: dt.date | None = None, end_date: dt.date | None = None,
+           start: dt.datetime | None = None, end: dt.datetime | None = None,
+           limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
+           as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
+           exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
+    return _ticks(request, "quotes", symbol=symbol, date=date, end_date=end_date, start=start, end=end, limit=limit,
+                  cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
+
+
+@router.get("/ohlcv", summary="OHLCV bars (open, high, low, close, volume, VWAP, trade count)",
+            description="Bars with no trades are absent. Intraday bars align to UTC clock boundaries; 1d bars are "
+                        "exchange-local trading days. Omit `symbol` for all symbols.",
+            response={200: dict, **ERROR_RESPONSES})
+def ohlcv(request: HttpRequest, interval: Interval = "1m", symbol: list[str] | None = Query(None, max_length=500),
+          date: dt.date | None = None, end_date: dt.date | None = None,
+          start: dt.datetime | None = None, end: dt.datetime | None = None,
+          as_of: str | None = Query(None, max_length=64), exchange: str = Query("ASX", max_length=16),
+          format: Format | None = None) -> HttpResponse:
+    fmt = _format(request, format)
+    started = time.perf_counter()
+    result = selectors.get_engine().ohlcv(
+        interval=interval, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
+        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=exchange)
+    return _result(request, result, fmt, "ohlcv", started)
+
+
+@router.get("/snapshots", summary="A table's snapshots (time travel points) with their summaries",
+            response={200: dict, **ERROR_RESPONSES})
+def snapshots(request: HttpRequest, table: Literal["trades", "quotes", "reference_data"] = "trades") -> HttpResponse:
+    snaps = selectors.get_engine().snapshots(table)
+    data = [{"snapshot_id": s.snapshot_id, "parent_id": s.parent_id, "committed_at": s.committed_at,
+             "operation": s.operation, "summary": s.summary} for s in snaps]
+    _count(request, 200)
+    return JsonResponse({"data": formats.json_value(data), "meta": {"table": table, "rows": len(data)}})
+
+
+@router.get("/tables", summary="The market-data tables and their current snapshots", response={200: dict, **ERROR_RESPONSES})
+def tables(request: HttpRequest) -> HttpResponse:
+    engine = selectors.get_engine()
+    data = []
+    for data_type in DATA_TYPES:
+        try:
+            table = engine.source.load(data_type)  # type: ignore[attr-defined]
+        except QueryError:
+            data.append({"table": data_type, "exists": False})
+            continue
+        snaps = snapshot_infos(table)
+        current = table.current_snapshot()
+        summary = next((s.summary for s in snaps if current and s.snapshot_id == current.snapshot_id), {})
+        data.append({"table": data_type, "exists": True, "identifier": ".".join(table.name()),
+                     "current_snapshot_id": current.snapshot_id if current else None,
+                     "snapshots": len(snaps), "total_records": int(summary.get("total-records", 0)),
+                     "total_data_files": int(summary.get("total-data-files", 0)),
+                     "last_committed_at": snaps[-1].committed_at if snaps else None})
+    _count(request, 200)
+    return JsonResponse({"data": formats.json_value(data)})
+
+
+@router.get("/gaps", summary="Sequence gaps (ADR #014) from Postgres, newest first", response={200: dict, **ERROR_RESPONSES})
+def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16),
+         data_type: Literal["trades", "quotes", "reference_data"] | None = None,
+         symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
+         detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
+         limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000)) -> HttpResponse:
+    for name, value in (("detected_from", detected_from), ("detected_to", detected_to)):
+        if value is not None and value.tzinfo is None:
+            raise BadQuery(f"{name} needs a UTC offset, e.g. 2024-03-11T05:00:00Z", field=name)
+    rows = selectors.gap_list(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
+                              detected_from=detected_from, detected_to=detected_to, limit=limit, offset=offset)
+    _count(request, 200)
+    return JsonResponse({"data": formats.json_value(rows), "meta": {"rows": len(rows), "offset": offset, "limit": limit}})
+
+
+def _saved(q: Any, with_sql: bool = False) -> dict[str, Any]:
+    out = {"slug": q.slug, "name": q.name, "description": q.description, "parameters": q.parameters,
+           "row_limit": q.row_limit, "timeout_seconds": q.timeout_seconds, "updated_at": q.updated_at}
+    if with_sql:
+        out["sql"] = q.sql
+    return out
+
+
+@queries_router.get("/queries", summary="Saved queries", response={200: dict, **ERROR_RESPONSES})
+def query_list(request: HttpRequest) -> HttpResponse:
+    data = [_saved(q) for q in selectors.saved_query_list()]
+    _count(request, 200)
+    return JsonResponse({"data": formats.json_value(data)})
+
+
+@queries_router.get("/queries/{slug}", summary="One saved query with its SQL", response={200: dict, **ERROR_RESPONSES})
+def query_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    _count(request, 200)
+    return JsonResponse({"data": formats.json_value(_saved(selectors.saved_query_get(slug=slug), with_sql=True))})
+
+
+class RunIn(Schema):
+    params: dict[str, Any] = {}
+    as_of: str | None = None
+    limit: int | None = None
+
+
+@queries_router.post("/queries/{slug}/run", summary="Run a saved query (read-only sandbox)",
+                     description="Body: {\"params\": {...}, \"as_of\": snapshot id or UTC instant, \"limit\": n}.",
+                     response={200: dict, **ERROR_RESPONSES})
+def query_run(request: HttpRequest, slug: str, body: RunIn = Body(RunIn()), format: Format | None = None) -> HttpResponse:
+    fmt = _format(request, format)
+    if body.limit is not None and body.limit < 1:
+        raise BadQuery("limit must be at least 1", field="limit")
+    saved = selectors.saved_query_get(slug=slug)
+    result = services.saved_query_run(saved_query=saved, params=body.params, as_of=parse_as_of(body.as_of),
+                                      row_limit=body.limit)
+    meta = {"query": saved.slug, "rows": result.table.num_rows, "truncated": result.truncated,
+            "snapshot_ids": result.snapshot_ids}
+    if fmt != "json":
+        meta = {"query": saved.slug, "rows": result.table.num_rows, "truncated": result.truncated}
+    return respond(request, result.table, meta, fmt)
+
+
+def _error(api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, field: str | None = None,
+           **extra: Any) -> HttpResponse:
+    _count(request, status)
+    payload: dict[str, Any] = {"error": code, "message": message}
+    if field:
+        payload["field"] = field
+    payload.update(extra)
+    return api.create_response(request, payload, status=status)
+
+
+def install(api: NinjaAPI) -> None:
+    """Mount the routers and map every error to a JSON response, in this one place."""
+    api.add_router("/", router)
+    api.add_router("/", queries_router)
+
+    @api.exception_handler(QueryError)
+    def query_error(request: HttpRequest, exc: QueryError) -> HttpResponse:
+        return _error(api, request, exc.status, exc.code, exc.message, exc.field)
+
+    @api.exception_handler(services.KeyRejected)
+    def key_rejected(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 401, "unauthorized", str(exc))
+
+    @api.exception_handler(MissingCredentials)
+    def missing(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 401, "unauthorized", str(exc))
+
+    @api.exception_handler(AuthenticationError)
+    def unauthenticated(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 401, "unauthorized", "authentication required: send an API key in the X-API-Key header")
+
+    @api.exception_handler(ScopeMissing)
+    def forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 403, "forbidden", str(exc))
+
+    @api.exception_handler(services.RateLimited)
+    def rate_limited(request: HttpRequest, exc: services.RateLimited) -> HttpResponse:
+        response = _error(api, request, 429, "rate_limited", str(exc))
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @api.exception_handler(ValidationError)
+    def invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+        details = [{"where": ".".join(str(p) for p in e.get("loc", [])), "problem": e.get("msg", "")} for e in exc.errors]
+        message = "; ".join(f"{d['where']}: {d['problem']}" for d in details) or "the request is not valid"
+        return _error(api, request, 422, "validation_error", message, details=details)

@@ -1,0 +1,87 @@
+"""Batch decoding: typed columns from the fast path, and every kind of poison isolated."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import fastavro
+import pytest
+
+from catalog.engine import schemas, wire
+from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder
+from tests.consumer.conftest import DictRegistry, trade
+
+
+@pytest.fixture
+def decoder() -> BatchDecoder:
+    registry = DictRegistry()
+    registry.register("t-value", schemas.schema_text("trades"))
+    dec = BatchDecoder(data_type="trades", registry=registry)
+    yield dec
+    dec.close()
+
+
+def _enc(record: dict) -> bytes:
+    return wire.encode(1, schemas.parsed_schema("trades"), record)
+
+
+def test_fast_path_decodes_decimals_timestamps_and_lineage_exactly(decoder) -> None:
+    prices = [Decimal("45.123456"), Decimal("-0.000001"), Decimal("0"), Decimal("999999999999.999999"),
+              Decimal("-999999999999.999999")]
+    records = [trade("BHP", i + 1) | {"price": p} for i, p in enumerate(prices)]
+    result = decoder.decode([_enc(r) for r in records], [3] * 5, [10, 11, 12, 13, 14])
+    assert result.poison == [] and result.fast_rows == 5
+    rows = sorted(result.table.to_pylist(), key=lambda r: r[INDEX_COLUMN])
+    assert [r["price"] for r in rows] == prices
+    assert rows[0]["exchange_timestamp"] == records[0]["exchange_timestamp"]
+    assert rows[0]["exchange_timestamp"].utcoffset().total_seconds() == 0
+    assert [(r["source_partition"], r["source_offset"]) for r in rows] == [(3, o) for o in range(10, 15)]
+
+
+def test_decimal_the_table_cannot_hold_is_poison_and_the_rest_flow(decoder) -> None:
+    # a foreign producer that does not enforce precision 18: same bytes layout, wider schema
+    wide = json.loads(schemas.schema_text("trades"))
+    next(f for f in wide["fields"] if f["name"] == "price")["type"]["precision"] = 38
+    too_big = wire.encode(1, fastavro.parse_schema(wide), trade("BHP", 2) | {"price": Decimal("10000000000000.000000")})
+    values = [_enc(trade("BHP", 1)), too_big, _enc(trade("BHP", 3))]
+    result = decoder.decode(values, [0] * 3, [0, 1, 2])
+    assert [(p.index, p.reason) for p in result.poison] == [(1, "value_out_of_range")]
+    assert sorted(result.table.column(INDEX_COLUMN).to_pylist()) == [0, 2]
+
+
+def test_null_value_and_short_value_are_not_wire_format(decoder) -> None:
+    result = decoder.decode([None, b"\x00\x01", _enc(trade("BHP", 1))], [0] * 3, [0, 1, 2])
+    assert sorted((p.index, p.reason) for p in result.poison) == [(0, "not_wire_format"), (1, "not_wire_format")]
+    assert "not Confluent wire format" in result.poison[0].error
+    assert result.table.num_rows == 1
+
+
+def test_quotes_and_reference_data_decode_into_their_table_schemas() -> None:
+    from datetime import UTC, datetime
+
+    registry = DictRegistry()
+    q_id = registry.register("q-value", schemas.schema_text("quotes"))
+    r_id = registry.register("r-value", schemas.schema_text("reference_data"))
+    now = datetime(2026, 3, 10, 1, 2, 3, 456789, tzinfo=UTC)
+    quote = {"symbol": "BHP", "company_id": 1, "exchange": "ASX", "exchange_timestamp": now,
+             "bid_price": Decimal("45.100000"), "bid_volume": 10, "ask_price": Decimal("45.110001"), "ask_volume": 20,
+             "ingestion_timestamp": now, "sequence_number": 1}
+    ref = {"company_id": 1, "symbol": "BHP", "company_name": "BHP Group", "sector": None, "market_cap": 10**12,
+           "last_updated": now}
+    quotes = BatchDecoder(data_type="quotes", registry=registry)
+    refs = BatchDecoder(data_type="reference_data", registry=registry)
+    try:
+        q = quotes.decode([wire.encode(q_id, schemas.parsed_schema("quotes"), quote)], [2], [5])
+        r = refs.decode([wire.encode(r_id, schemas.parsed_schema("reference_data"), ref)], [0], [9])
+    finally:
+        quotes.close()
+        refs.close()
+    assert q.poison == [] and r.poison == []
+    row = q.table.to_pylist()[0]
+    assert (row["bid_price"], row["ask_price"], row["exchange_timestamp"]) == (Decimal("45.100000"),
+                                                                              Decimal("45.110001"), now)
+    assert (row["source_partition"], row["source_offset"]) == (2, 5)
+    ref_row = r.table.to_pylist()[0]
+    assert (ref_row["company_name"], ref_row["sector"], ref_row["market_cap"], ref_row["last_updated"]) == (
+        "BHP Group", None, 10**12, now)
