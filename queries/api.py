@@ -231,6 +231,12 @@ def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16)
     for name, value in (("detected_from", detected_from), ("detected_to", detected_to)):
         if value is not None and value.tzinfo is None:
             raise BadQuery(f"{name} needs a UTC offset, e.g. 2024-03-11T05:00:00Z", field=name)
+    for name, text in (("exchange", exchange), ("symbol", symbol)):
+        if text is not None and "\x00" in text:
+            raise BadQuery(f"{name} contains a NUL character", field=name)
+    # Postgres accepts offsets up to ±15:59 only: compare in UTC.
+    detected_from = detected_from.astimezone(dt.UTC) if detected_from else None
+    detected_to = detected_to.astimezone(dt.UTC) if detected_to else None
     rows = selectors.gap_list(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
                               detected_from=detected_from, detected_to=detected_to, limit=limit, offset=offset)
     _count(request, 200)
@@ -298,6 +304,8 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(QueryError)
     def query_error(request: HttpRequest, exc: QueryError) -> HttpResponse:
+        match = getattr(request, "resolver_match", None)
+        metrics.QUERY_ERRORS.labels(query_type=getattr(match, "url_name", None) or "api", error=exc.code).inc()
         return _error(api, request, exc.status, exc.code, exc.message, exc.field)
 
     @api.exception_handler(services.KeyRejected)

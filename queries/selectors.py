@@ -26,7 +26,13 @@ def namespace() -> str:
 
 
 def engine_config() -> EngineConfig:
-    return getattr(settings, "K2_QUERY_ENGINE", None) or EngineConfig()
+    """DuckDB threads and memory limit from settings.K2 (`duckdb_threads`, `duckdb_memory_limit`
+    once the settings module declares them; DuckDB's defaults until then)."""
+    configured = getattr(settings, "K2_QUERY_ENGINE", None)
+    if configured is not None:
+        return configured
+    return EngineConfig(threads=getattr(settings.K2, "duckdb_threads", None),
+                        memory_limit=getattr(settings.K2, "duckdb_memory_limit", None))
 
 
 def get_engine() -> MarketQueries:

@@ -237,6 +237,9 @@ class IcebergConsumer:
             "max.poll.interval.ms": 300_000,
             "enable.partition.eof": False,
             "topic.metadata.refresh.interval.ms": 5000,  # pattern subscriptions see new topics soon
+            # A broker may hold a fetch for fetch.wait.max.ms (default 500) when little is waiting
+            # (Tansu does); bounded by the batch age so latency stays bounded when traffic is thin.
+            "fetch.wait.max.ms": max(10, min(100, self.config.max_batch_ms)),
         }
         if self.config.session_timeout_ms:
             conf["session.timeout.ms"] = self.config.session_timeout_ms

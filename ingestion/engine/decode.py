@@ -112,6 +112,9 @@ class BatchDecoder:
                                            "autoload_known_extensions": False, "threads": 1})
         self._con.execute(f"LOAD '{_avro_extension()}'")
         self._con.execute("SET TimeZone='UTC'")
+        # Each batch is a new scratch file: DuckDB's external file cache would keep every one of them
+        # (measured: RSS +0.85 MB per 20,000-message batch, without bound).
+        self._con.execute("SET enable_external_file_cache=false")
 
     def close(self) -> None:
         self._con.close()

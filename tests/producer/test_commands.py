@@ -131,3 +131,20 @@ def test_register_schemas_is_idempotent(k2_settings, unique: str) -> None:  # ty
     assert first.getvalue() == second.getvalue()
     subject = SchemaSubject.objects.get(name=f"market.r{unique}.trades.asx-value")
     assert subject.versions.count() == 1
+
+
+@pytest.mark.django_db
+def test_produce_with_the_broker_down_fails_clearly_within_the_connect_timeout(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+    import time
+
+    from tests.conftest import free_port
+
+    settings.K2 = dataclasses.replace(settings.K2, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    csv_path = write_csv(tmp_path / "t.csv", TRADE_HEADER, [GOOD])
+    started = time.monotonic()
+    with pytest.raises(CommandError) as caught:
+        call_command("produce", csv=csv_path, data_type="trades", exchange="asx", connect_timeout=2, stdout=StringIO())
+    assert time.monotonic() - started < 10
+    assert caught.value.returncode == 2
+    assert "did not answer within 2s" in str(caught.value) and "K2_KAFKA_BOOTSTRAP" in str(caught.value)

@@ -169,3 +169,59 @@ def test_producer_is_configured_idempotent_with_acks_all_and_five_in_flight() ->
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"
     assert conf["max.in.flight.requests.per.connection"] == 5 and conf["compression.type"] == "snappy"
     assert conf["retries"] == 3
+
+
+@pytest.mark.django_db
+def test_two_worker_processes_keep_each_symbol_in_one_partition_in_order_and_merge_rejects(
+        tmp_path: Path, kafka_bootstrap: str, topics: dict[str, str], producer_settings: ProducerSettings, unique: str) -> None:
+    """--workers 2 splits rows by symbol: counts add up, order per symbol holds, rejected rows from
+    both processes land in one DLQ file in line order."""
+    from ingestion.engine.producer import produce_csv_parallel
+
+    rows = trade_rows(4000)
+    rows[10] = [*rows[10][:3], "bad", *rows[10][4:]]  # BHP (symbol index 0)
+    rows[3001] = [*rows[3001][:4], "-5", *rows[3001][5:]]  # RIO (symbol index 1)
+    dlq = tmp_path / "dlq.jsonl"
+    result = produce_csv_parallel(workers=2, csv_path=write_csv(tmp_path / "t.csv", TRADE_HEADER, rows), settings=producer_settings,
+                                  registry=EmbeddedRegistry(), data_type="trades", exchange="asx",
+                                  asset_class=topics["trades"].split(".")[1], dlq_path=dlq, keep_latencies=True)
+    assert (result.rows_read, result.produced, result.acked, result.rejected, result.failed) == (4000, 3998, 3998, 2, 0)
+    assert len(result.latencies) == 3998
+    assert [(e["line"], e["reason"]) for e in map(json.loads, dlq.read_text().splitlines())] == [(12, "bad_price"), (3003, "negative_volume")]
+    messages = read_all(kafka_bootstrap, topics["trades"], expected=3998, group=f"g-{unique}")
+    assert len(messages) == 3998
+    partitions_of: dict[str, set[int]] = defaultdict(set)
+    sequences: dict[str, list[int]] = defaultdict(list)
+    for msg in messages:
+        record = decode(msg.value())
+        partitions_of[record["symbol"]].add(msg.partition())
+        sequences[record["symbol"]].append(record["sequence_number"])
+    assert all(len(p) == 1 for p in partitions_of.values())
+    assert sequences["BHP"] == list(range(1, 400)) and sequences["RIO"] == list(range(1, 400))
+    assert all(seqs == list(range(1, 401)) for s, seqs in sequences.items() if s not in ("BHP", "RIO"))
+
+
+@pytest.mark.django_db
+def test_metrics_count_produced_rejected_and_ack_latency(
+        tmp_path: Path, topics: dict[str, str], producer_settings: ProducerSettings) -> None:
+    from prometheus_client import REGISTRY
+
+    asset_class = topics["trades"].split(".")[1]
+    labels = {"exchange": "asx", "asset_class": asset_class, "data_type": "trades"}
+    rows = [*trade_rows(20), ["BHP", "1", "2014-03-03T10:00:00", "1.00", "-1", "0", "ASX"]]
+    produce_csv(csv_path=write_csv(tmp_path / "t.csv", TRADE_HEADER, rows), settings=producer_settings,
+                registry=EmbeddedRegistry(), data_type="trades", exchange="asx", asset_class=asset_class)
+    assert REGISTRY.get_sample_value("k2_kafka_messages_produced_total", labels) == 20
+    assert REGISTRY.get_sample_value("k2_producer_rows_rejected_total", {**labels, "reason": "negative_volume"}) == 1
+    assert REGISTRY.get_sample_value("k2_kafka_produce_ack_latency_seconds_count", labels) == 20
+    assert REGISTRY.get_sample_value("k2_kafka_produce_ack_latency_seconds_bucket", {**labels, "le": "5.0"}) == 20
+
+
+def test_registry_that_is_not_there_gives_a_clear_error(tmp_path: Path, topics: dict[str, str], producer_settings: ProducerSettings) -> None:
+    from catalog.engine.registry import ConfluentRegistry
+
+    csv_path = write_csv(tmp_path / "t.csv", TRADE_HEADER, trade_rows(3))
+    with pytest.raises(ProduceError) as caught:
+        produce_csv(csv_path=csv_path, settings=producer_settings, registry=ConfluentRegistry(f"http://127.0.0.1:{free_port()}"),
+                    data_type="trades", exchange="asx", asset_class=topics["trades"].split(".")[1])
+    assert "could not register the trades schema" in str(caught.value) and "K2_SCHEMA_REGISTRY_URL" in str(caught.value)

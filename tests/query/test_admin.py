@@ -72,3 +72,15 @@ def test_revoke_action(admin_client):
     assert key.revoked_at is not None
     with pytest.raises(services.KeyRejected, match="revoked"):
         services.api_key_authenticate(raw_key=raw)
+
+
+def test_issue_api_key_command_prints_a_working_key(query_settings):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("issue_api_key", "--name", "make-run", "--scope", "market_data:read", stdout=out)
+    raw = out.getvalue().strip()
+    key = services.api_key_authenticate(raw_key=raw)
+    assert key.name == "make-run" and key.scopes == ["market_data:read"]

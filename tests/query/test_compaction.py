@@ -105,3 +105,15 @@ def test_compact_tables_command(query_settings, small_files, catalog_config):
     text = out.getvalue()
     assert "2024-03-12:" in text and "→ 1 files" in text and "expired" in text
     assert files_per_day(_load(catalog_config)())[DAY] == 1
+
+
+def test_compactions_do_not_pile_up_delete_only_manifests(small_files, catalog_config):
+    load = _load(catalog_config)
+    compact_partition(load, DAY)
+    compact_partition(load, dt.date(2024, 3, 11))
+    table = load()
+    manifests = table.current_snapshot().manifests(table.io)
+    delete_only = [m for m in manifests if not (m.has_added_files() or m.has_existing_files())]
+    assert len(delete_only) <= 1  # only the latest commit's own record of what it removed
+    assert all(m.added_snapshot_id == table.current_snapshot().snapshot_id for m in delete_only)
+    assert sum(files_per_day(table).values()) == 2

@@ -96,3 +96,9 @@ def test_commands_duckdb_rewrites_into_selects_are_refused(run, generated, sql):
 def test_leading_comments_and_parentheses_are_fine(run, generated):
     result = run("-- bars\n/* note */ (SELECT count(*) AS n FROM trades WHERE symbol = $symbol)", DECL)
     assert result.table.to_pylist() == [{"n": 900}]
+
+
+def test_path_traversal_out_of_the_warehouse_is_refused(run, engine, generated):
+    warehouse = engine.source.warehouse().removeprefix("file://").rstrip("/")
+    with pytest.raises(SandboxViolation, match="refused by the sandbox"):
+        run(f"SELECT * FROM read_text('{warehouse}/../../../../../../etc/passwd')")

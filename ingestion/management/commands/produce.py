@@ -37,10 +37,15 @@ class Command(BaseCommand):
                             help="delivery timeout: a message the broker has not acknowledged by then is counted as failed (default: 30)")
         parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                             help="how long to wait for the broker to answer before giving up (default: 10)")
+        parser.add_argument("--workers", type=int, default=1,
+                            help="producer processes; rows are split by symbol, so each symbol keeps its order (default: 1; "
+                                 "2 on a 2-core machine for large files, see docs/benchmarks.md)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on long files")
 
     def handle(self, *args: Any, csv: Path, data_type: str, exchange: str, asset_class: str, dlq_file: Path | None,
-               timeout: float, connect_timeout: float, no_progress: bool, **options: Any) -> None:
+               timeout: float, connect_timeout: float, no_progress: bool, workers: int, **options: Any) -> None:
+        if workers < 1:
+            raise CommandError("--workers must be at least 1", returncode=2)
         if not csv.is_file():
             raise CommandError(f"--csv {csv}: no such file", returncode=2)
         if timeout <= 0 or connect_timeout <= 0:
@@ -60,7 +65,8 @@ class Command(BaseCommand):
         try:
             result = producer_services.produce_file(
                 csv_path=csv, data_type=data_type, exchange=exchange, asset_class=asset_class, dlq_path=dlq_file,
-                delivery_timeout_ms=int(timeout * 1000), connect_timeout_s=connect_timeout, on_progress=progress)
+                delivery_timeout_ms=int(timeout * 1000), connect_timeout_s=connect_timeout, on_progress=progress,
+                workers=workers)
         except ProduceError as exc:
             raise CommandError(f"{csv}: {exc}", returncode=2) from None
         finally:

@@ -1,0 +1,80 @@
+"""Per-message cost of the consumer's hot path without Kafka or Iceberg (issue #4):
+batch decode (DuckDB read_avro on one container block) vs fastavro one message at a time,
+and the vectorised sequence check. Figures go to docs/benchmarks-consumer.md.
+
+    .venv/bin/python bench/bench_consumer_decode.py --messages 100000 --symbols 200 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fastavro  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from catalog.engine import schemas, wire  # noqa: E402
+from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder  # noqa: E402
+from ingestion.engine.sequence import SequenceTracker  # noqa: E402
+
+
+class Registry:
+    def get_schema(self, schema_id: int) -> str:
+        return schemas.schema_text("trades")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    parsed = schemas.parsed_schema("trades")
+    base = datetime(2026, 3, 10, tzinfo=UTC)
+    values = []
+    for i in range(args.messages):
+        rec = {"symbol": f"S{i % args.symbols}", "company_id": 1, "exchange": "ASX",
+               "exchange_timestamp": base + timedelta(microseconds=i), "price": Decimal("45.120000"), "volume": 1,
+               "qualifiers": 0, "venue": "X", "buyer_id": None, "ingestion_timestamp": base,
+               "sequence_number": i // args.symbols + 1}
+        values.append(wire.encode(1, parsed, rec))
+    partitions, offsets = [0] * len(values), list(range(len(values)))
+    decoder = BatchDecoder(data_type="trades", registry=Registry())
+    fast, slow, seq = [], [], []
+    tracker = SequenceTracker()
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        batch = decoder.decode(values, partitions, offsets)
+        fast.append((time.perf_counter() - t) / len(values) * 1e6)
+        t = time.perf_counter()
+        rows = [fastavro.schemaless_reader(io.BytesIO(v[5:]), parsed, None) for v in values]
+        pa.Table.from_pylist(rows)
+        slow.append((time.perf_counter() - t) / len(values) * 1e6)
+        tracker = SequenceTracker()  # fresh: every stream starts without history, like a batch after start-up
+        tracker.check(batch.table.select(["exchange", "symbol", "sequence_number", INDEX_COLUMN]),
+                      row_column=INDEX_COLUMN)
+        t = time.perf_counter()  # steady state: the same streams continue in the next batch
+        shifted = batch.table.set_column(batch.table.schema.get_field_index("sequence_number"), "sequence_number",
+                                         pa.compute.add(batch.table.column("sequence_number"),
+                                                        args.messages // args.symbols))
+        tracker.check(shifted.select(["exchange", "symbol", "sequence_number", INDEX_COLUMN]), row_column=INDEX_COLUMN)
+        seq.append((time.perf_counter() - t) / len(values) * 1e6)
+    print(json.dumps({"messages_per_batch": args.messages, "symbols": args.symbols, "repeats": args.repeats,
+                      "batch_decode_us_per_msg_median": round(statistics.median(fast), 3),
+                      "fastavro_per_row_us_per_msg_median": round(statistics.median(slow), 3),
+                      "sequence_check_us_per_msg_median": round(statistics.median(seq), 3),
+                      "batch_decode_records_per_s": round(1e6 / statistics.median(fast)),
+                      "fastavro_records_per_s": round(1e6 / statistics.median(slow))}))
+
+
+if __name__ == "__main__":
+    main()
