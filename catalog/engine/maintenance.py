@@ -6,6 +6,9 @@ DuckDB then opens each one (measured: ~170 ms for a symbol-day over 2,000 files 
 files into few files sorted by symbol, exchange_timestamp, sequence_number (the table's
 sort order; row groups small enough that a one-symbol query skips the others) in ONE
 Iceberg overwrite commit that deletes exactly the files it read and adds the new ones.
+`compact_days` does many days in that one commit (rewriting a day at a time, so memory
+holds one day): the table then has one manifest for all compacted files, and DuckDB
+opens one manifest instead of one per day.
 
 Safe while consumers append: the commit is optimistic. When a consumer commits first,
 pyiceberg's commit loop refreshes the table and rebuilds the snapshot on the new parent
@@ -26,6 +29,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import structlog
@@ -114,87 +118,117 @@ def _live_manifests(producer) -> Callable[[], list]:  # type: ignore[no-untyped-
     return existing
 
 
-def _compact_once(load_table: Callable[[], Table], day: dt.date, *, min_files: int, row_group_rows: int,
-                  result: CompactionResult, before_commit: Callable[[int], None] | None) -> None:
-    result.attempts += 1
+def _compact_once(load_table: Callable[[], Table], days: list[dt.date], *, min_files: int, row_group_rows: int,
+                  results: dict[dt.date, CompactionResult], attempt: int,
+                  before_commit: Callable[[int], None] | None) -> None:
+    """One attempt: plan every day on the same snapshot, rewrite them one day at a time
+    (memory holds one day), then commit all replacements together."""
     table = load_table()
     snapshot = table.current_snapshot()
+    for result in results.values():
+        result.attempts = attempt
     if snapshot is None:
-        result.skipped = "table is empty"
+        for result in results.values():
+            result.skipped = "table is empty"
         return
-    scan = table.scan(row_filter=_day_filter(day), snapshot_id=snapshot.snapshot_id)
-    tasks = [t for t in scan.plan_files() if partition_day(t.file) == day]
-    if any(t.delete_files for t in tasks):
-        result.skipped = "partition has delete files; compaction of merge-on-read tables is not supported"
-        return
-    result.files_before = len(tasks)
-    if len(tasks) < min_files:
-        result.skipped = f"{len(tasks)} file(s), fewer than {min_files}"
-        return
-    data: pa.Table = scan.to_arrow()
-    expected_rows = sum(t.file.record_count for t in tasks)
-    if data.num_rows != expected_rows:  # the row filter must select exactly the partition's rows
-        raise RuntimeError(f"read {data.num_rows} rows from {day} but its files hold {expected_rows}; compaction stopped")
-    data = data.sort_by([(c, "ascending") for c in SORT_COLUMNS])
     metadata = table.metadata.model_copy(update={"properties": {
         **table.metadata.properties, "write.parquet.row-group-limit": str(row_group_rows)}})
-    new_files = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
-    if before_commit is not None:
-        before_commit(result.attempts)
+    old_files: list = []
+    new_files: list = []
     try:
+        for day in days:
+            result = results[day]
+            result.skipped, result.files_after, result.rows = None, 0, 0
+            scan = table.scan(row_filter=_day_filter(day), snapshot_id=snapshot.snapshot_id)
+            tasks = [t for t in scan.plan_files() if partition_day(t.file) == day]
+            result.files_before = len(tasks)
+            if any(t.delete_files for t in tasks):
+                result.skipped = "partition has delete files; compaction of merge-on-read tables is not supported"
+                continue
+            if len(tasks) < min_files:
+                result.skipped = f"{len(tasks)} file(s), fewer than {min_files}"
+                continue
+            data: pa.Table = scan.to_arrow()
+            expected_rows = sum(t.file.record_count for t in tasks)
+            if data.num_rows != expected_rows:  # the row filter must select exactly the partition's rows
+                raise RuntimeError(f"read {data.num_rows} rows from {day} but its files hold {expected_rows}; "
+                                   "compaction stopped")
+            data = data.sort_by([(c, "ascending") for c in SORT_COLUMNS])
+            written = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
+            new_files.extend(written)
+            old_files.extend(t.file for t in tasks)
+            result.files_after, result.rows = len(written), data.num_rows
+            del data
+        if not old_files:
+            return
+        if before_commit is not None:
+            before_commit(attempt)
+        compacted = ",".join(d.isoformat() for d in days if not results[d].skipped)
         with table.transaction() as tx:
             with tx.update_snapshot(snapshot_properties={"k2.operation": "compaction",
-                                                         "k2.compacted-day": day.isoformat()}).overwrite() as producer:
+                                                         "k2.compacted-days": compacted}).overwrite() as producer:
                 producer._validate_concurrency = _rewrite_validation(producer)  # noqa: SLF001 - see module docstring
                 producer._existing_manifests = _live_manifests(producer)  # noqa: SLF001
-                for task in tasks:
-                    producer.delete_data_file(task.file)
+                for data_file in old_files:
+                    producer.delete_data_file(data_file)
                 for data_file in new_files:
                     producer.append_data_file(data_file)
-    except (CommitFailedException, ValidationException):
-        for data_file in new_files:  # never referenced by a snapshot: safe to remove
+    except BaseException:
+        for data_file in new_files:  # not committed, so never referenced by a snapshot: safe to remove
             try:
                 table.io.delete(data_file.file_path)
             except OSError:
                 pass
         raise
     committed = load_table().current_snapshot()
-    result.files_after = len(new_files)
-    result.rows = data.num_rows
-    result.snapshot_id = committed.snapshot_id if committed else None
+    for result in results.values():
+        if not result.skipped:
+            result.snapshot_id = committed.snapshot_id if committed else None
 
 
-def compact_partition(load_table: Callable[[], Table], day: dt.date, *, min_files: int = 2,
-                      row_group_rows: int = DEFAULT_ROW_GROUP_ROWS, max_attempts: int = 5,
-                      before_commit: Callable[[int], None] | None = None) -> CompactionResult:
-    """Rewrite one UTC day partition into symbol-sorted files in one overwrite commit.
+def compact_days(load_table: Callable[[], Table], days: list[dt.date], *, min_files: int = 2,
+                 row_group_rows: int = DEFAULT_ROW_GROUP_ROWS, max_attempts: int = 5,
+                 before_commit: Callable[[int], None] | None = None) -> list[CompactionResult]:
+    """Rewrite UTC day partitions into symbol-sorted files, all in ONE overwrite commit (one
+    new manifest for the lot, so readers open few manifests).
 
     `load_table` returns a fresh Table (each attempt re-plans from the current state);
     `before_commit(attempt)` runs after the new files are written and before the commit
     (tests use it to commit concurrently)."""
-    name = ""
-    result = CompactionResult(table=name, day=day)
+    days = sorted(set(days))
+    results = {day: CompactionResult(table="", day=day) for day in days}
+    counter = {"attempt": 0}
     for attempt in Retrying(retry=retry_if_exception_type((CommitFailedException, ValidationException)),
                             stop=stop_after_attempt(max_attempts), wait=wait_random_exponential(0.05, 2), reraise=True):
         with attempt:
-            _compact_once(load_table, day, min_files=min_files, row_group_rows=row_group_rows,
-                          result=result, before_commit=before_commit)
-    table = load_table()
-    result.table = ".".join(table.name())
-    if result.skipped:
-        log.info("compaction_skipped", table=result.table, day=day.isoformat(), reason=result.skipped)
-    else:
-        log.info("compaction_committed", table=result.table, day=day.isoformat(), files_before=result.files_before,
-                 files_after=result.files_after, rows=result.rows, attempts=result.attempts, snapshot_id=result.snapshot_id)
-    return result
+            counter["attempt"] += 1
+            _compact_once(load_table, days, min_files=min_files, row_group_rows=row_group_rows, results=results,
+                          attempt=counter["attempt"], before_commit=before_commit)
+    name = ".".join(load_table().name())
+    for result in results.values():
+        result.table = name
+        if result.skipped:
+            log.info("compaction_skipped", table=name, day=result.day.isoformat(), reason=result.skipped)
+        else:
+            log.info("compaction_committed", table=name, day=result.day.isoformat(), files_before=result.files_before,
+                     files_after=result.files_after, rows=result.rows, attempts=result.attempts,
+                     snapshot_id=result.snapshot_id)
+    return [results[day] for day in days]
+
+
+def compact_partition(load_table: Callable[[], Table], day: dt.date, **kwargs: Any) -> CompactionResult:
+    """Rewrite one UTC day partition (see `compact_days`)."""
+    return compact_days(load_table, [day], **kwargs)[0]
 
 
 def compact_table(load_table: Callable[[], Table], *, days: list[dt.date] | None = None, min_files: int = 2,
                   row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> list[CompactionResult]:
-    """Compact every day partition holding at least `min_files` files (or the given days)."""
+    """Compact every day partition holding at least `min_files` files (or the given days), in one commit."""
     if days is None:
         days = sorted(day for day, n in files_per_day(load_table()).items() if n >= min_files)
-    return [compact_partition(load_table, day, min_files=min_files, row_group_rows=row_group_rows) for day in days]
+    if not days:
+        return []
+    return compact_days(load_table, days, min_files=min_files, row_group_rows=row_group_rows)
 
 
 def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int = 1,

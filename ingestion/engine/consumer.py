@@ -240,6 +240,7 @@ class IcebergConsumer:
             # A broker may hold a fetch for fetch.wait.max.ms (default 500) when little is waiting
             # (Tansu does); bounded by the batch age so latency stays bounded when traffic is thin.
             "fetch.wait.max.ms": max(10, min(100, self.config.max_batch_ms)),
+            "fetch.error.backoff.ms": max(10, min(100, self.config.max_batch_ms)),
         }
         if self.config.session_timeout_ms:
             conf["session.timeout.ms"] = self.config.session_timeout_ms
@@ -364,12 +365,14 @@ class IcebergConsumer:
         deadline: float | None = None
         while len(self._pending) < limit and not self._stop.is_set():
             if deadline is None:
-                timeout = self.config.idle_poll_s
+                # poll returns as soon as one message is there; consume(n) would wait to fill n
+                first = consumer.poll(self.config.idle_poll_s)
+                got = [first] if first is not None else []
             else:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     break
-            got = consumer.consume(num_messages=limit - len(self._pending), timeout=timeout)
+                got = consumer.consume(num_messages=limit - len(self._pending), timeout=timeout)
             for msg in got:
                 err = msg.error()
                 if err is None:

@@ -225,3 +225,24 @@ def test_registry_that_is_not_there_gives_a_clear_error(tmp_path: Path, topics: 
         produce_csv(csv_path=csv_path, settings=producer_settings, registry=ConfluentRegistry(f"http://127.0.0.1:{free_port()}"),
                     data_type="trades", exchange="asx", asset_class=topics["trades"].split(".")[1])
     assert "could not register the trades schema" in str(caught.value) and "K2_SCHEMA_REGISTRY_URL" in str(caught.value)
+
+
+def test_latency_batch_fills_the_histogram_exactly_as_observe_does() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from ingestion.engine.producer import LatencyBatch
+    from k2portal.metrics import LATENCY_BUCKETS
+
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one_by_one", "h", buckets=LATENCY_BUCKETS, registry=registry)
+    batched = Histogram("batched", "h", buckets=LATENCY_BUCKETS, registry=registry)
+    values = [0.0, 0.001, 0.0010001, 0.004, 0.1, 0.25, 0.2500001, 4.9, 5.0, 7.5, 120.0] * 3
+    for value in values:
+        one_by_one.observe(value)
+    batch = LatencyBatch(batched)
+    batch.pending.extend(values)
+    batch.flush()
+    samples = {m.name: [(s.name.split("_")[-1], s.labels.get("le"), s.value) for s in m.samples if not s.name.endswith("_created")]
+               for m in registry.collect()}
+    assert [(k, le, v) for k, le, v in samples["batched"]] == [(k, le, v) for k, le, v in samples["one_by_one"]]
+    assert batch.pending == []

@@ -50,6 +50,7 @@ def test_compaction_rewrites_a_day_into_one_symbol_sorted_file(small_files, cata
     order = list(zip(data.column("symbol").to_pylist(), data.column("exchange_timestamp").to_pylist(), strict=True))
     assert order == sorted(order)
     assert load().current_snapshot().summary["k2.operation"] == "compaction"
+    assert load().current_snapshot().summary["k2.compacted-days"] == "2024-03-12"
 
 
 def test_concurrent_append_during_compaction_is_kept_and_not_doubled(small_files, catalog_config):
@@ -117,3 +118,18 @@ def test_compactions_do_not_pile_up_delete_only_manifests(small_files, catalog_c
     assert len(delete_only) <= 1  # only the latest commit's own record of what it removed
     assert all(m.added_snapshot_id == table.current_snapshot().snapshot_id for m in delete_only)
     assert sum(files_per_day(table).values()) == 2
+
+
+def test_compact_table_rewrites_every_day_in_one_commit(small_files, catalog_config):
+    from catalog.engine.maintenance import compact_table
+
+    load = _load(catalog_config)
+    keys_before = _keys(load())
+    snapshots_before = len(load().snapshots())
+    results = compact_table(load)
+    table = load()
+    assert sorted(r.day for r in results) == [dt.date(2024, 3, 11), DAY]
+    assert len(table.snapshots()) == snapshots_before + 1
+    assert set(files_per_day(table).values()) == {1}
+    assert len(table.current_snapshot().manifests(table.io)) <= 2  # the new files' manifest + the deletions
+    assert _keys(table) == keys_before

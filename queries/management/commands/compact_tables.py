@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from catalog.engine.maintenance import compact_partition, compact_table, expire_snapshots
+from catalog.engine.maintenance import compact_days, compact_table, expire_snapshots
 from catalog.selectors import get_catalog
 from k2portal import metrics
 from queries import selectors
@@ -37,7 +37,7 @@ class Command(BaseCommand):
                 return catalog.load_table(identifier)
 
             if opts["day"]:
-                results = [compact_partition(load, day, min_files=opts["min_files"]) for day in opts["day"]]
+                results = compact_days(load, opts["day"], min_files=opts["min_files"])
             else:
                 results = compact_table(load, min_files=opts["min_files"])
             for r in results:
