@@ -79,15 +79,16 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[k]
 
 
-def measure(fn, runs: int, warmup: int = 3) -> dict:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return {"p50": statistics.median(samples), "p99": percentile(samples, 0.99), "runs": runs}
+def measure_interleaved(fns: dict, runs: int, warmup: int = 3) -> dict:
+    """Time the variants in turn within each round, so a busy machine slows them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + runs):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                samples[name].append((time.perf_counter() - t) * 1000)
+    return {name: {"p50": statistics.median(v), "p99": percentile(v, 0.99), "runs": runs} for name, v in samples.items()}
 
 
 def django_client(config: CatalogConfig):  # type: ignore[no-untyped-def]
@@ -165,9 +166,7 @@ def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str) ->
 
         row = {"layout": label, "query": name, "files": len(files),
                "manifests": len(table.current_snapshot().manifests(table.io))}
-        row["floor"] = measure(floor(floor_sql), runs)
-        row["engine"] = measure(engine_fn, runs)
-        row["api"] = measure(api_fn, runs)
+        row.update(measure_interleaved({"floor": floor(floor_sql), "engine": engine_fn, "api": api_fn}, runs))
         cases.append(row)
         print(json.dumps(row), flush=True)
     return cases

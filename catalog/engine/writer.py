@@ -41,6 +41,7 @@ from k2portal.logging import get_logger
 log = get_logger(__name__, component="storage")
 
 OFFSETS_PREFIX = "k2.kafka.offsets."
+TOPIC_IDS_PREFIX = "k2.kafka.topic-ids."
 
 
 def _transient(exc: BaseException) -> bool:
@@ -110,6 +111,7 @@ class IcebergWriter:
             for attempt in retrying:
                 with attempt:
                     attempts += 1
+                    log.debug("iceberg_write_attempt", table=self.table_name, attempt=attempts, rows=batch.num_rows)
                     metrics.ICEBERG_WRITE_ATTEMPTS.labels(table=self.table_name, operation="append").inc()
                     self.table.append(batch, snapshot_properties=properties or {})
         except Exception as exc:
@@ -126,25 +128,39 @@ class IcebergWriter:
                             attempts=attempts, duration=duration)
 
 
-def offsets_properties(group: str, offsets: dict[tuple[str, int], int]) -> dict[str, str]:
-    """Snapshot summary properties recording the next offset per topic-partition for a group."""
+def offsets_properties(group: str, offsets: dict[tuple[str, int], int],
+                       topic_ids: dict[str, str] | None = None) -> dict[str, str]:
+    """Snapshot summary properties recording the next offset per topic-partition for a group, and
+    the Kafka topic ids, so offsets of a deleted and re-created topic are never mistaken for
+    the new one's (the embedded broker forgets its topics when it restarts)."""
     by_topic: dict[str, dict[str, int]] = {}
     for (topic, partition), next_offset in offsets.items():
         by_topic.setdefault(topic, {})[str(partition)] = next_offset
-    return {OFFSETS_PREFIX + group: json.dumps(by_topic, separators=(",", ":"), sort_keys=True)}
+    props = {OFFSETS_PREFIX + group: json.dumps(by_topic, separators=(",", ":"), sort_keys=True)}
+    ids = {t: i for t, i in (topic_ids or {}).items() if t in by_topic and i}
+    if ids:
+        props[TOPIC_IDS_PREFIX + group] = json.dumps(ids, separators=(",", ":"), sort_keys=True)
+    return props
 
 
-def recorded_offsets(table: Any, group: str) -> dict[tuple[str, int], int]:
+def recorded_offsets(table: Any, group: str, topic_ids: dict[str, str] | None = None) -> dict[tuple[str, int], int]:
     """The highest next-offset per topic-partition that `group` recorded in any snapshot still in
-    the table's history (compaction snapshots carry none and are skipped)."""
+    the table's history (compaction snapshots carry none and are skipped). With `topic_ids`
+    (the topics' current Kafka ids), offsets recorded for another incarnation of a topic are ignored."""
     key = OFFSETS_PREFIX + group
+    ids_key = TOPIC_IDS_PREFIX + group
     found: dict[tuple[str, int], int] = {}
     for snapshot in table.metadata.snapshots:
         summary = snapshot.summary
-        raw = summary.additional_properties.get(key) if summary is not None else None
+        extra = summary.additional_properties if summary is not None else {}
+        raw = extra.get(key)
         if not raw:
             continue
+        recorded_ids = json.loads(extra.get(ids_key) or "{}")
         for topic, parts in json.loads(raw).items():
+            current = (topic_ids or {}).get(topic)
+            if current and recorded_ids.get(topic) and recorded_ids[topic] != current:
+                continue  # written from a topic of the same name that has since been deleted
             for partition, next_offset in parts.items():
                 tp = (topic, int(partition))
                 if next_offset > found.get(tp, -1):

@@ -203,6 +203,7 @@ class IcebergConsumer:
         self._stop = threading.Event()
         self._pending: list[Any] = []
         self._written_upto: dict[tuple[str, int], int] = {}
+        self._topic_ids: dict[str, str] = {}
         self._table_commits = 0
         self._consumer: Consumer | None = None
         self._dlq_producer: Producer | None = None
@@ -275,6 +276,7 @@ class IcebergConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         table = self._table_ref()
         table.refresh()
+        self._topic_ids.update(self._describe_topic_ids({tp.topic for tp in partitions}))
         recorded = recorded_offsets(table, self.config.group)
         committed: dict[tuple[str, int], int] = {}
         if not self.config.from_beginning:
@@ -296,6 +298,22 @@ class IcebergConsumer:
         log.info("partitions_assigned", group=self.config.group,
                  partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
         consumer.assign(partitions)
+
+    def _describe_topic_ids(self, topics: set[str]) -> dict[str, str]:
+        """Current Kafka topic ids (empty for a broker that has none: offsets are then trusted as is)."""
+        from confluent_kafka import TopicCollection
+
+        admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
+        ids: dict[str, str] = {}
+        try:
+            futures = admin.describe_topics(TopicCollection(sorted(topics)))
+            for topic, future in futures.items():
+                topic_id = future.result(timeout=10).topic_id
+                if topic_id is not None:
+                    ids[topic] = str(topic_id)
+        except (KafkaException, ValueError, TypeError) as exc:
+            log.warning("topic_ids_unavailable", error=str(exc))
+        return ids
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._pending:  # write what we hold before another member takes the partitions over
@@ -427,7 +445,7 @@ class IcebergConsumer:
         if cfg.data_type != "reference_data" and table.num_rows > 1:
             table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS])
         if table.num_rows:
-            self.writer.append(table, properties=offsets_properties(cfg.group, next_offsets))
+            self.writer.append(table, properties=offsets_properties(cfg.group, next_offsets, self._topic_ids))
             self._table_commits += 1
             if cfg.kill_after_table_commits is not None and self._table_commits >= cfg.kill_after_table_commits:
                 log.warning("fault_injection_sigkill", after_table_commits=self._table_commits)

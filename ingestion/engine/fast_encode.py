@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from ingestion.engine.csv_rows import RowParser, to_micros
 
@@ -203,7 +202,3 @@ class FastEncoder:
         except Fallback:
             return None
         return symbol.encode(), buf
-
-
-def body_of(encoded: tuple[bytes, bytearray]) -> Any:
-    return encoded[1][5:]

@@ -64,8 +64,16 @@ def json_ready(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+def _plain(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind))
+
+
 def rows(table: pa.Table) -> list[dict[str, Any]]:
-    return [{k: json_value(v) for k, v in row.items()} for row in json_ready(table).to_pylist()]
+    ready = json_ready(table)
+    if all(_plain(field.type) for field in ready.schema):
+        return ready.to_pylist()  # already JSON types: skip the per-value walk
+    return [{k: json_value(v) for k, v in row.items()} for row in ready.to_pylist()]
 
 
 def encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> bytes:

@@ -173,3 +173,34 @@ def test_missing_table_says_to_run_init_catalog(kafka_bootstrap, catalog_config,
                          namespace=f"missing_{unique}", max_messages=1)
     with pytest.raises(ConsumerError, match="init_catalog"):
         run_consumer(config, catalog_config, registry)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_offsets_recorded_for_a_deleted_topic_do_not_hide_a_recreated_one(kafka_bootstrap, iceberg_tables,
+                                                                          catalog_config, registry, unique) -> None:
+    """The embedded broker forgets topics when it restarts while the table keeps its offsets: the
+    new topic's messages must not be skipped as 'already in the table'."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = f"market.equities.trades.d{unique}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("RIO", s) for s in range(1, 6)]))
+    config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=5)
+    run_consumer(config, catalog_config, registry, gap_sink=OrmGapSink())
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=15)
+    deadline = time.monotonic() + 20
+    while True:  # deletion completes asynchronously
+        try:
+            create_topic(kafka_bootstrap, topic)
+            break
+        except Exception:  # noqa: BLE001 - TOPIC_ALREADY_EXISTS until the deletion is done
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("RIO", s) for s in (6, 7, 8)]))
+    engine = run_consumer(ConsumerConfig(**{**config.__dict__, "max_messages": 3}), catalog_config, registry,
+                          gap_sink=OrmGapSink())
+    rows = table_rows(catalog_config)
+    assert sorted(r["sequence_number"] for r in rows) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert engine.stats.duplicates_skipped == 0

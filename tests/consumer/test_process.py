@@ -63,7 +63,7 @@ def test_sigterm_mid_stream_commits_offsets_and_loses_nothing(kafka_bootstrap, i
     topic = f"market.equities.trades.t{unique}"
     group = f"g-{unique}"
     create_topic(kafka_bootstrap, topic)
-    records = [trade("BHP", i + 1) for i in range(3000)]
+    records = [trade("BHP", i + 1) for i in range(6000)]
     encoded = _encode(topic, records)
     produce(kafka_bootstrap, topic, encoded[:500])
     stop_producing = threading.Event()
@@ -73,7 +73,7 @@ def test_sigterm_mid_stream_commits_offsets_and_loses_nothing(kafka_bootstrap, i
         while not stop_producing.is_set() and produced[0] < len(encoded):
             produce(kafka_bootstrap, topic, encoded[produced[0]:produced[0] + 50])
             produced[0] += 50
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     args = ["--topic", topic, "--group", group, "--batch-size", "50", "--max-batch-ms", "100",
             "--namespace", catalog_config.namespace, "--progress-interval", "1"]

@@ -54,13 +54,17 @@ def _attempts(table_name: str) -> float:
     return REGISTRY.get_sample_value("k2_iceberg_write_attempts_total", {"table": table_name, "operation": "append"}) or 0
 
 
-def test_transient_commit_failure_succeeds_on_retry(iceberg_tables, catalog_config, unique) -> None:
+def test_transient_commit_failure_succeeds_on_retry(iceberg_tables, catalog_config, unique, caplog) -> None:
     wrapped = FailingTable(iceberg_tables["trades"], CommitFailedException("another writer committed first"), 1)
     name = f"trades-{unique}"
     before = _attempts(name)
     result = IcebergWriter(wrapped, table_name=name, policy=FAST).append(
         _batch(), properties=offsets_properties("g", {("t", 0): 3}))
     assert result.attempts == 2 and wrapped.refreshes == 1
+    retries = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "iceberg_write_retry"]
+    assert len(retries) == 1
+    assert retries[0]["attempt"] == 1 and retries[0]["error_type"] == "CommitFailedException"
+    assert retries[0]["delay_seconds"] == 0.01
     assert _attempts(name) - before == 2
     table = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
     assert table.scan().to_arrow().num_rows == 3
