@@ -7,6 +7,7 @@ stopped/failed → starting (task enqueued on commit) → running → stopping �
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -112,7 +113,7 @@ def start_default_consumers(*, exchange: str = "asx", asset_class: str = "equiti
 
 
 # --- used by the Celery task --------------------------------------------------------------
-def run_consumer_row(*, consumer_id: int) -> ConsumerStats | None:
+def run_consumer_row(*, consumer_id: int, interrupted: Callable[[], bool] | None = None) -> ConsumerStats | None:
     """Run the engine for a Consumer row until its status becomes `stopping` (the stop signal),
     keeping heartbeat, stats and a ConsumerRun up to date."""
     consumer = Consumer.objects.select_related("topic").get(pk=consumer_id)
@@ -123,6 +124,8 @@ def run_consumer_row(*, consumer_id: int) -> ConsumerStats | None:
     Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.RUNNING, heartbeat_at=timezone.now())
 
     def stop_signal() -> bool:
+        if interrupted is not None and interrupted():
+            return True
         status = Consumer.objects.filter(pk=consumer_id).values_list("status", flat=True).first()
         return status in (None, Consumer.Status.STOPPING, Consumer.Status.STOPPED)
 

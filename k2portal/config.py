@@ -8,6 +8,7 @@ a traceback deep inside a library. The README's settings table is written from `
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,12 @@ VARIABLES: tuple[Variable, ...] = (
              "a local path, a file:// URI or an s3:// URI where Iceberg data files live"),
     Variable("K2_CONSUMER_BATCH_SIZE", "1000", "a positive integer (ADR #015)"),
     Variable("K2_CONSUMER_MAX_BATCH_MS", "500", "a positive integer: flush a partial batch after this many ms"),
+    Variable("K2_DUCKDB_THREADS", None, "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)"),
+    Variable("K2_DUCKDB_MEMORY_LIMIT", None, "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)"),
+    Variable("K2_SNAPSHOT_RETENTION_HOURS", "168",
+             "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
+    Variable("K2_MAINTENANCE_INTERVAL_MINUTES", "15",
+             "a positive integer: how often Celery beat compacts small files and expires snapshots"),
     Variable("K2_LOG_JSON", None, "1/true/yes or 0/false/no; unset: JSON when stdout is not a terminal"),
     Variable("K2_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable("K2_ADMIN_PASSWORD", None, "password for the `admin` user `make run` creates; unset: generated and printed once"),
@@ -127,6 +134,15 @@ def parse_bootstrap(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def parse_size(env: Mapping[str, str], name: str) -> str | None:
+    value = _get(env, name)
+    if value is None:
+        return None
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", value, flags=re.IGNORECASE):
+        raise _bad(name, value, "not a size")
+    return value.strip()
+
+
 def parse_warehouse(env: Mapping[str, str], name: str) -> str:
     value = _get(env, name) or "var/warehouse"
     if "://" in value:
@@ -154,6 +170,10 @@ class K2Config:
     warehouse: str
     consumer_batch_size: int
     consumer_max_batch_ms: int
+    duckdb_threads: int | None
+    snapshot_retention_hours: int
+    maintenance_interval_minutes: int
+    duckdb_memory_limit: str | None
     log_json: bool | None
     log_level: str
     admin_password: str | None
@@ -206,6 +226,10 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         warehouse=parse_warehouse(env, "K2_WAREHOUSE"),
         consumer_batch_size=parse_positive_int(env, "K2_CONSUMER_BATCH_SIZE") or 1000,
         consumer_max_batch_ms=parse_positive_int(env, "K2_CONSUMER_MAX_BATCH_MS") or 500,
+        snapshot_retention_hours=parse_positive_int(env, "K2_SNAPSHOT_RETENTION_HOURS") or 168,
+        maintenance_interval_minutes=parse_positive_int(env, "K2_MAINTENANCE_INTERVAL_MINUTES") or 15,
+        duckdb_threads=parse_positive_int(env, "K2_DUCKDB_THREADS", maximum=1024),
+        duckdb_memory_limit=parse_size(env, "K2_DUCKDB_MEMORY_LIMIT"),
         log_json=parse_bool(env, "K2_LOG_JSON"),
         log_level=level,
         admin_password=_get(env, "K2_ADMIN_PASSWORD"),

@@ -89,6 +89,8 @@ def ensure_admin(env: dict[str, str]) -> str:
     generated = password or secrets.token_urlsafe(12)
     result = manage("shell", "-c", code, env={**env, "K2_NEW_ADMIN_PASSWORD": generated}, capture=True)
     if "created" in result.stdout:
+        if password:
+            return "user `admin`, password from K2_ADMIN_PASSWORD"
         return f"user `admin`, password `{generated}` (printed once; set K2_ADMIN_PASSWORD to choose it)"
     if password:
         return "user `admin`, password from K2_ADMIN_PASSWORD"
@@ -166,9 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         summary_lines: list[str] = []
         if has_command("start_consumers"):
             manage("start_consumers", env=env)
-        if not args.no_sample and has_command("load_sample"):
-            out = manage("load_sample", env=env, capture=True).stdout.strip()
-            summary_lines.append(out)
+        loaded = has_command("run_summary") and manage("run_summary", "--check-loaded", env=env, capture=True,
+                                                          check=False).returncode == 0
+        if loaded and not args.no_sample:
+            summary_lines.append("sample not loaded again: the tables already hold data from an earlier run "
+                                 "(`manage.py load_sample` loads it anyway)")
+        elif not args.no_sample and has_command("load_sample"):
+            out = manage("load_sample", env=env, capture=True).stdout
+            summary_lines += [f"sample → Kafka: {line.strip()}" for line in out.splitlines() if "rows read" in line]
         say("")
         say("=" * 72)
         say("K2 is up.")
@@ -183,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         if has_command("run_summary"):
             out = manage("run_summary", "--base-url", base, env=env, capture=True, check=False).stdout.strip()
             for line in out.splitlines():
-                say(f"  {line}")
+                if not line.startswith("{"):  # structured log lines went to the same stream
+                    say(f"  {line}")
         say("Ctrl-C stops everything.")
         say("=" * 72)
         if args.exit_when_ready:

@@ -101,6 +101,16 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "maintain-iceberg-tables": {
+        "task": "catalog.maintain_tables",
+        "schedule": K2.maintenance_interval_minutes * 60.0,
+    },
+    "refresh-topic-watermarks": {
+        "task": "ingestion.refresh_watermarks",
+        "schedule": 60.0,
+    },
+}
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
 

@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from catalog.admin_tables import iceberg_tables_view
 from k2portal.health import healthz
 from k2portal.metrics_view import metrics
 
 urlpatterns = [
+    path("admin/catalog/iceberg-tables/", admin.site.admin_view(iceberg_tables_view), name="iceberg-tables"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),

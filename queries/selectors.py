@@ -43,7 +43,7 @@ def get_engine() -> MarketQueries:
     key = (id(catalog), namespace())
     with _lock:
         engine = _engines.get(key)
-        if engine is None:
+        if engine is None or getattr(engine.source, "catalog", None) is not catalog:  # ids can be reused after GC
             engine = _engines[key] = MarketQueries(IcebergSource(catalog, key[1]), engine_config())
     return engine
 

@@ -94,7 +94,7 @@ def rate_limit_check(*, api_key: ApiKey, now: float | None = None) -> int:
     an outage of the limiter must not take the API down."""
     now = time.time() if now is None else now
     window = int(now // 60)
-    name = f"k2:ratelimit:{api_key.pk}:{window}"
+    name = f"k2:ratelimit:{api_key.prefix}:{window}"  # the random prefix: unique even across databases
     try:
         pipe = _redis(settings.K2.redis_url).pipeline()
         pipe.incr(name)

@@ -40,6 +40,7 @@ from pyiceberg.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from catalog.engine.iceberg import SORT_COLUMNS
+from catalog.engine.writer import OFFSETS_PREFIX
 
 log = structlog.get_logger("catalog.maintenance").bind(component="maintenance")
 
@@ -231,6 +232,21 @@ def compact_table(load_table: Callable[[], Table], *, days: list[dt.date] | None
     return compact_days(load_table, days, min_files=min_files, row_group_rows=row_group_rows)
 
 
+def _latest_offset_snapshots(snaps: list) -> set[int]:  # type: ignore[type-arg]
+    """The newest snapshot per consumer group that records Kafka offsets (`k2.kafka.offsets.<group>`).
+
+    A restarted consumer resumes from the offsets recorded in the table (exactly-once across a
+    crash between the Iceberg and the Kafka commit); compaction snapshots carry none, so expiry
+    must never remove the last snapshot that does, however old it is."""
+    newest: dict[str, int] = {}
+    for snap in snaps:  # oldest first: later ones overwrite
+        extra = snap.summary.additional_properties if snap.summary is not None else {}
+        for key in extra:
+            if key.startswith(OFFSETS_PREFIX):
+                newest[key] = snap.snapshot_id
+    return set(newest.values())
+
+
 def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int = 1,
                      now: dt.datetime | None = None) -> ExpiryResult:
     """Expire snapshots committed before now − retention, keeping the newest `retain_last`
@@ -240,6 +256,7 @@ def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int 
     snaps = sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
     keep = {s.snapshot_id for s in snaps[-retain_last:]} if retain_last > 0 else set()
     keep |= {ref.snapshot_id for ref in table.metadata.refs.values()}
+    keep |= _latest_offset_snapshots(snaps)
     expire = [s.snapshot_id for s in snaps if s.timestamp_ms < cutoff_ms and s.snapshot_id not in keep]
     result = ExpiryResult(table=".".join(table.name()), expired=expire, kept=len(snaps) - len(expire))
     if expire:

@@ -277,7 +277,7 @@ class IcebergConsumer:
         table = self._table_ref()
         table.refresh()
         self._topic_ids.update(self._describe_topic_ids({tp.topic for tp in partitions}))
-        recorded = recorded_offsets(table, self.config.group)
+        recorded = recorded_offsets(table, self.config.group, self._topic_ids)
         committed: dict[tuple[str, int], int] = {}
         if not self.config.from_beginning:
             try:

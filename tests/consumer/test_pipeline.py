@@ -30,7 +30,7 @@ def _gap_metric(topic_asset: str) -> float:
 
 @pytest.mark.django_db(transaction=True)
 def test_gap_1_2_5_gives_one_gap_of_two_one_row_one_metric_and_message_5_written(
-        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
+        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique, caplog) -> None:
     topic = f"market.eq{unique}.trades.asx"
     create_topic(kafka_bootstrap, topic)
     produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", s) for s in (1, 2, 5)]))
@@ -44,6 +44,10 @@ def test_gap_1_2_5_gives_one_gap_of_two_one_row_one_metric_and_message_5_written
     assert _gap_metric(f"eq{unique}") - before == 1
     assert sorted(r["sequence_number"] for r in table_rows(catalog_config)) == [1, 2, 5]
     assert engine.stats.gaps == 1
+    logged = [r for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "sequence_gap_detected"]
+    assert len(logged) == 1 and logged[0].levelname == "WARNING"
+    assert {k: logged[0].msg[k] for k in ("symbol", "expected", "received", "gap")} == {
+        "symbol": "BHP", "expected": 3, "received": 5, "gap": 2}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -175,6 +179,7 @@ def test_missing_table_says_to_run_init_catalog(kafka_bootstrap, catalog_config,
         run_consumer(config, catalog_config, registry)
 
 
+@pytest.mark.timeout(90)  # without the topic-id check the consumer waits past the new topic's end
 @pytest.mark.django_db(transaction=True)
 def test_offsets_recorded_for_a_deleted_topic_do_not_hide_a_recreated_one(kafka_bootstrap, iceberg_tables,
                                                                           catalog_config, registry, unique) -> None:

@@ -57,9 +57,10 @@ def test_sigkill_between_iceberg_and_kafka_commit_then_restart_writes_every_mess
     assert _committed(kafka_bootstrap, group, topic) == [300]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_mid_stream_commits_offsets_and_loses_nothing(kafka_bootstrap, iceberg_tables, catalog_config,
-                                                              unique) -> None:
+                                                              unique, signum) -> None:
     topic = f"market.equities.trades.t{unique}"
     group = f"g-{unique}"
     create_topic(kafka_bootstrap, topic)
@@ -85,7 +86,7 @@ def test_sigterm_mid_stream_commits_offsets_and_loses_nothing(kafka_bootstrap, i
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(table_rows(catalog_config)) < 200:
             time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
     finally:
         stop_producing.set()

@@ -54,6 +54,8 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_WAREHOUSE", "hdfs://namenode/wh", "unknown scheme"),
         ("DEBUG", "maybe", "DEBUG accepts"),
         ("K2_EMBEDDED_BROKER_PORT", "70000", "out of range"),
+        ("K2_DUCKDB_THREADS", "many", "not an integer"),
+        ("K2_DUCKDB_MEMORY_LIMIT", "lots", "not a size"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(name: str, value: str, fragment: str) -> None:

@@ -1,0 +1,47 @@
+"""Periodic table maintenance (Celery beat): compaction of small files and snapshot expiry.
+
+A consumer commits a snapshot per batch, so a table collects thousands of small files and
+snapshots a day; both slow every query (DuckDB reads every manifest entry) and every append
+(pyiceberg copies the metadata per commit). This task keeps the tables maintained while the
+consumers run: compaction is safe against concurrent appends (see catalog.engine.maintenance).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from catalog.engine.maintenance import compact_table, expire_snapshots
+from catalog.selectors import get_catalog
+from k2portal import metrics
+from k2portal.logging import get_logger
+
+log = get_logger(__name__, component="maintenance")
+
+
+def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta | None = None,
+                    min_files: int = 8, data_types: tuple[str, ...] = ("trades", "quotes")) -> dict[str, Any]:
+    """Compact every day partition holding `min_files` or more files, then expire snapshots older
+    than the retention window (K2_SNAPSHOT_RETENTION_HOURS), keeping each group's offset snapshot."""
+    retention = retention or dt.timedelta(hours=settings.K2.snapshot_retention_hours)
+    catalog = get_catalog()
+    report: dict[str, Any] = {}
+    for data_type in data_types:
+        identifier = f"{namespace}.{data_type}"
+        results = compact_table(lambda identifier=identifier: catalog.load_table(identifier), min_files=min_files)
+        compacted = [r for r in results if not r.skipped]
+        for _ in compacted:
+            metrics.ICEBERG_COMPACTIONS.labels(table=data_type).inc()
+        expiry = expire_snapshots(catalog.load_table(identifier), retention=retention, retain_last=5)
+        report[data_type] = {"days_compacted": len(compacted), "snapshots_expired": len(expiry.expired),
+                             "snapshots_kept": expiry.kept}
+    log.info("tables_maintained", **{k: str(v) for k, v in report.items()})
+    return report
+
+
+@shared_task(name="catalog.maintain_tables", ignore_result=True)
+def maintain_tables_task() -> dict[str, Any]:
+    return maintain_tables()
