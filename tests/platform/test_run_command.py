@@ -3,6 +3,7 @@ yet) and stops it again cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ from tests.conftest import PG_ADMIN, free_port
 
 
 @pytest.mark.slow
-def test_run_command_brings_the_platform_up_and_stops(unique: str) -> None:
+def test_run_command_brings_the_platform_up_lands_the_sample_and_stops(unique: str) -> None:
+    """The whole path a new user sees: sample → Kafka → consumers (Celery tasks) → Iceberg, the
+    injected gaps in Postgres, a working API key, and consumers stopped cleanly on shutdown."""
     database = f"k2_run_{unique}"
     web = f"127.0.0.1:{free_port()}"
     env = {
@@ -38,8 +41,20 @@ def test_run_command_brings_the_platform_up_and_stops(unique: str) -> None:
         assert "K2 is up." in out
         assert f"http://{web}/admin/" in out and "password `" in out  # first run prints it once
         assert "K2 stopped." in out
+        manifest = json.loads((BASE_DIR / "data/sample/asx-2014-03/manifest.json").read_text())
+        rows = manifest["rows"]
+        assert (f"trades {rows['trades']:,}/{rows['trades']:,} · quotes {rows['quotes']:,}/{rows['quotes']:,} · "
+                f"reference_data {rows['reference_data']:,}/{rows['reference_data']:,}") in out
+        injected = {(a["symbol"], a["expected_sequence"]) for a in manifest["anomalies"] if a["kind"] == "gap"}
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as conn:
             assert conn.execute("SELECT count(*) FROM auth_user WHERE username='admin' AND is_superuser").fetchone()[0] == 1
+            open_gaps = set(conn.execute(
+                "SELECT symbol, expected_sequence FROM ingestion_sequencegap WHERE state = 'open'").fetchall())
+            assert open_gaps == injected
+            statuses = dict(conn.execute("SELECT name, status FROM ingestion_consumer").fetchall())
+            assert statuses == {"trades-asx": "stopped", "quotes-asx": "stopped", "reference_data-asx": "stopped"}
+        curl = next(line for line in out.splitlines() if "curl -s -H 'X-API-Key: k2_" in line)
+        assert "/api/v1/ohlcv?symbol=BHP" in curl
     finally:
         shutil.rmtree(BASE_DIR / "var" / f"warehouse-{unique}", ignore_errors=True)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
