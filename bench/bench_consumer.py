@@ -1,4 +1,4 @@
-"""Benchmarks of the Kafka → Iceberg consumer engine (issue #4). Figures go to docs/benchmarks-consumer.md.
+"""Benchmarks of the Kafka → Iceberg consumer engine (issue #4). Figures go to docs/benchmarks.md.
 
 Runs the engine in-process against a real embedded broker (Tansu, started here on a free
 port) and a real Iceberg SQL catalog in Postgres with a local warehouse (a fresh namespace

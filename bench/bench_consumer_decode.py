@@ -1,6 +1,6 @@
 """Per-message cost of the consumer's hot path without Kafka or Iceberg (issue #4):
 batch decode (DuckDB read_avro on one container block) vs fastavro one message at a time,
-and the vectorised sequence check. Figures go to docs/benchmarks-consumer.md.
+and the vectorised sequence check. Figures go to docs/benchmarks.md.
 
     .venv/bin/python bench/bench_consumer_decode.py --messages 100000 --symbols 200 --repeats 5
 """

@@ -26,7 +26,8 @@ def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta |
                     min_files: int = 8, data_types: tuple[str, ...] = ("trades", "quotes")) -> dict[str, Any]:
     """Compact every day partition holding `min_files` or more files, then expire snapshots older
     than the retention window (K2_SNAPSHOT_RETENTION_HOURS), keeping each group's offset snapshot."""
-    retention = retention or dt.timedelta(hours=settings.K2.snapshot_retention_hours)
+    if retention is None:
+        retention = dt.timedelta(hours=settings.K2.snapshot_retention_hours)
     catalog = get_catalog()
     report: dict[str, Any] = {}
     for data_type in data_types:
