@@ -21,11 +21,12 @@ def test_maintenance_compacts_expires_and_keeps_the_offset_snapshot(k2_settings,
     day = dt.date(2014, 3, 10)
     schema = arrow_schema("trades")
     topic = "market.equities.trades.asx"
-    # Eight small appends of the same day, the last one recording the group's offsets.
+    # Eight small appends of the same day, the first one recording the group's offsets (so it is
+    # older than the newest snapshots expiry keeps anyway).
     for i in range(8):
         batch = trades_for_day(day, symbols=["BHP", "RIO"], rows_per_symbol=25, seed=i, schema=schema,
                                offset_base=i * 50)
-        props = offsets_properties("k2-iceberg-writer-trades", {(topic, 0): (i + 1) * 50}) if i == 7 else {}
+        props = offsets_properties("k2-iceberg-writer-trades", {(topic, 0): (i + 1) * 50}) if i == 0 else {}
         table.append(batch, snapshot_properties=props)
     # ...then a plain append without offsets (another writer, say).
     table.append(trades_for_day(day, symbols=["CBA"], rows_per_symbol=10, seed=99, schema=schema, offset_base=1000))
@@ -44,4 +45,4 @@ def test_maintenance_compacts_expires_and_keeps_the_offset_snapshot(k2_settings,
     assert table.scan().to_arrow().num_rows == rows_before  # nothing lost or doubled
     assert report["trades"]["snapshots_expired"] > 0
     # The offsets survive expiry even though their snapshot is older than the retention window.
-    assert recorded_offsets(table, "k2-iceberg-writer-trades") == {(topic, 0): 400}
+    assert recorded_offsets(table, "k2-iceberg-writer-trades") == {(topic, 0): 50}
