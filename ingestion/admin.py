@@ -75,6 +75,26 @@ class SequenceGapAdmin(admin.ModelAdmin):
     list_filter = ("state", "data_type", "exchange", "asset_class", "detected_at")
     search_fields = ("symbol",)
     date_hierarchy = "detected_at"
+    actions = ("acknowledge_selected",)
+
+    @admin.action(description="Acknowledge selected gaps (with a note)")
+    def acknowledge_selected(self, request, queryset):  # noqa: ANN001, ANN201
+        """An intermediate page asks for the note; posting it acknowledges the gaps."""
+        from django.template.response import TemplateResponse
+
+        from ingestion.gaps import GapAcknowledgeError, acknowledge_gaps
+
+        if request.POST.get("confirm"):
+            try:
+                changed = acknowledge_gaps(gaps=queryset, user=request.user, note=request.POST.get("note", ""))
+            except GapAcknowledgeError as exc:
+                self.message_user(request, f"Nothing acknowledged: {exc}.", messages.ERROR)
+            else:
+                self.message_user(request, f"{changed} gap(s) acknowledged.", messages.SUCCESS)
+            return None
+        return TemplateResponse(request, "admin/ingestion/sequencegap/acknowledge.html", {
+            **self.admin_site.each_context(request), "title": "Acknowledge sequence gaps", "gaps": queryset,
+            "opts": self.model._meta, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME})
     readonly_fields = ("detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
                        "received_sequence", "gap_size", "missing_remaining", "filled_sequences", "topic",
                        "partition", "offset", "filled_at", "acknowledged_at", "acknowledged_by")

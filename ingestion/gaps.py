@@ -9,6 +9,8 @@ missing any more. Applying the same late event twice changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -51,3 +53,18 @@ class OrmGapSink:
                     filled += 1
                 gap.save(update_fields=fields)
         return filled
+
+
+class GapAcknowledgeError(Exception):
+    """A gap cannot be acknowledged as asked (the message says why)."""
+
+
+def acknowledge_gaps(*, gaps: Any, user: Any, note: str) -> int:
+    """Mark gaps as looked at by an operator, with who, when and a note (required: it is the
+    audit trail compliance reads). Filled gaps may be acknowledged too; returns how many changed."""
+    note = (note or "").strip()
+    if not note:
+        raise GapAcknowledgeError("write a note saying what was found (for example: exchange halt, feed restart)")
+    with transaction.atomic():
+        return gaps.exclude(state=SequenceGap.State.ACKNOWLEDGED).update(
+            state=SequenceGap.State.ACKNOWLEDGED, acknowledged_by=user, acknowledged_at=timezone.now(), note=note)
