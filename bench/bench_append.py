@@ -85,6 +85,9 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None) ->
 
 
 def main() -> None:
+    from k2portal.logging import configure
+
+    configure(json_output=True, level="WARNING")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--appends", type=int, default=400)
     parser.add_argument("--rows", type=int, default=1000)

@@ -7,6 +7,10 @@ per run, dropped at the end). Gap sink: in memory (no Django).
     .venv/bin/python bench/bench_consumer.py throughput --messages 500000 --batch-sizes 1000,10000,50000
     .venv/bin/python bench/bench_consumer.py latency --rate 5000 --seconds 20 --max-batch-ms 50,100
     .venv/bin/python bench/bench_consumer.py rss --messages 2000000
+
+`--pyiceberg-append` (before the subcommand) makes the writer call pyiceberg's own
+`Table.append` instead of `catalog.engine.fast_commit.append`: the "before" of the
+deep-copy fix, for a same-machine, same-hour comparison.
 """
 
 from __future__ import annotations
@@ -233,6 +237,8 @@ def rss(env: Env, args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pyiceberg-append", action="store_true",
+                        help="commit with pyiceberg's Table.append (no fast_commit): the 'before' figures")
     sub = parser.add_subparsers(dest="bench", required=True)
     p = sub.add_parser("throughput")
     p.add_argument("--messages", type=int, default=500_000)
@@ -251,6 +257,15 @@ def main() -> None:
     from k2portal.logging import configure
 
     configure(json_output=True, level="WARNING")
+    if args.pyiceberg_append:
+        from catalog.engine import fast_commit
+
+        def pyiceberg_append(table, df, snapshot_properties=None):  # type: ignore[no-untyped-def]
+            table.append(df, snapshot_properties=snapshot_properties or {})
+
+        fast_commit.append = pyiceberg_append  # type: ignore[assignment]
+    print(json.dumps({"commit_path": "pyiceberg Table.append" if args.pyiceberg_append else "fast_commit.append"}),
+          flush=True)
     env = Env()
     try:
         {"throughput": throughput, "latency": latency, "rss": rss}[args.bench](env, args)

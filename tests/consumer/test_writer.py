@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,8 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 
+from catalog.engine import fast_commit
 from catalog.engine.iceberg import arrow_schema, load_catalog
 from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
+from queries.engine.connection import connect
 
 
 class FailingTable:
@@ -38,12 +41,12 @@ class FailingTable:
         return getattr(self._table, name)
 
 
-def _batch(n: int = 3) -> pa.Table:
+def _batch(n: int = 3, start: int = 0) -> pa.Table:
     now = datetime(2026, 3, 10, 1, tzinfo=UTC)
     rows = [{"symbol": "BHP", "company_id": 1, "exchange": "ASX", "exchange_timestamp": now,
              "price": Decimal("1.000001"), "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None,
              "ingestion_timestamp": now, "sequence_number": i, "source_partition": 0, "source_offset": i}
-            for i in range(n)]
+            for i in range(start, start + n)]
     return pa.Table.from_pylist(rows, schema=arrow_schema("trades"))
 
 
@@ -92,3 +95,91 @@ def test_schema_mismatch_from_the_real_table_is_not_retried(iceberg_tables, uniq
     with pytest.raises(ValueError):
         IcebergWriter(wrapped, table_name=f"trades-{unique}", policy=FAST).append(bad)
     assert wrapped.appends == 1
+
+
+def _duckdb_count(metadata_location: str, snapshot_id: int | None = None) -> int:
+    conn = connect()
+    try:
+        pinned = f", snapshot_from_id={snapshot_id}" if snapshot_id is not None else ""
+        return conn.execute(f"SELECT count(*) FROM iceberg_scan('{metadata_location}'{pinned})").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config, unique, monkeypatch) -> None:
+    """`IcebergWriter` commits through `fast_commit.append` (no deep copies of the metadata): the
+    table it leaves must be exactly what pyiceberg's own append leaves, for every reader."""
+    calls: list[int] = []
+    original = fast_commit.append
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fast_commit, "append", counting)
+    table = iceberg_tables["trades"]
+    writer = IcebergWriter(table, table_name=f"trades-{unique}", policy=FAST)
+    n, rows = 12, 3
+    for i in range(n):
+        before = table.metadata
+        before_json = before.model_dump_json()
+        result = writer.append(_batch(rows, start=i * rows),
+                               properties=offsets_properties("g", {("t", 0): (i + 1) * rows}, {"t": "id-1"}))
+        assert result.attempts == 1 and result.snapshot_id == table.current_snapshot().snapshot_id
+        assert before.model_dump_json() == before_json  # the previous metadata was not mutated
+    assert len(calls) == n
+
+    fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    assert fresh.metadata == table.metadata  # what was written is what the writer holds
+    snapshots = fresh.metadata.snapshots
+    assert len(snapshots) == n and len(fresh.metadata.snapshot_log) == n
+    assert fresh.current_snapshot().snapshot_id == snapshots[-1].snapshot_id
+    assert fresh.metadata.refs["main"].snapshot_id == snapshots[-1].snapshot_id
+    assert fresh.metadata.last_sequence_number == n
+    for i, snapshot in enumerate(snapshots):
+        assert snapshot.parent_snapshot_id == (snapshots[i - 1].snapshot_id if i else None)
+        assert snapshot.sequence_number == i + 1
+        summary = snapshot.summary
+        assert summary is not None and summary.operation.value == "append"
+        assert summary["added-records"] == str(rows) and summary["total-records"] == str((i + 1) * rows)
+        assert json.loads(summary["k2.kafka.offsets.g"]) == {"t": {"0": (i + 1) * rows}}
+        assert summary["k2.kafka.topic-ids.g"] == '{"t":"id-1"}'
+    assert recorded_offsets(fresh, "g", {"t": "id-1"}) == {("t", 0): n * rows}
+
+    data = fresh.scan().to_arrow()
+    assert data.num_rows == n * rows
+    assert sorted(data.column("source_offset").to_pylist()) == list(range(n * rows))
+    assert _duckdb_count(fresh.metadata_location) == n * rows
+    earlier = snapshots[4]  # time travel: the state after the 5th append
+    assert fresh.scan(snapshot_id=earlier.snapshot_id).to_arrow().num_rows == 5 * rows
+    assert _duckdb_count(fresh.metadata_location, earlier.snapshot_id) == 5 * rows
+
+
+def test_fast_commit_retries_on_top_of_a_concurrent_commit(iceberg_tables, catalog_config, caplog) -> None:
+    """A stale Table (another writer committed since it was loaded): pyiceberg's commit loop
+    refreshes and rebuilds the snapshot on the new parent; the fast path must keep that."""
+    stale = iceberg_tables["trades"]
+    other = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    other.append(_batch(3, start=0), snapshot_properties=offsets_properties("other", {("t", 1): 3}))
+    fast_commit.append(stale, _batch(3, start=3), snapshot_properties=offsets_properties("g", {("t", 0): 6}))
+    assert any("concurrent update" in r.getMessage() for r in caplog.records)  # pyiceberg's own retry ran
+    fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    first, second = fresh.metadata.snapshots
+    assert second.parent_snapshot_id == first.snapshot_id and second.sequence_number == 2
+    assert fresh.scan().to_arrow().num_rows == 6 and _duckdb_count(fresh.metadata_location) == 6
+    assert recorded_offsets(fresh, "g") == {("t", 0): 6} and recorded_offsets(fresh, "other") == {("t", 1): 3}
+
+
+@pytest.mark.parametrize("change", ["version", "source"])
+def test_fast_commit_refuses_an_unaudited_pyiceberg(iceberg_tables, change, monkeypatch) -> None:
+    import pyiceberg
+
+    monkeypatch.setattr(fast_commit, "_verified", False)
+    if change == "version":
+        monkeypatch.setattr(pyiceberg, "__version__", "0.12.1")
+    else:
+        monkeypatch.setitem(fast_commit._SOURCE_HASHES, "update_table_metadata", "0" * 16)  # noqa: SLF001
+    table = iceberg_tables["trades"]
+    with pytest.raises(fast_commit.FastCommitUnsupported):
+        IcebergWriter(table, table_name="trades", policy=FAST).append(_batch())
+    assert table.current_snapshot() is None  # nothing written, not retried
