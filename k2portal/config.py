@@ -51,6 +51,8 @@ VARIABLES: tuple[Variable, ...] = (
              "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
     Variable("K2_MAINTENANCE_INTERVAL_MINUTES", "15",
              "a positive integer: how often Celery beat compacts small files and expires snapshots"),
+    Variable("K2_WEB_ADDR", "127.0.0.1:8000", "host:port the `make run` web server listens on"),
+    Variable("K2_CONSUMER_SLOTS", "4", "a positive integer: Celery pool processes for consumer tasks under `make run`"),
     Variable("K2_LOG_JSON", None, "1/true/yes or 0/false/no; unset: JSON when stdout is not a terminal"),
     Variable("K2_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable("K2_ADMIN_PASSWORD", None, "password for the `admin` user `make run` creates; unset: generated and printed once"),
@@ -209,6 +211,8 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
     assert database_url is not None
     catalog_uri = parse_url(env, "K2_ICEBERG_CATALOG_URI",
                             ("postgresql+psycopg", "postgresql", "postgresql+psycopg2", "sqlite"))
+    parse_bootstrap(env, "K2_WEB_ADDR")  # validated here; read by the Procfile
+    parse_positive_int(env, "K2_CONSUMER_SLOTS", maximum=64)
     level = (_get(env, "K2_LOG_LEVEL") or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _bad("K2_LOG_LEVEL", level)
