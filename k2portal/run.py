@@ -115,6 +115,19 @@ def wait_healthy(base: str, timeout: float, processes: subprocess.Popen[bytes]) 
     return last
 
 
+def rows_written_metric(base: str) -> float | None:
+    """The consumers' row counter as the portal's /metrics serves it (None when unreadable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "k2_iceberg_rows_written" for sample in family.samples
+               if sample.name == "k2_iceberg_rows_written_total")
+
+
 def has_command(name: str) -> bool:
     return any((BASE_DIR / app / "management" / "commands" / f"{name}.py").exists()
                for app in ("ingestion", "catalog", "queries", "k2portal"))
@@ -192,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             for line in out.splitlines():
                 if not line.startswith("{"):  # structured log lines went to the same stream
                     say(f"  {line}")
+        written = rows_written_metric(base)
+        if written is not None:
+            say(f"  /metrics: k2_iceberg_rows_written_total = {written:,.0f} "
+                "(counted in the Celery worker processes, aggregated by the portal)")
         say("Ctrl-C stops everything.")
         say("=" * 72)
         if args.exit_when_ready:

@@ -45,6 +45,8 @@ def test_run_command_brings_the_platform_up_lands_the_sample_and_stops(unique: s
         rows = manifest["rows"]
         assert (f"trades {rows['trades']:,}/{rows['trades']:,} · quotes {rows['quotes']:,}/{rows['quotes']:,} · "
                 f"reference_data {rows['reference_data']:,}/{rows['reference_data']:,}") in out
+        # Worker-process metrics reach the portal's /metrics (prometheus_client multiprocess mode).
+        assert f"k2_iceberg_rows_written_total = {sum(rows.values()):,}" in out
         injected = {(a["symbol"], a["expected_sequence"]) for a in manifest["anomalies"] if a["kind"] == "gap"}
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as conn:
             assert conn.execute("SELECT count(*) FROM auth_user WHERE username='admin' AND is_superuser").fetchone()[0] == 1
