@@ -67,21 +67,10 @@ def gap_list(*, exchange: str | None = None, data_type: str | None = None, symbo
              state: str | None = None, detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
              limit: int = 100, offset: int = 0) -> list[dict]:
     """Sequence gaps (ADR #014) newest first, filtered; rows as plain dicts."""
-    from ingestion.models import SequenceGap
+    from ingestion.selectors import gaps
 
-    qs = SequenceGap.objects.all().order_by("-detected_at", "-id")
-    if exchange:
-        qs = qs.filter(exchange__iexact=exchange)
-    if data_type:
-        qs = qs.filter(data_type=data_type)
-    if symbol:
-        qs = qs.filter(symbol=symbol)
-    if state:
-        qs = qs.filter(state=state)
-    if detected_from:
-        qs = qs.filter(detected_at__gte=detected_from)
-    if detected_to:
-        qs = qs.filter(detected_at__lt=detected_to)
+    qs = gaps(exchange=exchange, data_type=data_type, symbol=symbol, state=state, detected_from=detected_from,
+              detected_to=detected_to)
     fields = ("id", "detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
               "received_sequence", "gap_size", "missing_remaining", "topic", "partition", "offset", "state",
               "filled_at", "acknowledged_at", "note")
