@@ -28,6 +28,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from k2portal.logging import configure  # noqa: E402
+
+configure(json_output=True, level="WARNING")  # before the writer binds its module logger
+
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.writer import IcebergWriter, offsets_properties  # noqa: E402
 
@@ -85,9 +89,6 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None) ->
 
 
 def main() -> None:
-    from k2portal.logging import configure
-
-    configure(json_output=True, level="WARNING")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--appends", type=int, default=400)
     parser.add_argument("--rows", type=int, default=1000)
