@@ -119,3 +119,14 @@ def test_correlation_ids_are_isolated_between_threads(json_log: io.StringIO) -> 
         t.join()
     lines = [r for r in _lines(json_log) if r["event"] == "thread_work"]
     assert {(r["worker"], r["correlation_id"]) for r in lines} == {("a", "corr-a"), ("b", "corr-b")}
+
+
+@pytest.mark.django_db
+def test_admin_index_links_the_platform_pages(admin_client) -> None:  # type: ignore[no-untyped-def]
+    page = admin_client.get("/admin/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    for href in ("/admin/catalog/iceberg-tables/", "/api/v1/docs", "/healthz", "/metrics"):
+        assert f'href="{href}"' in body
+    for section in ("Consumers", "Sequence gaps", "Topics", "Saved queries"):
+        assert section in body
