@@ -20,7 +20,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from bench.common import free_port  # noqa: E402
 from catalog.engine import schemas, wire  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog  # noqa: E402
 from ingestion.engine import broker  # noqa: E402
@@ -48,12 +48,6 @@ SYMBOLS = [f"SYM{i:03d}" for i in range(200)]
 class Registry:
     def get_schema(self, schema_id: int) -> str:
         return schemas.schema_text("trades")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb() -> float:

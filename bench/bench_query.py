@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2portal.settings")
 os.environ.setdefault("K2_LOG_LEVEL", "WARNING")
 
-import psycopg  # noqa: E402
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench.common import append_as_small_files, ensure_db, percentile  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.maintenance import compact_table, expire_snapshots, files_per_day  # noqa: E402
 from queries.engine.connection import EngineConfig, connect  # noqa: E402
@@ -44,15 +43,7 @@ NAMESPACE = "bench_query"
 START = dt.date(2024, 3, 4)
 
 
-def ensure_db(name: str) -> None:
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def build(config: CatalogConfig, *, days: int, symbols: list[str], rows_per_symbol: int, file_rows: int) -> None:
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
     catalog = load_catalog(config)
     try:
         catalog.drop_table(f"{config.namespace}.trades")
@@ -64,19 +55,8 @@ def build(config: CatalogConfig, *, days: int, symbols: list[str], rows_per_symb
     for i, day in enumerate(tqdm(trading_days(START, days), desc="writing days")):
         data = trades_for_day(day, symbols=symbols, rows_per_symbol=rows_per_symbol, seed=42, schema=schema,
                               offset_base=i * per_day).sort_by("exchange_timestamp")
-        files = []
-        for start in range(0, data.num_rows, file_rows):
-            files.extend(_dataframe_to_data_files(table.metadata, data.slice(start, file_rows), table.io, uuid.uuid4()))
-        with table.transaction() as tx, tx.update_snapshot().fast_append() as append:
-            for f in files:
-                append.append_data_file(f)
+        append_as_small_files(table, data, file_rows)
         table = catalog.load_table(f"{config.namespace}.trades")
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def measure_interleaved(fns: dict, runs: int, warmup: int = 3) -> dict:

@@ -44,6 +44,7 @@ import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from bench.common import append_as_small_files, ensure_db, percentile  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.maintenance import compact_table, expire_snapshots  # noqa: E402
 from queries.engine.connection import EngineConfig  # noqa: E402
@@ -56,15 +57,6 @@ TARGET = "BHP"
 ABSENT = "BHQ"
 START = dt.date(2024, 3, 4)
 PG = "postgresql://postgres@127.0.0.1:5432"
-
-
-def ensure_db(name: str) -> bool:
-    """Create the catalog database if missing; True when this run created it."""
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            return False
-        conn.execute(f'CREATE DATABASE "{name}"')
-        return True
 
 
 def other_symbols(n: int) -> list[str]:
@@ -88,7 +80,6 @@ def day_data(day: dt.date, i: int, n_symbols: int, *, target_rows: int, other_ro
 
 def build(config: CatalogConfig, n_symbols: int, *, days: int, target_rows: int, other_rows: int,
           file_rows: int) -> dict:
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
     catalog = load_catalog(config)
     ident = f"{config.namespace}.trades"
@@ -99,12 +90,7 @@ def build(config: CatalogConfig, n_symbols: int, *, days: int, target_rows: int,
     for i, day in enumerate(trading_days(START, days)):
         data = day_data(day, i, n_symbols, target_rows=target_rows, other_rows=other_rows, schema=schema)
         rows += data.num_rows
-        files = []
-        for start in range(0, data.num_rows, file_rows):
-            files.extend(_dataframe_to_data_files(table.metadata, data.slice(start, file_rows), table.io, uuid.uuid4()))
-        with table.transaction() as tx, tx.update_snapshot().fast_append() as append:
-            for f in files:
-                append.append_data_file(f)
+        append_as_small_files(table, data, file_rows)
         table = catalog.load_table(ident)
     small_files = sum(1 for _ in table.scan().plan_files())
     write_s = time.perf_counter() - t0
@@ -151,11 +137,6 @@ def target_row_groups(config: CatalogConfig, rng) -> tuple[int, int]:  # type: i
                 groups += 1
                 rows += meta.row_group(g).num_rows
     return groups, rows
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
 
 
 def scan_rows(profile: str) -> int:

@@ -21,11 +21,6 @@ DEFAULT_COMPATIBILITY = "BACKWARD"
 COMPATIBILITY_LEVELS = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE")
 
 
-def canonical(schema_text: str) -> str:
-    """Canonical text: parsed and re-dumped without whitespace, so equal schemas share an id."""
-    return json.dumps(json.loads(schema_text), separators=(",", ":"), sort_keys=False)
-
-
 def fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

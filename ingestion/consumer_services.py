@@ -7,7 +7,6 @@ stopped/failed → starting (task enqueued on commit) → running → stopping �
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -113,7 +112,7 @@ def start_default_consumers(*, exchange: str = "asx", asset_class: str = "equiti
 
 
 # --- used by the Celery task --------------------------------------------------------------
-def run_consumer_row(*, consumer_id: int, interrupted: Callable[[], bool] | None = None) -> ConsumerStats | None:
+def run_consumer_row(*, consumer_id: int) -> ConsumerStats | None:
     """Run the engine for a Consumer row until its status becomes `stopping` (the stop signal),
     keeping heartbeat, stats and a ConsumerRun up to date."""
     consumer = Consumer.objects.select_related("topic").get(pk=consumer_id)
@@ -124,8 +123,6 @@ def run_consumer_row(*, consumer_id: int, interrupted: Callable[[], bool] | None
     Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.RUNNING, heartbeat_at=timezone.now())
 
     def stop_signal() -> bool:
-        if interrupted is not None and interrupted():
-            return True
         status = Consumer.objects.filter(pk=consumer_id).values_list("status", flat=True).first()
         return status in (None, Consumer.Status.STOPPING, Consumer.Status.STOPPED)
 
@@ -142,7 +139,8 @@ def run_consumer_row(*, consumer_id: int, interrupted: Callable[[], bool] | None
         batch_size=consumer.batch_size, max_batch_ms=consumer.max_batch_ms, progress_interval_s=5.0)
     engine = build_engine(config=config, stop_signal=stop_signal, heartbeat=heartbeat)
     try:
-        stats = engine.run()
+        with engine.signals_stop_gracefully():  # a worker's SIGTERM reaching this pool process
+            stats = engine.run()
     except Exception as exc:
         Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.FAILED, last_error=str(exc),
                                                        stats=engine.stats.as_dict())

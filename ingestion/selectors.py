@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
-from ingestion.models import Consumer, SequenceGap
+from ingestion.models import SequenceGap
 
 
 def gaps(*, exchange: str | None = None, data_type: str | None = None, symbol: str | None = None,
@@ -28,11 +28,3 @@ def gaps(*, exchange: str | None = None, data_type: str | None = None, symbol: s
         qs = qs.filter(detected_at__lt=detected_to)
     return qs
 
-
-def gap_counts_by_state() -> dict[str, int]:
-    return {row["state"]: row["n"] for row in SequenceGap.objects.values("state").annotate(n=Count("id"))}
-
-
-def consumers(*, status: str | None = None) -> QuerySet[Consumer]:
-    qs = Consumer.objects.select_related("topic")
-    return qs.filter(status=status) if status else qs

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Any
 
 from celery import shared_task
@@ -15,17 +13,7 @@ def run_consumer(consumer_id: int) -> dict[str, Any] | None:
     """Run a Consumer row's engine until an operator sets it to `stopping` (admin action)."""
     from ingestion.consumer_services import run_consumer_row
 
-    # A worker stopped with SIGTERM (Ctrl-C under `make run`, a container stop) may deliver it to
-    # this pool process too: finish the batch in hand, write, commit and return instead of dying.
-    # (Signal handlers can only be installed from a main thread: a threads pool skips this.)
-    received: list[int] = []
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum)) if in_main else None
-    try:
-        stats = run_consumer_row(consumer_id=consumer_id, interrupted=lambda: bool(received))
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    stats = run_consumer_row(consumer_id=consumer_id)
     return stats.as_dict() if stats is not None else None
 
 

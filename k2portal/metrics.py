@@ -11,9 +11,6 @@ view aggregates every process's files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from time import perf_counter
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -103,31 +100,20 @@ def all_metrics() -> dict[str, Counter | Gauge | Histogram]:
     return dict(_REGISTRY)
 
 
-def get_counter(key: str) -> Counter:
+def _typed(key: str, kind: type[Any]) -> Any:
     metric = _REGISTRY[key]
-    if not isinstance(metric, Counter):
-        raise TypeError(f"{key} is a {type(metric).__name__}, not a Counter")
+    if not isinstance(metric, kind):
+        raise TypeError(f"{key} is a {type(metric).__name__}, not a {kind.__name__}")
     return metric
+
+
+def get_counter(key: str) -> Counter:
+    return _typed(key, Counter)
 
 
 def get_gauge(key: str) -> Gauge:
-    metric = _REGISTRY[key]
-    if not isinstance(metric, Gauge):
-        raise TypeError(f"{key} is a {type(metric).__name__}, not a Gauge")
-    return metric
+    return _typed(key, Gauge)
 
 
 def get_histogram(key: str) -> Histogram:
-    metric = _REGISTRY[key]
-    if not isinstance(metric, Histogram):
-        raise TypeError(f"{key} is a {type(metric).__name__}, not a Histogram")
-    return metric
-
-
-@contextmanager
-def timed(metric: Histogram, **labels: str) -> Iterator[None]:
-    start = perf_counter()
-    try:
-        yield
-    finally:
-        (metric.labels(**labels) if labels else metric).observe(perf_counter() - start)
+    return _typed(key, Histogram)

@@ -128,11 +128,6 @@ def rows_written_metric(base: str) -> float | None:
                if sample.name == "k2_iceberg_rows_written_total")
 
 
-def has_command(name: str) -> bool:
-    return any((BASE_DIR / app / "management" / "commands" / f"{name}.py").exists()
-               for app in ("ingestion", "catalog", "queries", "k2portal"))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bring the K2 platform up (Ctrl-C stops everything).")
     parser.add_argument("--exit-when-ready", action="store_true", help="stop again once everything is up")
@@ -162,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         manage("broker", "start", env=env)
     else:
         say(f"  using the Kafka cluster at {cfg.kafka_bootstrap}")
-    for command in ("init_catalog", "create_topics"):
-        if has_command(command):
-            manage(command, env=env)
+    manage("init_catalog", env=env)
+    manage("create_topics", env=env)
 
     honcho = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"],
                               cwd=BASE_DIR, env=env)
@@ -179,14 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_healthy(base, timeout=120, processes=honcho)
         summary_lines: list[str] = []
-        if has_command("start_consumers"):
-            manage("start_consumers", env=env)
-        loaded = has_command("run_summary") and manage("run_summary", "--check-loaded", env=env, capture=True,
-                                                          check=False).returncode == 0
+        manage("start_consumers", env=env)
+        loaded = manage("run_summary", "--check-loaded", env=env, capture=True, check=False).returncode == 0
         if loaded and not args.no_sample:
             summary_lines.append("sample not loaded again: the tables already hold data from an earlier run "
                                  "(`manage.py load_sample` loads it anyway)")
-        elif not args.no_sample and has_command("load_sample"):
+        elif not args.no_sample:
             out = manage("load_sample", env=env, capture=True).stdout
             summary_lines += [f"sample → Kafka: {line.strip()}" for line in out.splitlines() if "rows read" in line]
         say("")
@@ -200,11 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  Warehouse: {cfg.warehouse}")
         for line in summary_lines:
             say(f"  {line}")
-        if has_command("run_summary"):
-            out = manage("run_summary", "--base-url", base, env=env, capture=True, check=False).stdout.strip()
-            for line in out.splitlines():
-                if not line.startswith("{"):  # structured log lines went to the same stream
-                    say(f"  {line}")
+        out = manage("run_summary", "--base-url", base, env=env, capture=True, check=False).stdout.strip()
+        for line in out.splitlines():
+            if not line.startswith("{"):  # structured log lines went to the same stream
+                say(f"  {line}")
         written = rows_written_metric(base)
         if written is not None:
             say(f"  /metrics: k2_iceberg_rows_written_total = {written:,.0f} "

@@ -26,7 +26,8 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -218,14 +219,27 @@ class IcebergConsumer:
         """Finish the batch in hand, write it, commit, close (ADR #016). Safe from signal handlers."""
         self._stop.set()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the loop gracefully (main thread only)."""
+    @contextmanager
+    def signals_stop_gracefully(self) -> Iterator[None]:
+        """While inside, SIGTERM and SIGINT stop the loop gracefully instead of killing the process
+        (a `kill`, Ctrl-C, a container stop, or a Celery worker's shutdown reaching its pool
+        process); the previous handlers come back on exit, so a pool process that runs other tasks
+        afterwards dies on SIGTERM as before. Signal handlers exist only in the main thread:
+        elsewhere (a threads pool, a test thread) this does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
         def handler(signum: int, _frame: Any) -> None:
             log.info("shutdown_signal_received", signal=signal.Signals(signum).name)
             self.request_stop()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     # --- set-up ---------------------------------------------------------------------------
     def _kafka_config(self) -> dict[str, Any]:

@@ -79,9 +79,9 @@ class Command(BaseCommand):
                 f"cannot reach the Iceberg catalog at {settings.K2.iceberg_catalog_uri} ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); check K2_ICEBERG_CATALOG_URI (or DATABASE_URL) "
                 "and that Postgres is running") from None
-        engine.install_signal_handlers()
         try:
-            stats = engine.run()
+            with engine.signals_stop_gracefully():
+                stats = engine.run()
         except ConsumerError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"consume {data_type} finished: {stats.messages} messages, {stats.rows_written} rows, "
