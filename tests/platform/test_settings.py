@@ -56,6 +56,10 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_EMBEDDED_BROKER_PORT", "70000", "out of range"),
         ("K2_DUCKDB_THREADS", "many", "not an integer"),
         ("K2_DUCKDB_MEMORY_LIMIT", "lots", "not a size"),
+        ("K2_SNAPSHOT_RETENTION_HOURS", "a week", "not an integer"),
+        ("K2_MAINTENANCE_INTERVAL_MINUTES", "0", "out of range"),
+        ("K2_WEB_ADDR", "8000", "is not host:port"),
+        ("K2_CONSUMER_SLOTS", "100", "out of range"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(name: str, value: str, fragment: str) -> None:
