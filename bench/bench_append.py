@@ -35,7 +35,7 @@ configure(json_output=True, level="WARNING")  # before the writer binds its modu
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.writer import IcebergWriter, offsets_properties  # noqa: E402
 
-URI = os.environ.get("K2_BENCH_ICEBERG_URI", "postgresql+psycopg://postgres@127.0.0.1:5432/k2_test_iceberg")
+URI = os.environ.get("K2_BENCH_ICEBERG_URI", "postgresql+psycopg://postgres@127.0.0.1:5432/k2_bench_iceberg")
 
 
 def batch(rows: int, start: int) -> pa.Table:

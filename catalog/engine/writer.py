@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import In
 from pyiceberg.table import Table
 from tenacity import (
     RetryCallState,
@@ -176,25 +173,3 @@ def recorded_offsets(table: Any, group: str, topic_ids: dict[str, str] | None = 
                 if next_offset > found.get(tp, -1):
                     found[tp] = int(next_offset)
     return found
-
-
-def max_sequences(table: Any, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """The highest sequence_number per (exchange, symbol) already in the table, for the given
-    streams: how a restarted consumer resumes sequence tracking without false or hidden gaps."""
-    keys = list(keys)
-    if not keys or table.current_snapshot() is None:
-        return {}
-    symbols = sorted({symbol for _, symbol in keys})
-    scanned = table.scan(row_filter=In("symbol", symbols),
-                         selected_fields=("exchange", "symbol", "sequence_number")).to_arrow()
-    if scanned.num_rows == 0:
-        return {}
-    scanned = scanned.filter(pc.is_valid(scanned.column("sequence_number")))
-    grouped = scanned.group_by(["exchange", "symbol"]).aggregate([("sequence_number", "max")])
-    wanted = set(keys)
-    result: dict[tuple[str, str], int] = {}
-    for exchange, symbol, last in zip(grouped.column("exchange").to_pylist(), grouped.column("symbol").to_pylist(),
-                                      grouped.column("sequence_number_max").to_pylist(), strict=True):
-        if (exchange, symbol) in wanted:
-            result[(exchange, symbol)] = last
-    return result

@@ -14,6 +14,16 @@ first one):
    whose snapshot summary records the next offset of every topic-partition in the batch;
 5. only then commit the offsets to Kafka (manual commits only).
 
+Steps 1-3 run on the loop's thread; step 4 on one commit thread, so the next batch is
+collected and decoded while the current one is written (a one-deep pipeline: at most one
+batch in flight, batches committed in order). Step 5 follows on the loop's thread once the
+Iceberg commit is done (asynchronously, except before a rebalance and at shutdown, where it
+is synchronous). Whatever reads the table (partition assignment, sequence recovery) first
+waits for the batch in flight.
+
+Per-message work in Python is limited to pulling topic, partition, offset and value out of
+each message (list comprehensions); offsets, duplicates and counts are computed per batch.
+
 Exactly-once into the table: on partition assignment the consumer starts from the larger of
 the group's committed offset and the offset the table recorded, so a crash between steps 4
 and 5 does not write the batch twice.
@@ -21,12 +31,14 @@ and 5 does not write the batch twice.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +50,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from catalog.engine.iceberg import NAMESPACE, SORT_COLUMNS, table_identifier
 from catalog.engine.schemas import check_data_type, consumer_group, dlq_topic, parse_topic
-from catalog.engine.writer import IcebergWriter, RetryPolicy, max_sequences, offsets_properties, recorded_offsets
+from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
-from ingestion.engine.sequence import SequenceTracker
+from ingestion.engine.sequence import SequenceTracker, table_last_sequences
 from k2portal import metrics
 from k2portal.logging import get_logger
+from queries.engine.connection import EngineConfig, connect
 
 log = get_logger(__name__, component="consumer")
 
@@ -172,6 +185,19 @@ class ConsumerStats:
         return data
 
 
+@dataclass
+class _Batch:
+    """A decoded, checked and sorted batch on its way to the commit thread."""
+
+    started: float  # perf_counter when its processing began
+    messages: int
+    table: pa.Table  # rows to append (sorted; may be empty when everything was poison or a duplicate)
+    topic_counts: Counter[str]  # fresh messages per topic
+    first_topic: str
+    next_offsets: dict[tuple[str, int], int]  # recorded in the snapshot summary
+    positions: dict[tuple[str, int], int]  # committed to Kafka afterwards
+
+
 Heartbeat = Callable[[ConsumerStats], None]
 StopSignal = Callable[[], bool]
 BatchHook = Callable[[pa.Table, float], None]
@@ -204,13 +230,19 @@ class IcebergConsumer:
         self._stop = threading.Event()
         self._pending: list[Any] = []
         self._written_upto: dict[tuple[str, int], int] = {}
+        self._inflight: tuple[Future[None], _Batch] | None = None
+        self._in_table: dict[tuple[str, int], int] = {}  # Kafka positions the table holds, owned partitions
+        self._single_topic = config.topics[0] if config.topics and len(config.topics) == 1 else None
+        self._committer: ThreadPoolExecutor | None = None
         self._topic_ids: dict[str, str] = {}
         self._table_commits = 0
         self._consumer: Consumer | None = None
         self._dlq_producer: Producer | None = None
         self._dlq_topics: set[str] = set()
         self._dlq_failures: list[str] = []
-        self.decoder = BatchDecoder(data_type=config.data_type, registry=registry)
+        # one DuckDB connection: batch decoding, and reading last sequence numbers from the table
+        self._duck = connect(EngineConfig(threads=1))
+        self.decoder = BatchDecoder(data_type=config.data_type, registry=registry, con=self._duck)
         self.tracker = SequenceTracker(capacity=config.tracker_capacity, recover=self._recover_sequences)
         self.writer: IcebergWriter | None = None
 
@@ -251,11 +283,18 @@ class IcebergConsumer:
             "auto.offset.reset": "earliest",  # a new group reads what is already there: no loss
             "max.poll.interval.ms": 300_000,
             "enable.partition.eof": False,
+            "on_commit": self._on_commit,  # errors of asynchronous offset commits
             "topic.metadata.refresh.interval.ms": 5000,  # pattern subscriptions see new topics soon
             # A broker may hold a fetch for fetch.wait.max.ms (default 500) when little is waiting
             # (Tansu does); bounded by the batch age so latency stays bounded when traffic is thin.
             "fetch.wait.max.ms": max(10, min(100, self.config.max_batch_ms)),
             "fetch.error.backoff.ms": max(10, min(100, self.config.max_batch_ms)),
+            # librdkafka keeps a prefetch queue per partition; once it holds queued.min.messages it
+            # waits fetch.queue.backoff.ms (default 1 s) before fetching that partition again. With
+            # the defaults the loop ran dry between fetches: 190k → 250-300k records/s measured
+            # with these two (docs/benchmarks.md). Memory stays capped by queued.max.messages.kbytes.
+            "queued.min.messages": max(100_000, 10 * self.config.batch_size),
+            "fetch.queue.backoff.ms": 10,
         }
         if self.config.session_timeout_ms:
             conf["session.timeout.ms"] = self.config.session_timeout_ms
@@ -288,8 +327,10 @@ class IcebergConsumer:
 
     # --- rebalance callbacks ----------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain(sync=True)
         table = self._table_ref()
         table.refresh()
+        self._seed_sequences(table)
         self._topic_ids.update(self._describe_topic_ids({tp.topic for tp in partitions}))
         recorded = recorded_offsets(table, self.config.group, self._topic_ids)
         committed: dict[tuple[str, int], int] = {}
@@ -332,9 +373,11 @@ class IcebergConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._pending:  # write what we hold before another member takes the partitions over
             pending, self._pending = self._pending, []
-            self._process(pending)
+            self._submit(self._prepare(pending))
+        self._drain(sync=True)
         for tp in partitions:
             self._written_upto.pop((tp.topic, tp.partition), None)
+            self._in_table.pop((tp.topic, tp.partition), None)
         log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _table_ref(self) -> Any:
@@ -350,6 +393,7 @@ class IcebergConsumer:
         self.writer = IcebergWriter(table, table_name=self.config.data_type, exchange=labels["exchange"],
                                     asset_class=labels["asset_class"], policy=self.config.retry)
         self._consumer = Consumer(self._kafka_config())
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k2-iceberg-commit")
         self._consumer.subscribe(self.config.subscription, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         mode = "daemon" if self.config.max_messages is None else "batch"
@@ -369,7 +413,9 @@ class IcebergConsumer:
                 self._collect()
                 if self._pending:
                     pending, self._pending = self._pending, []
-                    self._process(pending)
+                    self._submit(self._prepare(pending))
+                elif self._inflight is not None and self._inflight[0].done():
+                    self._drain()  # idle: commit the finished batch's offsets to Kafka now
                 now = time.monotonic()
                 if self.stop_signal is not None and now - last_stop_check >= self.config.stop_check_interval_s:
                     last_stop_check = now
@@ -405,92 +451,132 @@ class IcebergConsumer:
                 if timeout <= 0:
                     break
                 got = consumer.consume(num_messages=limit - len(self._pending), timeout=timeout)
-            for msg in got:
+            failed = [msg for msg in got if msg.error() is not None]
+            for msg in failed:
                 err = msg.error()
-                if err is None:
-                    self._pending.append(msg)
-                elif err.fatal():
+                if err.fatal():
                     raise ConsumerError(f"Kafka reported a fatal error: {err.str()}")
-                elif err.code() != KafkaError._PARTITION_EOF:
+                if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka_consume_error", error=err.str(), code=err.code())
+            self._pending.extend([msg for msg in got if msg.error() is None] if failed else got)
             if self._pending and deadline is None:
                 deadline = time.monotonic() + self.config.max_batch_ms / 1000
             if not got and deadline is None:
                 return  # idle: let the loop check stop signals and report progress
 
-    def _process(self, msgs: list[Any]) -> None:
-        start = time.perf_counter()
+    def _prepare(self, msgs: list[Any]) -> _Batch:
+        """Steps 1-3 and the sort, on the loop's thread."""
+        started = time.perf_counter()
         cfg = self.config
-        consumer = self._consumer
-        assert consumer is not None and self.writer is not None
+        partitions = [m.partition() for m in msgs]
+        offsets = [m.offset() for m in msgs]
+        if self._single_topic is not None:  # one topic subscribed: no need to ask every message
+            topics = [self._single_topic] * len(msgs)
+            key_of = {p: (self._single_topic, p) for p in set(partitions)}
+            keys: list[Any] = partitions
+        else:
+            topics = [m.topic() for m in msgs]
+            keys = list(zip(topics, partitions, strict=True))
+            key_of = {k: k for k in set(keys)}
+        # Kafka returns a partition's messages in offset order: the last one per key is the highest
+        positions = {key_of[k]: offset + 1 for k, offset in dict(zip(keys, offsets, strict=True)).items()}
         # 1. what the table already holds (a replay after a crash) is skipped
-        next_offsets: dict[tuple[str, int], int] = {}
-        fresh: list[Any] = []
-        skipped: Counter[str] = Counter()
-        for msg in msgs:
-            key = (msg.topic(), msg.partition())
-            offset = msg.offset()
-            if offset < self._written_upto.get(key, 0):
-                skipped[key[0]] += 1
-                continue
-            fresh.append(msg)
-            if offset + 1 > next_offsets.get(key, -1):
-                next_offsets[key] = offset + 1
-        for topic, count in skipped.items():
-            metrics.DUPLICATES_SKIPPED.labels(**_labels(topic, cfg.data_type)).inc(count)
-            self.stats.duplicates_skipped += count
+        written = self._written_upto
+        first = dict(zip(reversed(keys), reversed(offsets), strict=True))
+        fresh = msgs
+        if any(offset < written.get(key_of[k], 0) for k, offset in first.items()):
+            floor = {k: written.get(key_of[k], 0) for k in first}
+            keep = [offset >= floor[k] for k, offset in zip(keys, offsets, strict=True)]
+            skipped = Counter(itertools.compress(topics, [not k for k in keep]))
+            for topic, count in skipped.items():
+                metrics.DUPLICATES_SKIPPED.labels(**_labels(topic, cfg.data_type)).inc(count)
+                self.stats.duplicates_skipped += count
+            fresh = list(itertools.compress(msgs, keep))
+            topics = list(itertools.compress(topics, keep))
+            partitions = list(itertools.compress(partitions, keep))
+            offsets = list(itertools.compress(offsets, keep))
+        next_offsets = {key: position for key, position in positions.items() if position > written.get(key, 0)}
         self.stats.messages += len(msgs)
+        topic_counts = Counter(topics)
+        batch = _Batch(started=started, messages=len(msgs), table=pa.table({}), topic_counts=topic_counts,
+                       first_topic=topics[0] if topics else msgs[0].topic(), next_offsets=next_offsets,
+                       positions=positions)
         if not fresh:
-            self._commit_kafka(msgs)
-            return
-        topics = [m.topic() for m in fresh]
-        for topic, count in Counter(topics).items():
+            return batch
+        for topic, count in topic_counts.items():
             metrics.MESSAGES_CONSUMED.labels(**_labels(topic, cfg.data_type)).inc(count)
         # 2. decode; poison to the DLQ (flushed before anything is committed)
-        decoded = self.decoder.decode([m.value() for m in fresh], [m.partition() for m in fresh],
-                                      [m.offset() for m in fresh])
+        decoded = self.decoder.decode([m.value() for m in fresh], partitions, offsets)
         if decoded.poison:
             self._send_to_dlq(fresh, decoded.poison)
         table = decoded.table
         # 3. sequence tracking; gaps reach the sink before the table commit
         self._track(table, fresh, topics)
-        # 4. sorted append with the batch's offsets in the snapshot summary
+        # 4. (the commit thread appends) sorted, with the batch's offsets in the snapshot summary
         table = table.drop_columns([INDEX_COLUMN])
         if cfg.data_type != "reference_data" and table.num_rows > 1:
             table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS])
+        written.update(next_offsets)
+        batch.table = table
+        return batch
+
+    def _submit(self, batch: _Batch) -> None:
+        """Hand a batch to the commit thread once the one before it is committed (one in flight)."""
+        self._drain()
+        assert self._committer is not None
+        self._inflight = (self._committer.submit(self._commit_batch, batch), batch)
+
+    def _drain(self, *, sync: bool = False) -> None:
+        """Wait for the batch in flight (its errors are raised here), then commit its offsets to
+        Kafka: asynchronously, or synchronously (every position the table holds for partitions
+        this member owns) before a rebalance and at shutdown."""
+        if self._inflight is not None:
+            future, batch = self._inflight
+            self._inflight = None
+            future.result()
+            self._in_table.update(batch.positions)
+            if not sync:
+                self._commit_kafka(batch.positions, asynchronous=True)
+        if sync and self._in_table:
+            self._commit_kafka(self._in_table)
+
+    def _commit_batch(self, batch: _Batch) -> None:
+        """Step 4, on the commit thread: one Iceberg transaction recording the batch's offsets."""
+        cfg = self.config
+        assert self.writer is not None
+        table = batch.table
         if table.num_rows:
-            self.writer.append(table, properties=offsets_properties(cfg.group, next_offsets, self._topic_ids))
+            self.writer.append(table, properties=offsets_properties(cfg.group, batch.next_offsets, self._topic_ids))
             self._table_commits += 1
             if cfg.kill_after_table_commits is not None and self._table_commits >= cfg.kill_after_table_commits:
                 log.warning("fault_injection_sigkill", after_table_commits=self._table_commits)
                 os.kill(os.getpid(), signal.SIGKILL)
-        self._written_upto.update(next_offsets)
         committed_at = time.time()
-        # 5. Kafka commit, only now
-        self._commit_kafka(msgs)
+        if not batch.topic_counts:
+            return  # nothing fresh: only the Kafka positions move
         self.stats.batches += 1
         self.stats.rows_written += table.num_rows
-        duration = time.perf_counter() - start
-        for topic, count in Counter(topics).items():
+        duration = time.perf_counter() - batch.started
+        for topic, count in batch.topic_counts.items():
             lbl = _labels(topic, cfg.data_type)
             metrics.CONSUMER_BATCHES.labels(**lbl).inc()
             metrics.CONSUMER_BATCH_SIZE.labels(**lbl).observe(count)
             metrics.CONSUMER_BATCH_DURATION.labels(**lbl).observe(duration)
         if table.num_rows:
-            lbl = _labels(topics[0], cfg.data_type)
-            metrics.MESSAGES_WRITTEN.labels(**lbl).inc(table.num_rows)
+            metrics.MESSAGES_WRITTEN.labels(**_labels(batch.first_topic, cfg.data_type)).inc(table.num_rows)
         if self.on_batch_committed is not None:
             self.on_batch_committed(table, committed_at)
 
-    def _commit_kafka(self, msgs: list[Any]) -> None:
+    def _commit_kafka(self, positions: dict[tuple[str, int], int], *, asynchronous: bool = False) -> None:
         consumer = self._consumer
         assert consumer is not None
-        positions: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            key = (msg.topic(), msg.partition())
-            if msg.offset() + 1 > positions.get(key, -1):
-                positions[key] = msg.offset() + 1
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        if asynchronous:  # failures reach `_on_commit`; the table holds the offsets either way
+            try:
+                consumer.commit(offsets=offsets, asynchronous=True)
+                return
+            except KafkaException as exc:
+                log.warning("kafka_commit_failed", attempt=1, error=str(exc))
         for attempt in range(3):
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
@@ -502,6 +588,14 @@ class IcebergConsumer:
                 time.sleep(0.1 * (2 ** attempt))
         # The table already records these offsets: a restart resumes after them, no duplicates.
         log.error("kafka_commit_gave_up", offsets={f"{t}[{p}]": o for (t, p), o in positions.items()})
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is None or err.code() == KafkaError._NO_OFFSET:
+            return
+        for topic in {tp.topic for tp in partitions}:
+            metrics.KAFKA_COMMIT_ERRORS.labels(**_labels(topic, self.config.data_type)).inc()
+        # The table already records these offsets: a restart resumes after them, no duplicates.
+        log.warning("kafka_commit_failed", asynchronous=True, error=err.str())
 
     def _track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> None:
         cfg = self.config
@@ -542,10 +636,30 @@ class IcebergConsumer:
             self.stats.evictions += report.evicted
         metrics.SEQUENCE_TRACKED.labels(**_labels(topics[0], cfg.data_type)).set(len(self.tracker))
 
+    def _seed_sequences(self, table: Any) -> None:
+        """On assignment: the last sequence of every stream in the table (up to the tracker's
+        capacity, most recently traded first), in one aggregate, so later batches need no reads."""
+        if self.config.data_type == "reference_data":
+            return
+        started = time.perf_counter()
+        if table.current_snapshot() is None:
+            last, complete = {}, True
+        else:
+            last, complete = table_last_sequences(self._duck, table.metadata_location,
+                                                  limit=self.config.tracker_capacity)
+        self.tracker.seed(last, complete=complete)
+        log.info("sequences_seeded", streams=len(last), complete=complete,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
     def _recover_sequences(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Streams the tracker does not hold (evicted, or beyond what seeding read)."""
         if self.writer is None:
             return {}
-        return max_sequences(self.writer.table, keys)
+        self._drain()  # the batch in flight may hold these streams' latest rows
+        table = self.writer.table
+        if table.current_snapshot() is None:
+            return {}
+        return table_last_sequences(self._duck, table.metadata_location, keys=keys)[0]
 
     # --- dead letters -----------------------------------------------------------------------
     def _ensure_dlq_topic(self, topic: str, partitions: int) -> None:
@@ -632,14 +746,28 @@ class IcebergConsumer:
         try:
             if consumer is not None and self._pending and error is None:
                 pending, self._pending = self._pending, []
-                self._process(pending)
+                self._submit(self._prepare(pending))
+            if error is None:
+                self._drain(sync=True)
+            elif consumer is not None:
+                try:  # what reached the table before the error: its offsets go to Kafka too
+                    self._drain(sync=True)
+                except Exception as exc:  # noqa: BLE001 - the first error is the one raised
+                    log.warning("inflight_batch_failed_during_shutdown", error=str(exc))
+                    try:
+                        self._drain(sync=True)
+                    except Exception as again:  # noqa: BLE001
+                        log.warning("final_offset_commit_failed", error=str(again))
         finally:
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)
             if consumer is not None:
                 consumer.close()
             if self._dlq_producer is not None:
                 self._dlq_producer.flush(10)
                 self._dlq_producer = None
             self.decoder.close()
+            self._duck.close()
             metrics.CONSUMERS_RUNNING.labels(**labels).dec()
             log.info("consumer_stopped", messages=self.stats.messages, rows=self.stats.rows_written,
                      batches=self.stats.batches, gaps=self.stats.gaps, dlq=self.stats.dlq,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,12 +69,25 @@ class SequenceTracker:
         self.recover = recover
         self._last: OrderedDict[StreamKey, int] = OrderedDict()
         self.evictions = 0
+        self._complete = False  # every stream the table holds is in `_last` (see `seed`)
 
     def __len__(self) -> int:
         return len(self._last)
 
     def last(self, exchange: str, symbol: str) -> int | None:
         return self._last.get((exchange, symbol))
+
+    def seed(self, last: dict[StreamKey, int], *, complete: bool) -> int:
+        """Start from the last sequence numbers the table holds (read once, when partitions are
+        assigned). `complete`: `last` covers every stream in the table, so a stream missing from
+        the tracker afterwards is new and needs no recovery, until an eviction makes the tracker
+        forget one. Merged with what the tracker holds (the higher value wins). Returns evictions."""
+        report = SequenceReport()
+        for key, value in last.items():
+            current = self._last.get(key)
+            self._remember(key, value if current is None else max(current, value), report)
+        self._complete = complete and report.evicted == 0
+        return report.evicted
 
     def check(self, table: pa.Table, *, row_column: str) -> SequenceReport:
         """Check a batch with columns exchange, symbol, sequence_number and `row_column`.
@@ -126,6 +140,8 @@ class SequenceTracker:
         return report
 
     def _recover_missing(self, keys: Iterable[StreamKey], report: SequenceReport) -> None:
+        if self._complete:
+            return  # seeded with every stream of the table and nothing evicted since: missing = new
         missing = [k for k in keys if k not in self._last]
         if not missing or self.recover is None:
             return
@@ -140,6 +156,7 @@ class SequenceTracker:
         self._last.move_to_end(key)
         while len(self._last) > self.capacity:
             self._last.popitem(last=False)
+            self._complete = False
             self.evictions += 1
             report.evicted += 1
 
@@ -159,3 +176,32 @@ class SequenceTracker:
                 report.late.append(LateEvent(key[0], key[1], value, row))
         assert last is not None
         self._remember(key, last, report)
+
+
+def table_last_sequences(con: Any, metadata_location: str, *, keys: Iterable[StreamKey] | None = None,
+                         limit: int | None = None) -> tuple[dict[StreamKey, int], bool]:
+    """The highest sequence_number per (exchange, symbol) in an Iceberg table, read by DuckDB
+    (`con` has the iceberg extension loaded) as one aggregate: memory stays small whatever the
+    table's size, and files or row groups whose `symbol` statistics exclude the wanted symbols
+    are skipped. `keys`: only these streams. `limit`: at most this many streams, the most
+    recently traded first. Returns (last sequences, complete), complete = nothing was cut by
+    `limit`."""
+    where, params = "sequence_number IS NOT NULL", []
+    wanted = None
+    if keys is not None:
+        wanted = set(keys)
+        if not wanted:
+            return {}, True
+        params = sorted({symbol for _, symbol in wanted})
+        where += f" AND symbol IN ({', '.join('?' * len(params))})"
+    location = metadata_location.replace("'", "''")
+    sql = (f"SELECT exchange, symbol, max(sequence_number) AS last_seq, max(exchange_timestamp) AS latest "
+           f"FROM iceberg_scan('{location}') WHERE {where} GROUP BY exchange, symbol ORDER BY latest DESC")
+    if limit is not None:
+        sql += f" LIMIT {int(limit) + 1}"
+    rows = con.execute(sql, params).fetchall()
+    complete = limit is None or len(rows) <= limit
+    result = {(exchange, symbol): int(last) for exchange, symbol, last, _ in rows[:limit]
+              if wanted is None or (exchange, symbol) in wanted}
+    return result, complete
+

@@ -9,7 +9,7 @@ import fastavro
 import pytest
 
 from catalog.engine import schemas, wire
-from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder
+from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, uniform_bodies
 from tests.consumer.conftest import DictRegistry, trade
 
 
@@ -85,3 +85,36 @@ def test_quotes_and_reference_data_decode_into_their_table_schemas() -> None:
     ref_row = r.table.to_pylist()[0]
     assert (ref_row["company_name"], ref_row["sector"], ref_row["market_cap"], ref_row["last_updated"]) == (
         "BHP Group", None, 10**12, now)
+
+
+def test_uniform_batch_is_split_with_numpy_exactly_like_slicing_each_value() -> None:
+    values = [_enc(trade("BHP", i + 1) | {"buyer_id": "B" * i}) for i in range(50)]  # bodies of varying length
+    schema_id, data = uniform_bodies(values)
+    assert schema_id == 1 and data == b"".join(v[5:] for v in values)
+
+
+@pytest.mark.parametrize("odd", [None, b"\x00\x01", b"\x01\x00\x00\x00\x01body", b"\x00\x00\x00\x00\x02body"],
+                         ids=["null", "short", "bad-magic", "other-schema-id"])
+def test_batch_that_is_not_uniform_is_left_to_the_per_message_grouping(odd) -> None:
+    values = [_enc(trade("BHP", 1)), odd, _enc(trade("BHP", 2))]
+    assert uniform_bodies(values) is None
+
+
+def test_mixed_schema_ids_in_one_batch_decode_per_group_and_keep_positions() -> None:
+    registry = DictRegistry()
+    first = registry.register("t-value", schemas.schema_text("trades"))
+    evolved = json.loads(schemas.schema_text("trades"))
+    evolved["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
+    second = registry.register("t-value", json.dumps(evolved))
+    parsed2 = fastavro.parse_schema(evolved)
+    values = [wire.encode(first, schemas.parsed_schema("trades"), trade("BHP", 1)),
+              wire.encode(second, parsed2, trade("BHP", 2) | {"note": "x"}),
+              wire.encode(first, schemas.parsed_schema("trades"), trade("BHP", 3))]
+    dec = BatchDecoder(data_type="trades", registry=registry)
+    try:
+        result = dec.decode(values, [0, 0, 0], [7, 8, 9])
+    finally:
+        dec.close()
+    assert result.poison == [] and result.fast_rows == 3
+    rows = sorted(result.table.to_pylist(), key=lambda r: r[INDEX_COLUMN])
+    assert [(r[INDEX_COLUMN], r["sequence_number"], r["source_offset"]) for r in rows] == [(0, 1, 7), (1, 2, 8), (2, 3, 9)]

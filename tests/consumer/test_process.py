@@ -123,3 +123,53 @@ def test_unreachable_broker_and_catalog_give_clear_errors(catalog_config, unique
     assert f"cannot reach Kafka at {closed}" in out_broker and "K2_KAFKA_BOOTSTRAP" in out_broker
     assert no_catalog.returncode == 1
     assert "cannot reach the Iceberg catalog" in out_catalog and "K2_ICEBERG_CATALOG_URI" in out_catalog
+
+
+class _FailsOnAppend:
+    """A real pyiceberg Table whose Nth append raises a permanent error (the catalog lost the table)."""
+
+    def __init__(self, table, fail_on: int) -> None:  # noqa: ANN001
+        self._table = table
+        self.fail_on = fail_on
+        self.appends = 0
+
+    def append(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.appends += 1
+        if self.appends == self.fail_on:
+            from pyiceberg.exceptions import NoSuchTableError
+
+            raise NoSuchTableError("table dropped under the consumer")
+        return self._table.append(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._table, name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_commit_on_the_commit_thread_stops_the_loop_and_kafka_never_runs_ahead_of_the_table(
+        kafka_bootstrap, iceberg_tables, catalog_config, unique, registry) -> None:
+    """The next batch is decoded while the previous one commits on another thread: a commit that
+    fails there must stop the consumer with that error, Kafka's committed offset must not pass
+    what the table holds, and a restart must write every message exactly once."""
+    from catalog.engine.iceberg import load_catalog
+    from ingestion.engine.consumer import IcebergConsumer
+    from tests.consumer.conftest import encode_trades, make_config, run_consumer
+
+    topic = f"market.equities.trades.f{unique}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", s) for s in range(1, 501)]))
+    config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, batch_size=100,
+                         max_batch_ms=2000, max_messages=500)
+    catalog = load_catalog(catalog_config)
+    failing = _FailsOnAppend(catalog.load_table(f"{catalog_config.namespace}.trades"), fail_on=3)
+    engine = IcebergConsumer(config, catalog=catalog, registry=registry, table=failing)
+    with pytest.raises(Exception, match="table dropped under the consumer"):
+        engine.run()
+    in_table = sorted(r["source_offset"] for r in table_rows(catalog_config))
+    assert in_table == list(range(200))  # batches 1 and 2 committed, batch 3 failed, nothing after it
+    assert _committed(kafka_bootstrap, f"g-{unique}", topic) == [200]
+
+    engine = run_consumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
+                                      batch_size=100, max_batch_ms=2000, max_messages=300), catalog_config, registry)
+    assert sorted(r["source_offset"] for r in table_rows(catalog_config)) == list(range(500))
+    assert engine.stats.gaps == 0  # sequences resumed from the table: no false gap at 201

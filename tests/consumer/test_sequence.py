@@ -65,3 +65,77 @@ def test_evicted_or_unseen_stream_is_recovered_so_no_false_and_no_hidden_gap() -
     report = SequenceTracker(recover=recover).check(_batch([("A", 8), ("B", 3), ("A", 10)]), row_column="row")
     assert calls == [[("ASX", "A"), ("ASX", "B")]]
     assert [(g.symbol, g.expected, g.received) for g in report.gaps] == [("A", 9, 10)]
+
+
+def test_seeded_with_every_stream_of_the_table_reads_nothing_more_for_new_streams() -> None:
+    calls: list[list[tuple[str, str]]] = []
+
+    def recover(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        calls.append(keys)
+        return {}
+
+    tracker = SequenceTracker(recover=recover)
+    tracker.seed({("ASX", "A"): 7}, complete=True)
+    report = tracker.check(_batch([("A", 9), ("NEW", 1), ("NEW", 2)]), row_column="row")
+    assert calls == []  # NEW is not in the table: nothing to read
+    assert [(g.symbol, g.expected, g.received) for g in report.gaps] == [("A", 8, 9)]
+
+
+def test_seed_that_was_cut_short_or_an_eviction_brings_recovery_back() -> None:
+    calls: list[list[tuple[str, str]]] = []
+
+    def recover(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        calls.append(keys)
+        return {("ASX", "B"): 4}
+
+    partial = SequenceTracker(recover=recover)
+    partial.seed({("ASX", "A"): 7}, complete=False)
+    report = partial.check(_batch([("B", 6)]), row_column="row")
+    assert calls == [[("ASX", "B")]] and [(g.expected, g.received) for g in report.gaps] == [(5, 6)]
+
+    calls.clear()
+    small = SequenceTracker(capacity=2, recover=recover)
+    small.seed({("ASX", "A"): 1, ("ASX", "C"): 1}, complete=True)
+    small.check(_batch([("D", 1)]), row_column="row")  # evicts A: the tracker no longer knows every stream
+    assert calls == [] and small.evictions == 1
+    small.check(_batch([("B", 5)]), row_column="row")
+    assert calls == [[("ASX", "B")]]
+
+
+def test_seed_keeps_the_higher_of_memory_and_table() -> None:
+    tracker = SequenceTracker()
+    tracker.check(_batch([("A", 10)]), row_column="row")
+    tracker.seed({("ASX", "A"): 8, ("ASX", "B"): 3}, complete=True)
+    assert tracker.last("ASX", "A") == 10 and tracker.last("ASX", "B") == 3
+
+
+def test_last_sequences_come_from_the_table_in_one_aggregate(iceberg_tables) -> None:
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from catalog.engine.iceberg import arrow_schema
+    from ingestion.engine.sequence import table_last_sequences
+    from queries.engine.connection import connect
+
+    table = iceberg_tables["trades"]
+    base = datetime(2026, 3, 10, tzinfo=UTC)
+    # (exchange, symbol, sequence, minutes after base): OLD traded last an hour before the others
+    rows = [("ASX", "BHP", 5, 60), ("ASX", "BHP", 9, 61), ("ASX", "BHP", 7, 62), ("ASX", "CBA", 3, 61),
+            ("CHIA", "BHP", 40, 63), ("ASX", "OLD", 12, 0), ("ASX", "NOSEQ", None, 64)]
+    schema = arrow_schema("trades")
+    data = pa.Table.from_pylist([
+        {"symbol": s, "company_id": 1, "exchange": e, "exchange_timestamp": base + timedelta(minutes=m),
+         "price": Decimal("1.000000"), "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None,
+         "ingestion_timestamp": base, "sequence_number": q, "source_partition": 0, "source_offset": i}
+        for i, (e, s, q, m) in enumerate(rows)], schema=schema)
+    table.append(data)
+    con = connect()
+    try:
+        everything, complete = table_last_sequences(con, table.metadata_location)
+        assert complete and everything == {("ASX", "BHP"): 9, ("ASX", "CBA"): 3, ("CHIA", "BHP"): 40, ("ASX", "OLD"): 12}
+        some, _ = table_last_sequences(con, table.metadata_location, keys=[("ASX", "BHP"), ("ASX", "ZZZ")])
+        assert some == {("ASX", "BHP"): 9}  # CHIA's BHP is another stream
+        recent, complete = table_last_sequences(con, table.metadata_location, limit=3)
+        assert not complete and ("ASX", "OLD") not in recent and len(recent) == 3
+    finally:
+        con.close()

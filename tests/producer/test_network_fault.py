@@ -113,8 +113,15 @@ def test_connections_cut_mid_file_are_retried_and_leave_no_duplicates(proxied_br
     csv_path = write_csv(tmp_path / "t.csv", TRADE_HEADER, rows)
 
     def cut_twice(_: int) -> None:
-        """Called every 10,000 rows: cut while the producer has live connections, twice."""
-        if proxy.cuts < 2 and proxy.conns:
+        """Called every 10,000 rows: cut the producer's live connections, twice. After a cut the
+        producer reconnects within its backoff; wait (briefly) for it, so both cuts hit a live
+        connection however fast the rest of the file is read."""
+        if proxy.cuts >= 2:
+            return
+        deadline = time.monotonic() + 5
+        while not proxy.conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proxy.conns:
             proxy.cut()
 
     result = produce_csv(csv_path=csv_path, settings=ProducerSettings(bootstrap_servers=address, delivery_timeout_ms=30_000),
