@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from bench.common import ensure_db, free_port  # noqa: E402
+from bench.common import ensure_db, free_port, percentile  # noqa: E402
 from catalog.engine import schemas, wire  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog  # noqa: E402
 from ingestion.engine import broker  # noqa: E402
@@ -89,6 +89,11 @@ class Env:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(timeout=15)
         return name
+
+    def fresh_broker(self) -> None:
+        """Restart the embedded broker on the same port: an empty in-memory log."""
+        broker.stop(port=self.port, var_dir=self.var)
+        self.bootstrap = broker.start(port=self.port, var_dir=self.var).address
 
     def namespace(self) -> CatalogConfig:
         config = CatalogConfig(uri=CATALOG_URI, warehouse=(self.var / "warehouse").as_uri(),
@@ -165,10 +170,74 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def paced_produce(bootstrap: str, topic: str, rate: int, total: int, start_at: float) -> None:
+    """Produce `total` trades at `rate`/s from `start_at` (wall clock), each stamped with
+    ingestion_timestamp = just before it is produced. Runs in its own process, as a feed would."""
+    parsed = schemas.parsed_schema("trades")
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    base = datetime(2026, 3, 10, tzinfo=UTC)
+    # A new idempotent producer waits ~0.5 s for metadata and its producer id: that is the
+    # producer starting, not the pipeline's latency. One warm-up message, left out of the figures.
+    warm = {"symbol": WARMUP, "company_id": 0, "exchange": "ASX", "exchange_timestamp": base, "price": Decimal("1"),
+            "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None, "ingestion_timestamp": base,
+            "sequence_number": None}
+    producer.produce(topic, key=WARMUP.encode(), value=wire.encode(1, parsed, warm))
+    producer.flush(30)
+    time.sleep(max(0.0, start_at - time.time()))
+    for i in range(total):
+        delay = start_at + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        rec = {"symbol": sym, "company_id": 1, "exchange": "ASX", "exchange_timestamp": base + timedelta(microseconds=i),
+               "price": Decimal("1.5"), "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None,
+               "ingestion_timestamp": datetime.now(UTC), "sequence_number": i // len(SYMBOLS) + 1}
+        producer.produce(topic, key=sym.encode(), value=wire.encode(1, parsed, rec))
+        producer.poll(0)
+    producer.flush(30)
+
+
+def _quantiles(samples_s: list[float]) -> dict[str, float]:
+    ms = sorted(x * 1000 for x in samples_s)
+    return {"p50_ms": round(percentile(ms, 0.50), 1), "p99_ms": round(percentile(ms, 0.99), 1), "max_ms": round(ms[-1], 1)}
+
+
+def broker_floor(env: Env, args: argparse.Namespace) -> dict:
+    """The broker's own share: produce → fetched by a plain confluent-kafka consumer (no decode, no
+    Iceberg), same producer, rate and duration, on a fresh broker."""
+    from confluent_kafka import Consumer
+
+    topic = env.topic()
+    consumer = Consumer({"bootstrap.servers": env.bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
+                         "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 10})
+    consumer.subscribe([topic])
+    total = args.rate * args.seconds
+    ages: list[float] = []
+    proc = multiprocessing.get_context("spawn").Process(
+        target=paced_produce, args=(env.bootstrap, topic, args.rate, total, time.time() + 8))
+    proc.start()
+    seen = 0
+    deadline = time.time() + args.seconds + 60
+    while seen < total + 1 and time.time() < deadline:
+        for msg in consumer.consume(1000, 0.002):
+            if msg.error() is None:
+                seen += 1
+                if msg.key() != WARMUP.encode():
+                    ages.append(time.time() - msg.timestamp()[1] / 1000)
+    proc.join(60)
+    consumer.close()
+    return {"bench": "latency_broker_floor", "offered_per_s": args.rate, "seconds": args.seconds,
+            "rows": len(ages), **_quantiles(ages)}
+
+
 def latency(env: Env, args: argparse.Namespace) -> list[dict]:
     results = []
-    parsed = schemas.parsed_schema("trades")
     for max_ms in [int(x) for x in args.max_batch_ms_list.split(",")]:
+        env.fresh_broker()  # the embedded broker's fetches slow down as its in-memory log grows
+        results.append(broker_floor(env, args))
+        print(json.dumps(results[-1]), flush=True)
+        env.fresh_broker()
         topic = env.topic()
         catalog = env.namespace()
         lat: list[float] = []
@@ -184,36 +253,14 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
                             max_messages=total + 1, on_batch_committed=on_commit)
         thread = threading.Thread(target=engine.run)
         thread.start()
-        producer = Producer({"bootstrap.servers": env.bootstrap, "linger.ms": 5, "enable.idempotence": True})
-        base = datetime(2026, 3, 10, tzinfo=UTC)
-        # A new idempotent producer waits ~0.5 s for metadata and its producer id; that is the
-        # producer starting, not the pipeline's latency: one message (left out of the figures)
-        # warms it up while the consumer joins its group.
-        warm = {"symbol": WARMUP, "company_id": 0, "exchange": "ASX", "exchange_timestamp": base, "price": Decimal("1"),
-                "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None, "ingestion_timestamp": base,
-                "sequence_number": None}
-        producer.produce(topic, key=WARMUP.encode(), value=wire.encode(1, parsed, warm))
-        producer.flush(30)
-        time.sleep(8)  # group join before the clock starts
-        start = time.time()
-        for i in range(total):
-            target = start + i / args.rate
-            delay = target - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            sym = SYMBOLS[i % len(SYMBOLS)]
-            rec = {"symbol": sym, "company_id": 1, "exchange": "ASX", "exchange_timestamp": base + timedelta(microseconds=i),
-                   "price": Decimal("1.5"), "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None,
-                   "ingestion_timestamp": datetime.now(UTC), "sequence_number": i // len(SYMBOLS) + 1}
-            producer.produce(topic, key=sym.encode(), value=wire.encode(1, parsed, rec))
-            producer.poll(0)
-        producer.flush(30)
+        proc = multiprocessing.get_context("spawn").Process(
+            target=paced_produce, args=(env.bootstrap, topic, args.rate, total, time.time() + 8))  # after the group join
+        proc.start()
+        proc.join(args.seconds + 60)
         thread.join(timeout=120)
-        lat_ms = sorted(x * 1000 for x in lat)
-        q = statistics.quantiles(lat_ms, n=100)
-        results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds, "batch_size": args.batch_size,
-                        "max_batch_ms": max_ms, "rows": len(lat_ms), "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1),
-                        "max_ms": round(lat_ms[-1], 1), "batches": engine.stats.batches})
+        results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
+                        "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
+                        "batches": engine.stats.batches})
         print(json.dumps(results[-1]), flush=True)
     return results
 

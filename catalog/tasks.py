@@ -25,9 +25,13 @@ log = get_logger(__name__, component="maintenance")
 def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta | None = None,
                     min_files: int = 8, data_types: tuple[str, ...] = ("trades", "quotes")) -> dict[str, Any]:
     """Compact every day partition holding `min_files` or more files, then expire snapshots older
-    than the retention window (K2_SNAPSHOT_RETENTION_HOURS), keeping each group's offset snapshot."""
+    than the retention window (K2_SNAPSHOT_RETENTION_HOURS) and thin those older than
+    K2_SNAPSHOT_FULL_DETAIL_MINUTES to one per K2_SNAPSHOT_THIN_MINUTES, keeping each group's
+    offset snapshot."""
     if retention is None:
         retention = dt.timedelta(hours=settings.K2.snapshot_retention_hours)
+    full_detail = dt.timedelta(minutes=settings.K2.snapshot_full_detail_minutes)
+    thin_interval = dt.timedelta(minutes=settings.K2.snapshot_thin_minutes)
     catalog = get_catalog()
     report: dict[str, Any] = {}
     for data_type in data_types:
@@ -36,7 +40,8 @@ def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta |
         compacted = [r for r in results if not r.skipped]
         for _ in compacted:
             metrics.ICEBERG_COMPACTIONS.labels(table=data_type).inc()
-        expiry = expire_snapshots(catalog.load_table(identifier), retention=retention, retain_last=5)
+        expiry = expire_snapshots(catalog.load_table(identifier), retention=retention, retain_last=5,
+                                  full_detail=full_detail, thin_interval=thin_interval)
         report[data_type] = {"days_compacted": len(compacted), "snapshots_expired": len(expiry.expired),
                              "snapshots_kept": expiry.kept}
     log.info("tables_maintained", **{k: str(v) for k, v in report.items()})

@@ -49,6 +49,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("K2_DUCKDB_MEMORY_LIMIT", None, "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)"),
     Variable("K2_SNAPSHOT_RETENTION_HOURS", "168",
              "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
+    Variable("K2_SNAPSHOT_FULL_DETAIL_MINUTES", "15",
+             "a positive integer: snapshots younger than this are all kept; older ones are thinned"),
+    Variable("K2_SNAPSHOT_THIN_MINUTES", "5",
+             "a positive integer: beyond the full-detail window, keep the newest snapshot of each such interval"),
     Variable("K2_MAINTENANCE_INTERVAL_MINUTES", "15",
              "a positive integer: how often Celery beat compacts small files and expires snapshots"),
     Variable("K2_WEB_ADDR", "127.0.0.1:8000", "host:port the `make run` web server listens on"),
@@ -174,6 +178,8 @@ class K2Config:
     consumer_max_batch_ms: int
     duckdb_threads: int | None
     snapshot_retention_hours: int
+    snapshot_full_detail_minutes: int
+    snapshot_thin_minutes: int
     maintenance_interval_minutes: int
     duckdb_memory_limit: str | None
     log_json: bool | None
@@ -231,6 +237,8 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         consumer_batch_size=parse_positive_int(env, "K2_CONSUMER_BATCH_SIZE") or 1000,
         consumer_max_batch_ms=parse_positive_int(env, "K2_CONSUMER_MAX_BATCH_MS") or 500,
         snapshot_retention_hours=parse_positive_int(env, "K2_SNAPSHOT_RETENTION_HOURS") or 168,
+        snapshot_full_detail_minutes=parse_positive_int(env, "K2_SNAPSHOT_FULL_DETAIL_MINUTES") or 15,
+        snapshot_thin_minutes=parse_positive_int(env, "K2_SNAPSHOT_THIN_MINUTES") or 5,
         maintenance_interval_minutes=parse_positive_int(env, "K2_MAINTENANCE_INTERVAL_MINUTES") or 15,
         duckdb_threads=parse_positive_int(env, "K2_DUCKDB_THREADS", maximum=1024),
         duckdb_memory_limit=parse_size(env, "K2_DUCKDB_MEMORY_LIMIT"),

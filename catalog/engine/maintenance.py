@@ -20,7 +20,13 @@ RewriteFiles semantics (snapshot isolation for rewrites): pyiceberg's default
 "serializable" check would refuse any concurrent append anywhere in the table.
 
 `expire_snapshots` drops snapshots older than the retention window (time travel reaches
-back that far), always keeping the newest `retain_last`.
+back that far), always keeping the newest `retain_last`, and thins the older part of the
+window: a consumer commits a snapshot per batch (thousands an hour), and every commit writes
+the table's metadata with every snapshot in it, so keeping them all for days makes each
+commit slower by the hour. Snapshots younger than `full_detail` are all kept; older ones
+(within the retention) keep the newest of each `thin_interval` (UTC-aligned): time travel to
+an instant in that range answers with the table as of at most one interval earlier.
+Expiry goes through `fast_commit.expire_snapshots` (pyiceberg's own is O(N²) in snapshots).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from catalog.engine import fast_commit
 from catalog.engine.iceberg import SORT_COLUMNS
 from catalog.engine.writer import OFFSETS_PREFIX
 
@@ -248,9 +255,17 @@ def _latest_offset_snapshots(snaps: list) -> set[int]:  # type: ignore[type-arg]
 
 
 def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int = 1,
-                     now: dt.datetime | None = None) -> ExpiryResult:
-    """Expire snapshots committed before now − retention, keeping the newest `retain_last`
-    and every branch/tag head. Data files stay on disk (orphan cleanup is a separate job)."""
+                     now: dt.datetime | None = None, full_detail: dt.timedelta | None = None,
+                     thin_interval: dt.timedelta | None = None) -> ExpiryResult:
+    """Expire snapshots committed before now − retention, and (with `full_detail` and
+    `thin_interval`) all but the newest per `thin_interval` of those older than now −
+    full_detail; always keeping the newest `retain_last`, every branch/tag head and each
+    consumer group's newest offset-recording snapshot. Data files stay on disk (orphan
+    cleanup is a separate job)."""
+    if (full_detail is None) != (thin_interval is None):
+        raise ValueError("full_detail and thin_interval go together")
+    if thin_interval is not None and thin_interval <= dt.timedelta(0):
+        raise ValueError(f"thin_interval must be positive, got {thin_interval}")
     now = now or dt.datetime.now(dt.UTC)
     cutoff_ms = int((now - retention).timestamp() * 1000)
     snaps = sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
@@ -258,9 +273,21 @@ def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int 
     keep |= {ref.snapshot_id for ref in table.metadata.refs.values()}
     keep |= _latest_offset_snapshots(snaps)
     expire = [s.snapshot_id for s in snaps if s.timestamp_ms < cutoff_ms and s.snapshot_id not in keep]
+    if full_detail is not None and thin_interval is not None:
+        detail_ms = int((now - full_detail).timestamp() * 1000)
+        interval_ms = int(thin_interval.total_seconds() * 1000)
+        newest: dict[int, int] = {}
+        for s in snaps:  # oldest first: the last one seen in a bucket is its newest
+            if cutoff_ms <= s.timestamp_ms < detail_ms:
+                newest[s.timestamp_ms // interval_ms] = s.snapshot_id
+        kept_per_interval = set(newest.values())
+        expire += [s.snapshot_id for s in snaps if cutoff_ms <= s.timestamp_ms < detail_ms
+                   and s.snapshot_id not in keep and s.snapshot_id not in kept_per_interval]
     result = ExpiryResult(table=".".join(table.name()), expired=expire, kept=len(snaps) - len(expire))
     if expire:
-        table.maintenance.expire_snapshots().by_ids(expire).commit()
+        fast_commit.expire_snapshots(table, expire)
     log.info("snapshots_expired", table=result.table, expired=len(expire), kept=result.kept,
-             retention_s=retention.total_seconds())
+             retention_s=retention.total_seconds(),
+             full_detail_s=full_detail.total_seconds() if full_detail else None,
+             thin_interval_s=thin_interval.total_seconds() if thin_interval else None)
     return result

@@ -183,3 +183,69 @@ def test_fast_commit_refuses_an_unaudited_pyiceberg(iceberg_tables, change, monk
     with pytest.raises(fast_commit.FastCommitUnsupported):
         IcebergWriter(table, table_name="trades", policy=FAST).append(_batch())
     assert table.current_snapshot() is None  # nothing written, not retried
+
+
+def test_fast_commit_does_not_parse_again_the_metadata_file_the_table_holds(iceberg_tables, catalog_config,
+                                                                           monkeypatch) -> None:
+    """The catalog's compare-and-swap base is the metadata file the table already holds
+    (immutable by the Iceberg spec): it is not read again; any other location still is."""
+    from pyiceberg.serializers import FromInputFile
+
+    table = iceberg_tables["trades"]
+    fast_commit.append(table, _batch(3, start=0))  # installs the hook
+    reads: list[str] = []
+    original = fast_commit._ORIGINAL_READ_METADATA  # noqa: SLF001
+
+    def counting(input_file, encoding="utf-8"):  # noqa: ANN001, ANN202
+        reads.append(input_file.location)
+        return original(input_file, encoding)
+
+    monkeypatch.setattr(fast_commit, "_ORIGINAL_READ_METADATA", counting)
+    held = table.metadata_location
+    fast_commit.append(table, _batch(3, start=3))
+    assert held not in reads  # the commit's base came from memory
+    # outside `append` the same file is read as usual
+    FromInputFile.table_metadata(table.io.new_input(held))
+    assert reads == [held]
+    fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    assert fresh.metadata == table.metadata and fresh.scan().to_arrow().num_rows == 6
+
+
+def test_manifests_stay_few_over_many_commits_and_every_reader_sees_every_row(iceberg_tables, catalog_config) -> None:
+    """One fast append per batch would add a manifest per commit (every later commit rewrites the
+    manifest list, every DuckDB query opens every manifest); the tables merge them."""
+    table = iceberg_tables["trades"]
+    assert table.properties["commit.manifest-merge.enabled"] == "true"
+    writer = IcebergWriter(table, table_name="trades", policy=FAST)
+    appends, rows = 60, 2
+    for i in range(appends):
+        writer.append(_batch(rows, start=i * rows), properties=offsets_properties("g", {("t", 0): (i + 1) * rows}))
+    fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    manifests = fresh.current_snapshot().manifests(fresh.io)
+    assert len(manifests) <= 20, len(manifests)  # not one per commit (60)
+    assert len(fresh.metadata.snapshots) == appends
+    assert sorted(fresh.scan().to_arrow().column("source_offset").to_pylist()) == list(range(appends * rows))
+    assert _duckdb_count(fresh.metadata_location) == appends * rows
+    assert recorded_offsets(fresh, "g") == {("t", 0): appends * rows}
+
+
+def test_existing_table_without_the_manifest_properties_gets_them(catalog_config) -> None:
+    from catalog.engine.iceberg import MANIFEST_PROPERTIES, ensure_tables, partition_spec, table_schema
+
+    catalog = load_catalog(catalog_config)
+    catalog.create_namespace(catalog_config.namespace)
+    old = catalog.create_table(f"{catalog_config.namespace}.trades", schema=table_schema("trades"),
+                               partition_spec=partition_spec("trades"))
+    try:
+        assert "commit.manifest-merge.enabled" not in old.properties
+        tables = ensure_tables(catalog, catalog_config.namespace)
+        reloaded = catalog.load_table(f"{catalog_config.namespace}.trades")
+        assert {k: reloaded.properties.get(k) for k in MANIFEST_PROPERTIES} == MANIFEST_PROPERTIES
+        assert tables["trades"].properties["commit.manifest-merge.enabled"] == "true"
+    finally:
+        for name in ("trades", "quotes", "reference_data"):
+            try:
+                catalog.drop_table(f"{catalog_config.namespace}.{name}")
+            except Exception:  # noqa: BLE001
+                pass
+        catalog.drop_namespace(catalog_config.namespace)

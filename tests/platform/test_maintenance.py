@@ -46,3 +46,75 @@ def test_maintenance_compacts_expires_and_keeps_the_offset_snapshot(k2_settings,
     assert report["trades"]["snapshots_expired"] > 0
     # The offsets survive expiry even though their snapshot is older than the retention window.
     assert recorded_offsets(table, "k2-iceberg-writer-trades") == {(topic, 0): 50}
+
+
+def _snapshot_ids_by_age(table) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    return [(s.snapshot_id, s.timestamp_ms) for s in sorted(table.snapshots(), key=lambda s: s.timestamp_ms)]
+
+
+def test_thinning_keeps_recent_snapshots_and_one_per_interval_before_them(iceberg_tables) -> None:  # type: ignore[no-untyped-def]
+    """Twelve commits spread over 12 simulated minutes: the last 3 minutes keep every snapshot,
+    the older ones keep the newest per 5-minute bucket, the offset snapshot survives, and no row
+    goes (expiry removes snapshots, not data)."""
+    from catalog.engine.maintenance import expire_snapshots
+
+    table = iceberg_tables["trades"]
+    day = dt.date(2014, 3, 10)
+    schema = arrow_schema("trades")
+    for i in range(12):
+        batch = trades_for_day(day, symbols=["BHP"], rows_per_symbol=5, seed=i, schema=schema, offset_base=i * 5)
+        props = offsets_properties("g", {("t", 0): (i + 1) * 5}) if i == 0 else {}
+        table.append(batch, snapshot_properties=props)
+    rows_before = table.scan().to_arrow().num_rows
+    snaps = _snapshot_ids_by_age(table)
+    first_ms = snaps[0][1]
+    # Pretend commit i happened at minute i; `now` is half a minute after the last one.
+    minute = 60_000
+    fake_ms = {sid: first_ms + i * minute for i, (sid, _) in enumerate(snaps)}
+    bucket = {sid: ms // (5 * minute) for sid, ms in fake_ms.items()}
+
+    class Shifted:  # the real table, with commit times spread over minutes (real commits are ms apart)
+        def __init__(self, t) -> None:  # type: ignore[no-untyped-def]
+            self._t = t
+
+        def snapshots(self):  # type: ignore[no-untyped-def]
+            return [s.model_copy(update={"timestamp_ms": fake_ms[s.snapshot_id]}) for s in self._t.snapshots()]
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self._t, name)
+
+    now = dt.datetime.fromtimestamp((first_ms + 11 * minute + 30_000) / 1000, dt.UTC)
+    result = expire_snapshots(Shifted(table), retention=dt.timedelta(hours=1), retain_last=1, now=now,
+                              full_detail=dt.timedelta(minutes=3), thin_interval=dt.timedelta(minutes=5))
+    table.refresh()
+    left = {s.snapshot_id for s in table.snapshots()}
+    ids = [sid for sid, _ in snaps]
+    recent = {sid for sid in ids if fake_ms[sid] >= first_ms + 11 * minute + 30_000 - 3 * minute}
+    older = [sid for sid in ids if sid not in recent]
+    newest_per_bucket = {max((s for s in older if bucket[s] == b), key=lambda s: fake_ms[s])
+                         for b in {bucket[s] for s in older}}
+    assert recent <= left  # full detail
+    assert left - recent == newest_per_bucket | {ids[0]}  # thinned, plus the offset snapshot
+    assert set(result.expired) == set(ids) - left and len(result.expired) > 0
+    assert recorded_offsets(table, "g") == {("t", 0): 5}
+    assert table.scan().to_arrow().num_rows == rows_before
+
+
+def test_expiry_of_hundreds_of_snapshots_is_one_commit(iceberg_tables) -> None:  # type: ignore[no-untyped-def]
+    """pyiceberg's own ExpireSnapshots deep-copies the metadata twice per id (O(N²)); the fast path
+    must still remove exactly the requested snapshots and leave a readable table."""
+    from catalog.engine.maintenance import expire_snapshots
+    from catalog.engine.writer import IcebergWriter
+
+    table = iceberg_tables["trades"]
+    writer = IcebergWriter(table, table_name="trades")
+    day = dt.date(2014, 3, 10)
+    schema = arrow_schema("trades")
+    batch = trades_for_day(day, symbols=["BHP"], rows_per_symbol=1, seed=1, schema=schema, offset_base=0)
+    for i in range(150):
+        writer.append(batch, properties=offsets_properties("g", {("t", 0): i + 1}) if i == 149 else None)
+    result = expire_snapshots(table, retention=dt.timedelta(0), retain_last=3)
+    table.refresh()
+    assert len(result.expired) == 147 and len(table.snapshots()) == 3
+    assert table.scan().to_arrow().num_rows == 150 * batch.num_rows
+    assert recorded_offsets(table, "g") == {("t", 0): 150}

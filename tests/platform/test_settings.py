@@ -58,6 +58,8 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_DUCKDB_MEMORY_LIMIT", "lots", "not a size"),
         ("K2_SNAPSHOT_RETENTION_HOURS", "a week", "not an integer"),
         ("K2_MAINTENANCE_INTERVAL_MINUTES", "0", "out of range"),
+        ("K2_SNAPSHOT_FULL_DETAIL_MINUTES", "-5", "out of range"),
+        ("K2_SNAPSHOT_THIN_MINUTES", "5m", "not an integer"),
         ("K2_WEB_ADDR", "8000", "is not host:port"),
         ("K2_CONSUMER_SLOTS", "100", "out of range"),
     ],
