@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from bench.common import ensure_db, free_port, percentile  # noqa: E402
@@ -205,7 +205,6 @@ def _quantiles(samples_s: list[float]) -> dict[str, float]:
 def broker_floor(env: Env, args: argparse.Namespace) -> dict:
     """The broker's own share: produce → fetched by a plain confluent-kafka consumer (no decode, no
     Iceberg), same producer, rate and duration, on a fresh broker."""
-    from confluent_kafka import Consumer
 
     topic = env.topic()
     consumer = Consumer({"bootstrap.servers": env.bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
@@ -231,7 +230,33 @@ def broker_floor(env: Env, args: argparse.Namespace) -> dict:
             "rows": len(ages), **_quantiles(ages)}
 
 
+class StampingConsumer(Consumer):
+    """confluent-kafka's Consumer, noting when each message reached the engine's hands (bench only):
+    the time `consume()` returned it, i.e. the end of the batch window (`poll()` for a batch's first
+    message). "in hand → visible" is then K2's decode, checks and Iceberg commit, queueing behind
+    the batch in flight included, and the batch window excluded."""
+
+    fetched: dict[tuple[int, int], float] = {}
+
+    def poll(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        msg = super().poll(*args, **kwargs)
+        if msg is not None and msg.error() is None:
+            self.fetched[(msg.partition(), msg.offset())] = time.time()
+        return msg
+
+    def consume(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        msgs = super().consume(*args, **kwargs)
+        now = time.time()
+        for msg in msgs:
+            if msg.error() is None:
+                self.fetched[(msg.partition(), msg.offset())] = now
+        return msgs
+
+
 def latency(env: Env, args: argparse.Namespace) -> list[dict]:
+    from ingestion.engine import consumer as consumer_module
+
+    consumer_module.Consumer = StampingConsumer  # type: ignore[misc]
     results = []
     for max_ms in [int(x) for x in args.max_batch_ms_list.split(",")]:
         env.fresh_broker()  # the embedded broker's fetches slow down as its in-memory log grows
@@ -241,12 +266,19 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         topic = env.topic()
         catalog = env.namespace()
         lat: list[float] = []
+        k2_part: list[float] = []
+        StampingConsumer.fetched = {}
 
-        def on_commit(table, committed_at: float, lat: list[float] = lat) -> None:  # noqa: ANN001
-            for sym, ts in zip(table.column("symbol").to_pylist(), table.column("ingestion_timestamp").to_pylist(),
-                               strict=True):
+        def on_commit(table, committed_at: float, lat: list[float] = lat,  # noqa: ANN001
+                      k2_part: list[float] = k2_part) -> None:
+            cols = [table.column(c).to_pylist() for c in ("symbol", "ingestion_timestamp", "source_partition",
+                                                           "source_offset")]
+            for sym, ts, partition, offset in zip(*cols, strict=True):
                 if sym != WARMUP:
                     lat.append(committed_at - ts.timestamp())
+                    fetched = StampingConsumer.fetched.pop((partition, offset), None)
+                    if fetched is not None:
+                        k2_part.append(committed_at - fetched)
 
         total = args.rate * args.seconds
         engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
@@ -260,7 +292,8 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         thread.join(timeout=120)
         results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
                         "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
-                        "batches": engine.stats.batches})
+                        "batches": engine.stats.batches,
+                        "in_hand_to_visible": _quantiles(k2_part) if k2_part else None})
         print(json.dumps(results[-1]), flush=True)
     return results
 
