@@ -14,7 +14,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from catalog.engine.maintenance import compact_table, expire_snapshots
+from catalog.engine.maintenance import compact_table, expire_snapshots, remove_orphan_files
 from catalog.selectors import get_catalog
 from k2portal import metrics
 from k2portal.logging import get_logger
@@ -27,11 +27,13 @@ def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta |
     """Compact every day partition holding `min_files` or more files, then expire snapshots older
     than the retention window (K2_SNAPSHOT_RETENTION_HOURS) and thin those older than
     K2_SNAPSHOT_FULL_DETAIL_MINUTES to one per K2_SNAPSHOT_THIN_MINUTES, keeping each group's
-    offset snapshot."""
+    offset snapshot; then delete the table's files nothing refers to any more once they are
+    K2_ORPHAN_MIN_AGE_MINUTES old."""
     if retention is None:
         retention = dt.timedelta(hours=settings.K2.snapshot_retention_hours)
     full_detail = dt.timedelta(minutes=settings.K2.snapshot_full_detail_minutes)
     thin_interval = dt.timedelta(minutes=settings.K2.snapshot_thin_minutes)
+    orphan_age = dt.timedelta(minutes=settings.K2.orphan_min_age_minutes)
     catalog = get_catalog()
     report: dict[str, Any] = {}
     for data_type in data_types:
@@ -42,8 +44,10 @@ def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta |
             metrics.ICEBERG_COMPACTIONS.labels(table=data_type).inc()
         expiry = expire_snapshots(catalog.load_table(identifier), retention=retention, retain_last=5,
                                   full_detail=full_detail, thin_interval=thin_interval)
+        orphans = remove_orphan_files(catalog.load_table(identifier), older_than=orphan_age)
         report[data_type] = {"days_compacted": len(compacted), "snapshots_expired": len(expiry.expired),
-                             "snapshots_kept": expiry.kept}
+                             "snapshots_kept": expiry.kept, "orphan_files_removed": len(orphans.orphans),
+                             "orphan_bytes_freed": orphans.bytes_freed}
     log.info("tables_maintained", **{k: str(v) for k, v in report.items()})
     return report
 

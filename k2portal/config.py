@@ -53,6 +53,8 @@ VARIABLES: tuple[Variable, ...] = (
              "a positive integer: snapshots younger than this are all kept; older ones are thinned"),
     Variable("K2_SNAPSHOT_THIN_MINUTES", "5",
              "a positive integer: beyond the full-detail window, keep the newest snapshot of each such interval"),
+    Variable("K2_ORPHAN_MIN_AGE_MINUTES", "60",
+             "a positive integer: maintenance deletes unreferenced table files only once they are this old"),
     Variable("K2_MAINTENANCE_INTERVAL_MINUTES", "15",
              "a positive integer: how often Celery beat compacts small files and expires snapshots"),
     Variable("K2_WEB_ADDR", "127.0.0.1:8000", "host:port the `make run` web server listens on"),
@@ -180,6 +182,7 @@ class K2Config:
     snapshot_retention_hours: int
     snapshot_full_detail_minutes: int
     snapshot_thin_minutes: int
+    orphan_min_age_minutes: int
     maintenance_interval_minutes: int
     duckdb_memory_limit: str | None
     log_json: bool | None
@@ -239,6 +242,7 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         snapshot_retention_hours=parse_positive_int(env, "K2_SNAPSHOT_RETENTION_HOURS") or 168,
         snapshot_full_detail_minutes=parse_positive_int(env, "K2_SNAPSHOT_FULL_DETAIL_MINUTES") or 15,
         snapshot_thin_minutes=parse_positive_int(env, "K2_SNAPSHOT_THIN_MINUTES") or 5,
+        orphan_min_age_minutes=parse_positive_int(env, "K2_ORPHAN_MIN_AGE_MINUTES") or 60,
         maintenance_interval_minutes=parse_positive_int(env, "K2_MAINTENANCE_INTERVAL_MINUTES") or 15,
         duckdb_threads=parse_positive_int(env, "K2_DUCKDB_THREADS", maximum=1024),
         duckdb_memory_limit=parse_size(env, "K2_DUCKDB_MEMORY_LIMIT"),

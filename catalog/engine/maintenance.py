@@ -291,3 +291,74 @@ def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int 
              full_detail_s=full_detail.total_seconds() if full_detail else None,
              thin_interval_s=thin_interval.total_seconds() if thin_interval else None)
     return result
+
+
+@dataclass
+class OrphanResult:
+    table: str
+    referenced: int = 0
+    orphans: list[str] = field(default_factory=list)  # deleted (or, with dry_run, found)
+    too_young: int = 0  # unreferenced but newer than `older_than`: possibly a commit in progress
+    bytes_freed: int = 0
+
+
+def referenced_files(table: Table) -> set[str]:
+    """Every file a snapshot still in the table, or its metadata, points at: the current and the
+    previous metadata JSON files, each snapshot's manifest list, every manifest, and every data
+    file a manifest lists as added or existing. A DELETED entry needs no protection of its own: a
+    snapshot that can still read that file lists it as added or existing in one of its manifests."""
+    io = table.io
+    files = {table.metadata_location, *(entry.metadata_file for entry in table.metadata.metadata_log)}
+    manifests: dict[str, Any] = {}
+    for snapshot in table.metadata.snapshots:
+        files.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(io):
+            manifests.setdefault(manifest.manifest_path, manifest)
+    files |= set(manifests)
+    for manifest in manifests.values():
+        files |= {entry.data_file.file_path for entry in manifest.fetch_manifest_entry(io, discard_deleted=True)}
+    return files
+
+
+def remove_orphan_files(table: Table, *, older_than: dt.timedelta, now: dt.datetime | None = None,
+                        dry_run: bool = False) -> OrphanResult:
+    """Delete files under the table's location that nothing in the table refers to any more (data
+    files replaced by compaction whose snapshots have expired, files of failed commits, old
+    metadata JSON files) and that are older than `older_than`, so a commit still being written is
+    never touched. Works on any warehouse pyarrow can list (local disk, s3://)."""
+    from pyarrow import fs as pafs
+
+    now = now or dt.datetime.now(dt.UTC)
+    cutoff = now - older_than
+    referenced = {_normalise(path) for path in referenced_files(table)}
+    result = OrphanResult(table=".".join(table.name()), referenced=len(referenced))
+    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    scheme = table.location().split("://", 1)[0] + "://" if "://" in table.location() else ""
+    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        uri = _normalise(scheme + info.path if scheme else info.path)
+        if uri in referenced:
+            continue
+        if info.mtime is not None and info.mtime.replace(tzinfo=info.mtime.tzinfo or dt.UTC) > cutoff:
+            result.too_young += 1
+            continue
+        result.orphans.append(uri)
+        result.bytes_freed += info.size or 0
+        if not dry_run:
+            filesystem.delete_file(info.path)
+    log.info("orphan_files_removed", table=result.table, orphans=len(result.orphans), too_young=result.too_young,
+             referenced=result.referenced, bytes_freed=result.bytes_freed, dry_run=dry_run,
+             older_than_s=older_than.total_seconds())
+    return result
+
+
+def _normalise(path: str) -> str:
+    """file:///x and file:/x and /x name the same local file."""
+    if path.startswith("file://"):
+        return "file://" + "/" + path[len("file://"):].lstrip("/")
+    if path.startswith("file:/"):
+        return "file:///" + path[len("file:/"):].lstrip("/")
+    if path.startswith("/"):
+        return "file://" + path
+    return path

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 import pytest
@@ -133,3 +135,28 @@ def test_compact_table_rewrites_every_day_in_one_commit(small_files, catalog_con
     assert set(files_per_day(table).values()) == {1}
     assert len(table.current_snapshot().manifests(table.io)) <= 2  # the new files' manifest + the deletions
     assert _keys(table) == keys_before
+
+
+@pytest.mark.django_db
+def test_compact_tables_command_removes_orphans_with_a_dry_run_first(query_settings, small_files, catalog_config):
+    call_command("compact_tables", "--table", "trades", "--expire", "--retention-days", "0", stdout=io.StringIO())
+    dry = io.StringIO()
+    call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "0",
+                 "--dry-run", stdout=dry)
+    listed = [line.strip() for line in dry.getvalue().splitlines() if line.startswith("  ")]
+    assert "would delete" in dry.getvalue() and listed  # the replaced small files
+    assert all(Path(urlparse(p).path).exists() for p in listed)
+    out = io.StringIO()
+    call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "0", stdout=out)
+    assert f"deleted {len(listed)} orphan file(s)" in out.getvalue()
+    assert not any(Path(urlparse(p).path).exists() for p in listed)
+    assert _load(catalog_config)().scan().to_arrow().num_rows == small_files.num_rows
+
+
+@pytest.mark.django_db
+def test_compact_tables_command_refuses_a_negative_orphan_age(query_settings, small_files):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="must not be negative"):
+        call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "-5",
+                     stdout=io.StringIO())

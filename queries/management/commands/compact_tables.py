@@ -1,15 +1,15 @@
 """`manage.py compact_tables`: rewrite small files of day partitions into symbol-sorted
 files (one overwrite commit per day, safe while consumers append) and expire snapshots
-older than the retention window."""
+older than the retention window, and (--remove-orphans) delete files nothing refers to."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from catalog.engine.maintenance import compact_days, compact_table, expire_snapshots
+from catalog.engine.maintenance import compact_days, compact_table, expire_snapshots, remove_orphan_files
 from catalog.selectors import get_catalog
 from k2portal import metrics
 from queries import selectors
@@ -27,6 +27,11 @@ class Command(BaseCommand):
         parser.add_argument("--expire", action="store_true", help="also expire snapshots older than --retention-days")
         parser.add_argument("--retention-days", type=float, default=7.0,
                             help="time-travel window kept by --expire (default 7 days)")
+        parser.add_argument("--remove-orphans", action="store_true",
+                            help="then delete table files nothing refers to, older than --orphan-min-age-minutes")
+        parser.add_argument("--orphan-min-age-minutes", type=float, default=60.0,
+                            help="never delete a file younger than this (a commit may be writing it; default 60)")
+        parser.add_argument("--dry-run", action="store_true", help="with --remove-orphans: list, do not delete")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         catalog, namespace = get_catalog(), selectors.namespace()
@@ -48,3 +53,13 @@ class Command(BaseCommand):
             if opts["expire"]:
                 expiry = expire_snapshots(load(), retention=dt.timedelta(days=opts["retention_days"]))
                 self.stdout.write(f"{identifier}: expired {len(expiry.expired)} snapshot(s), kept {expiry.kept}")
+            if opts["remove_orphans"]:
+                if opts["orphan_min_age_minutes"] < 0:
+                    raise CommandError("--orphan-min-age-minutes must not be negative")
+                orphans = remove_orphan_files(load(), older_than=dt.timedelta(minutes=opts["orphan_min_age_minutes"]),
+                                              dry_run=opts["dry_run"])
+                verb = "would delete" if opts["dry_run"] else "deleted"
+                self.stdout.write(f"{identifier}: {verb} {len(orphans.orphans)} orphan file(s), "
+                                  f"{orphans.bytes_freed:,} bytes; {orphans.too_young} unreferenced but too young")
+                for path in orphans.orphans if opts["dry_run"] else []:
+                    self.stdout.write(f"  {path}")
