@@ -206,7 +206,7 @@ def broker_floor(env: Env, args: argparse.Namespace) -> dict:
     """The broker's own share: produce → fetched by a plain confluent-kafka consumer (no decode, no
     Iceberg), same producer, rate and duration, on a fresh broker."""
 
-    topic = env.topic()
+    topic = env.topic(args.partitions)
     consumer = Consumer({"bootstrap.servers": env.bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
                          "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 10})
@@ -227,6 +227,7 @@ def broker_floor(env: Env, args: argparse.Namespace) -> dict:
     proc.join(60)
     consumer.close()
     return {"bench": "latency_broker_floor", "offered_per_s": args.rate, "seconds": args.seconds,
+            "partitions": args.partitions,
             "rows": len(ages), **_quantiles(ages)}
 
 
@@ -263,7 +264,7 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         results.append(broker_floor(env, args))
         print(json.dumps(results[-1]), flush=True)
         env.fresh_broker()
-        topic = env.topic()
+        topic = env.topic(args.partitions)
         catalog = env.namespace()
         lat: list[float] = []
         k2_part: list[float] = []
@@ -291,6 +292,7 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         proc.join(args.seconds + 60)
         thread.join(timeout=120)
         results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
+                        "partitions": args.partitions,
                         "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
                         "batches": engine.stats.batches,
                         "in_hand_to_visible": _quantiles(k2_part) if k2_part else None})
@@ -338,6 +340,7 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--max-batch-ms-list", default="50,100")
+    p.add_argument("--partitions", type=int, default=30, help="topic partitions (ADR #009: 30 for ASX)")
     p = sub.add_parser("rss")
     p.add_argument("--messages", type=int, default=2_000_000)
     p.add_argument("--batch-size", type=int, default=10000)
