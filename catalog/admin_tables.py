@@ -1,4 +1,4 @@
-"""An admin page listing the Iceberg tables: current snapshot, rows and data files.
+"""An admin page listing the Iceberg tables: current snapshot, rows, data files, snapshots, manifests.
 
 The tables live in the Iceberg catalog, not in Django models, so this is a plain staff-only
 view inside the admin layout rather than a ModelAdmin. Wire it in `k2portal/urls.py`, before
@@ -27,11 +27,14 @@ class TableSummary:
     rows: int
     data_files: int
     snapshots: int
+    manifests: int = 0  # in the current snapshot: every commit rewrites their list, every query opens them
     error: str = ""
 
 
 def table_summaries(*, catalog: object, namespace: str = NAMESPACE) -> list[TableSummary]:
-    """Read from snapshot summaries (total-records, total-data-files): no data file is opened."""
+    """Read from snapshot summaries (total-records, total-data-files) and the current manifest
+    list: no data file is opened. Snapshots and manifests are what each commit's cost and each
+    query's planning grow with; maintenance keeps both down."""
     found: list[TableSummary] = []
     try:
         identifiers = catalog.list_tables(namespace)  # type: ignore[attr-defined]
@@ -50,7 +53,7 @@ def table_summaries(*, catalog: object, namespace: str = NAMESPACE) -> list[Tabl
             identifier=name, snapshot_id=snap.snapshot_id if snap else None,
             committed_at=datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC) if snap else None,
             rows=int(summary.get("total-records", 0)), data_files=int(summary.get("total-data-files", 0)),
-            snapshots=len(table.metadata.snapshots)))
+            snapshots=len(table.metadata.snapshots), manifests=len(snap.manifests(table.io)) if snap else 0))
     return found
 
 

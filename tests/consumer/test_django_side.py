@@ -127,5 +127,6 @@ def test_iceberg_table_summaries_show_snapshot_rows_and_files(iceberg_tables, ca
     summaries = {s.identifier.rsplit(".", 1)[-1]: s for s in
                  table_summaries(catalog=load_catalog(catalog_config), namespace=catalog_config.namespace)}
     assert summaries["trades"].rows == 4 and summaries["trades"].data_files == 1
+    assert summaries["trades"].snapshots == 1 and summaries["trades"].manifests == 1
     assert summaries["trades"].snapshot_id == iceberg_tables["trades"].current_snapshot().snapshot_id
     assert summaries["quotes"].snapshot_id is None and summaries["quotes"].rows == 0

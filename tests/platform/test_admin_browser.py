@@ -64,6 +64,12 @@ def test_operator_signs_in_filters_gaps_and_acknowledges_one_with_a_note(live_se
     # the index links the platform pages next to the models
     for link in ("Iceberg tables", "API docs", "Health", "Metrics"):
         assert page.get_by_role("link", name=link).first.is_visible(), link
+    page.get_by_role("link", name="Iceberg tables").first.click()
+    page.wait_for_url("**/admin/catalog/iceberg-tables/")
+    headers = [h.lower() for h in page.locator("#content table thead th").all_inner_texts()]  # CSS upper-cases them
+    assert headers[:1] == ["table"] and "snapshots" in headers and "manifests" in headers
+    page.go_back()
+    page.wait_for_url("**/admin/")
     page.get_by_role("link", name="Sequence gaps").first.click()
     page.wait_for_selector("#result_list tbody tr")
     assert page.locator("#result_list tbody tr").count() == 3
