@@ -11,7 +11,7 @@ snapshot per batch, and time travel needs days of snapshots, so this grew withou
 
 What this module does, for appends only (`append` below, used by `IcebergWriter`):
 
-- `_AppendTransaction`, a `Transaction` whose `table_metadata` applies the staged updates
+- `_ShallowTransaction`, a `Transaction` whose `table_metadata` applies the staged updates
   exactly as `update_table_metadata` does (same `_apply_table_update` functions, same
   metadata-log, `last_updated_ms` and spec/sort-order checks) but returns a shallow copy
   instead of a deep one;
@@ -217,8 +217,10 @@ def _read_table_metadata(input_file: InputFile, encoding: str = "utf-8") -> Tabl
     return _ORIGINAL_READ_METADATA(input_file, encoding)
 
 
-class _AppendTransaction(Transaction):
-    """A Transaction whose `table_metadata` does not deep-copy the metadata for append updates."""
+class _ShallowTransaction(Transaction):
+    """A Transaction whose `table_metadata` does not deep-copy the metadata while the staged
+    updates are append updates or none (appends, and the reads expiry makes before it stages its
+    removal)."""
 
     @property
     def table_metadata(self) -> TableMetadata:
@@ -236,7 +238,7 @@ def append(table: Table, df: pa.Table, snapshot_properties: dict[str, str] | Non
     token = _ACTIVE.set(True)
     held = _HELD.set((table.metadata_location, table.metadata))
     try:
-        with _AppendTransaction(table) as tx:
+        with _ShallowTransaction(table) as tx:
             tx.append(df=df, snapshot_properties=snapshot_properties or {})
     finally:
         _HELD.reset(held)
@@ -248,5 +250,5 @@ def expire_snapshots(table: Table, snapshot_ids: list[int]) -> None:
     O(N²) (see the module docstring): same checks (each id exists and is not a branch or tag
     head), same `RemoveSnapshotsUpdate`, same commit."""
     verify_pyiceberg()
-    ExpireSnapshots(transaction=_AppendTransaction(table, autocommit=True)).by_ids(snapshot_ids).commit()
+    ExpireSnapshots(transaction=_ShallowTransaction(table, autocommit=True)).by_ids(snapshot_ids).commit()
 

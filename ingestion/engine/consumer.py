@@ -192,8 +192,7 @@ class _Batch:
     started: float  # perf_counter when its processing began
     messages: int
     table: pa.Table  # rows to append (sorted; may be empty when everything was poison or a duplicate)
-    topic_counts: Counter[str]  # fresh messages per topic
-    first_topic: str
+    topic_counts: Counter[str]  # fresh messages per topic, in order of first appearance
     next_offsets: dict[tuple[str, int], int]  # recorded in the snapshot summary
     positions: dict[tuple[str, int], int]  # committed to Kafka afterwards
 
@@ -499,8 +498,7 @@ class IcebergConsumer:
         self.stats.messages += len(msgs)
         topic_counts = Counter(topics)
         batch = _Batch(started=started, messages=len(msgs), table=pa.table({}), topic_counts=topic_counts,
-                       first_topic=topics[0] if topics else msgs[0].topic(), next_offsets=next_offsets,
-                       positions=positions)
+                       next_offsets=next_offsets, positions=positions)
         if not fresh:
             return batch
         for topic, count in topic_counts.items():
@@ -527,18 +525,23 @@ class IcebergConsumer:
         self._inflight = (self._committer.submit(self._commit_batch, batch), batch)
 
     def _drain(self, *, sync: bool = False) -> None:
-        """Wait for the batch in flight (its errors are raised here), then commit its offsets to
-        Kafka: asynchronously, or synchronously (every position the table holds for partitions
-        this member owns) before a rebalance and at shutdown."""
+        """Wait for the batch in flight, then commit its offsets to Kafka: asynchronously, or
+        synchronously (every position the table holds for partitions this member owns) before a
+        rebalance and at shutdown. A failed commit of that batch is raised here, after the
+        synchronous commit of what did reach the table."""
+        failure: BaseException | None = None
         if self._inflight is not None:
             future, batch = self._inflight
             self._inflight = None
-            future.result()
-            self._in_table.update(batch.positions)
-            if not sync:
-                self._commit_kafka(batch.positions, asynchronous=True)
+            failure = future.exception()
+            if failure is None:
+                self._in_table.update(batch.positions)
+                if not sync:
+                    self._commit_kafka(batch.positions, asynchronous=True)
         if sync and self._in_table:
             self._commit_kafka(self._in_table)
+        if failure is not None:
+            raise failure
 
     def _commit_batch(self, batch: _Batch) -> None:
         """Step 4, on the commit thread: one Iceberg transaction recording the batch's offsets."""
@@ -563,7 +566,8 @@ class IcebergConsumer:
             metrics.CONSUMER_BATCH_SIZE.labels(**lbl).observe(count)
             metrics.CONSUMER_BATCH_DURATION.labels(**lbl).observe(duration)
         if table.num_rows:
-            metrics.MESSAGES_WRITTEN.labels(**_labels(batch.first_topic, cfg.data_type)).inc(table.num_rows)
+            first_topic = next(iter(batch.topic_counts))
+            metrics.MESSAGES_WRITTEN.labels(**_labels(first_topic, cfg.data_type)).inc(table.num_rows)
         if self.on_batch_committed is not None:
             self.on_batch_committed(table, committed_at)
 
@@ -754,10 +758,6 @@ class IcebergConsumer:
                     self._drain(sync=True)
                 except Exception as exc:  # noqa: BLE001 - the first error is the one raised
                     log.warning("inflight_batch_failed_during_shutdown", error=str(exc))
-                    try:
-                        self._drain(sync=True)
-                    except Exception as again:  # noqa: BLE001
-                        log.warning("final_offset_commit_failed", error=str(again))
         finally:
             if self._committer is not None:
                 self._committer.shutdown(wait=True)

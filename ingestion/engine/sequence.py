@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from queries.engine.connection import scan_sql
+
 StreamKey = tuple[str, str]  # (exchange, symbol)
 Recover = Callable[[list[StreamKey]], dict[StreamKey, int]]
 
@@ -194,9 +196,8 @@ def table_last_sequences(con: Any, metadata_location: str, *, keys: Iterable[Str
             return {}, True
         params = sorted({symbol for _, symbol in wanted})
         where += f" AND symbol IN ({', '.join('?' * len(params))})"
-    location = metadata_location.replace("'", "''")
     sql = (f"SELECT exchange, symbol, max(sequence_number) AS last_seq, max(exchange_timestamp) AS latest "
-           f"FROM iceberg_scan('{location}') WHERE {where} GROUP BY exchange, symbol ORDER BY latest DESC")
+           f"FROM {scan_sql(metadata_location)} WHERE {where} GROUP BY exchange, symbol ORDER BY latest DESC")
     if limit is not None:
         sql += f" LIMIT {int(limit) + 1}"
     rows = con.execute(sql, params).fetchall()

@@ -40,6 +40,14 @@ def extension_path(name: str) -> Path:
     return path
 
 
+def scan_sql(metadata_location: str, snapshot_id: int | None = None) -> str:
+    """The `iceberg_scan(...)` table expression for a table's metadata file (quoted), pinned to a
+    snapshot when one is given."""
+    location = metadata_location.replace("'", "''")
+    return f"iceberg_scan('{location}', snapshot_from_id={int(snapshot_id)})" if snapshot_id \
+        else f"iceberg_scan('{location}')"
+
+
 def connect(config: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB database with avro + iceberg loaded, UTC session time zone."""
     config = config or EngineConfig()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from queries.engine.connection import EngineConfig, connect
+from queries.engine.connection import EngineConfig, connect, scan_sql
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.source import ResolvedTable, SnapshotInfo, TableSource
 from queries.engine.timeutil import DEFAULT_EXCHANGE, TimeRange, exchange_zone, sql_instant
@@ -90,9 +90,7 @@ def decode_cursor(cursor: str) -> dict:
 
 
 def scan_expr(resolved: ResolvedTable) -> str:
-    location = resolved.metadata_location.replace("'", "''")
-    return f"iceberg_scan('{location}', snapshot_from_id={int(resolved.snapshot_id)})" if resolved.snapshot_id \
-        else f"iceberg_scan('{location}')"
+    return scan_sql(resolved.metadata_location, resolved.snapshot_id)
 
 
 def range_clause(rng: TimeRange) -> str:

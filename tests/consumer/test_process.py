@@ -125,35 +125,18 @@ def test_unreachable_broker_and_catalog_give_clear_errors(catalog_config, unique
     assert "cannot reach the Iceberg catalog" in out_catalog and "K2_ICEBERG_CATALOG_URI" in out_catalog
 
 
-class _FailsOnAppend:
-    """A real pyiceberg Table whose Nth append raises a permanent error (the catalog lost the table)."""
-
-    def __init__(self, table, fail_on: int) -> None:  # noqa: ANN001
-        self._table = table
-        self.fail_on = fail_on
-        self.appends = 0
-
-    def append(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        self.appends += 1
-        if self.appends == self.fail_on:
-            from pyiceberg.exceptions import NoSuchTableError
-
-            raise NoSuchTableError("table dropped under the consumer")
-        return self._table.append(*args, **kwargs)
-
-    def __getattr__(self, name: str):  # noqa: ANN204
-        return getattr(self._table, name)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_failed_commit_on_the_commit_thread_stops_the_loop_and_kafka_never_runs_ahead_of_the_table(
         kafka_bootstrap, iceberg_tables, catalog_config, unique, registry) -> None:
     """The next batch is decoded while the previous one commits on another thread: a commit that
     fails there must stop the consumer with that error, Kafka's committed offset must not pass
     what the table holds, and a restart must write every message exactly once."""
+    from pyiceberg.exceptions import NoSuchTableError
+
     from catalog.engine.iceberg import load_catalog
     from ingestion.engine.consumer import IcebergConsumer
     from tests.consumer.conftest import encode_trades, make_config, run_consumer
+    from tests.consumer.test_writer import FailingTable
 
     topic = f"market.equities.trades.f{unique}"
     create_topic(kafka_bootstrap, topic)
@@ -161,7 +144,8 @@ def test_failed_commit_on_the_commit_thread_stops_the_loop_and_kafka_never_runs_
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, batch_size=100,
                          max_batch_ms=2000, max_messages=500)
     catalog = load_catalog(catalog_config)
-    failing = _FailsOnAppend(catalog.load_table(f"{catalog_config.namespace}.trades"), fail_on=3)
+    failing = FailingTable(catalog.load_table(f"{catalog_config.namespace}.trades"),
+                           NoSuchTableError("table dropped under the consumer"), 1, after=2)
     engine = IcebergConsumer(config, catalog=catalog, registry=registry, table=failing)
     with pytest.raises(Exception, match="table dropped under the consumer"):
         engine.run()

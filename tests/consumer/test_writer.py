@@ -18,18 +18,19 @@ from queries.engine.connection import connect
 
 
 class FailingTable:
-    """Delegates to a real pyiceberg Table; its first `failures` appends raise `error` instead."""
+    """Delegates to a real pyiceberg Table; `failures` appends after the first `after` raise `error` instead."""
 
-    def __init__(self, table, error: Exception, failures: int) -> None:
+    def __init__(self, table, error: Exception, failures: int, *, after: int = 0) -> None:
         self._table = table
         self.error = error
         self.failures = failures
+        self.after = after
         self.appends = 0
         self.refreshes = 0
 
     def append(self, *args, **kwargs):  # noqa: ANN002, ANN003
         self.appends += 1
-        if self.appends <= self.failures:
+        if self.after < self.appends <= self.after + self.failures:
             raise self.error
         return self._table.append(*args, **kwargs)
 
