@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pyarrow as pa  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -254,6 +255,33 @@ class StampingConsumer(Consumer):
         return msgs
 
 
+def seed_snapshots(catalog: CatalogConfig, count: int) -> None:
+    """Age the trades table to `count` snapshots (one-row appends) before a measurement: a
+    long-running table holds the snapshots its retention policy keeps (~2,000 for a week thinned to
+    one per 5 minutes, plus the full-detail minute: 1,200 at a commit every 50 ms), and each
+    commit writes them all."""
+    from catalog.engine.writer import IcebergWriter
+
+    table = load_catalog(catalog).load_table(f"{catalog.namespace}.trades")
+    writer = IcebergWriter(table, table_name="trades")
+    one = one_row_batch()
+    started = time.perf_counter()
+    for _ in range(count):
+        writer.append(one)
+    print(json.dumps({"seeded_snapshots": len(table.metadata.snapshots),
+                      "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+
+
+def one_row_batch() -> pa.Table:
+    from catalog.engine.iceberg import arrow_schema
+
+    base = datetime(2026, 3, 9, tzinfo=UTC)
+    row = {"symbol": WARMUP, "company_id": 0, "exchange": "ASX", "exchange_timestamp": base, "price": Decimal("1"),
+           "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None, "ingestion_timestamp": base,
+           "sequence_number": None, "source_partition": 0, "source_offset": 0}
+    return pa.Table.from_pylist([row], schema=arrow_schema("trades"))
+
+
 def latency(env: Env, args: argparse.Namespace) -> list[dict]:
     from ingestion.engine import consumer as consumer_module
 
@@ -266,20 +294,13 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         env.fresh_broker()
         topic = env.topic(args.partitions)
         catalog = env.namespace()
-        lat: list[float] = []
-        k2_part: list[float] = []
+        if args.seed_snapshots:
+            seed_snapshots(catalog, args.seed_snapshots)
         StampingConsumer.fetched = {}
+        committed: list[tuple[object, float]] = []
 
-        def on_commit(table, committed_at: float, lat: list[float] = lat,  # noqa: ANN001
-                      k2_part: list[float] = k2_part) -> None:
-            cols = [table.column(c).to_pylist() for c in ("symbol", "ingestion_timestamp", "source_partition",
-                                                           "source_offset")]
-            for sym, ts, partition, offset in zip(*cols, strict=True):
-                if sym != WARMUP:
-                    lat.append(committed_at - ts.timestamp())
-                    fetched = StampingConsumer.fetched.pop((partition, offset), None)
-                    if fetched is not None:
-                        k2_part.append(committed_at - fetched)
+        def on_commit(table, committed_at: float, committed: list = committed) -> None:  # noqa: ANN001
+            committed.append((table, committed_at))  # on the commit thread: read after the run
 
         total = args.rate * args.seconds
         engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
@@ -291,8 +312,19 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         proc.start()
         proc.join(args.seconds + 60)
         thread.join(timeout=120)
+        lat: list[float] = []
+        k2_part: list[float] = []
+        for table, committed_at in committed:
+            cols = [table.column(c).to_pylist() for c in ("symbol", "ingestion_timestamp", "source_partition",  # type: ignore[attr-defined]
+                                                           "source_offset")]
+            for sym, ts, partition, offset in zip(*cols, strict=True):
+                if sym != WARMUP:
+                    lat.append(committed_at - ts.timestamp())
+                    fetched = StampingConsumer.fetched.pop((partition, offset), None)
+                    if fetched is not None:
+                        k2_part.append(committed_at - fetched)
         results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
-                        "partitions": args.partitions,
+                        "partitions": args.partitions, "seeded_snapshots": args.seed_snapshots,
                         "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
                         "batches": engine.stats.batches,
                         "in_hand_to_visible": _quantiles(k2_part) if k2_part else None})
@@ -341,6 +373,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--max-batch-ms-list", default="50,100")
     p.add_argument("--partitions", type=int, default=30, help="topic partitions (ADR #009: 30 for ASX)")
+    p.add_argument("--seed-snapshots", type=int, default=0,
+                   help="commit this many snapshots to the table first (a long-running table's steady state)")
     p = sub.add_parser("rss")
     p.add_argument("--messages", type=int, default=2_000_000)
     p.add_argument("--batch-size", type=int, default=10000)

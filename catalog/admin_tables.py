@@ -60,6 +60,11 @@ def table_summaries(*, catalog: object, namespace: str = NAMESPACE) -> list[Tabl
 def iceberg_tables_view(request: HttpRequest) -> TemplateResponse:
     from catalog.selectors import get_catalog
 
-    context = {**admin.site.each_context(request), "title": "Iceberg tables",
-               "tables": table_summaries(catalog=get_catalog())}
+    try:
+        tables = table_summaries(catalog=get_catalog())
+    except Exception as exc:  # noqa: BLE001 - the catalog database itself is unreachable: say so on the page
+        tables = [TableSummary(NAMESPACE, None, None, 0, 0, 0,
+                               f"the Iceberg catalog is unreachable ({type(exc).__name__}: {exc}); check "
+                               "K2_ICEBERG_CATALOG_URI (or DATABASE_URL) and that its database is running")]
+    context = {**admin.site.each_context(request), "title": "Iceberg tables", "tables": tables}
     return TemplateResponse(request, "admin/catalog/iceberg_tables.html", context)

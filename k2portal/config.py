@@ -44,15 +44,18 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("K2_WAREHOUSE", "var/warehouse",
              "a local path, a file:// URI or an s3:// URI where Iceberg data files live"),
     Variable("K2_CONSUMER_BATCH_SIZE", "1000", "a positive integer (ADR #015)"),
-    Variable("K2_CONSUMER_MAX_BATCH_MS", "500", "a positive integer: flush a partial batch after this many ms"),
+    Variable("K2_CONSUMER_MAX_BATCH_MS", "500",
+             "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)"),
     Variable("K2_DUCKDB_THREADS", None, "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)"),
     Variable("K2_DUCKDB_MEMORY_LIMIT", None, "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)"),
     Variable("K2_SNAPSHOT_RETENTION_HOURS", "168",
              "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
-    Variable("K2_SNAPSHOT_FULL_DETAIL_MINUTES", "15",
+    Variable("K2_SNAPSHOT_FULL_DETAIL_MINUTES", "1",
              "a positive integer: snapshots younger than this are all kept; older ones are thinned"),
     Variable("K2_SNAPSHOT_THIN_MINUTES", "5",
              "a positive integer: beyond the full-detail window, keep the newest snapshot of each such interval"),
+    Variable("K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS", "60",
+             "a positive integer: how often each consumer expires and thins its own table's snapshots"),
     Variable("K2_ORPHAN_MIN_AGE_MINUTES", "60",
              "a positive integer: maintenance deletes unreferenced table files only once they are this old"),
     Variable("K2_MAINTENANCE_INTERVAL_MINUTES", "15",
@@ -182,6 +185,7 @@ class K2Config:
     snapshot_retention_hours: int
     snapshot_full_detail_minutes: int
     snapshot_thin_minutes: int
+    consumer_snapshot_expiry_seconds: int
     orphan_min_age_minutes: int
     maintenance_interval_minutes: int
     duckdb_memory_limit: str | None
@@ -240,7 +244,8 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         consumer_batch_size=parse_positive_int(env, "K2_CONSUMER_BATCH_SIZE") or 1000,
         consumer_max_batch_ms=parse_positive_int(env, "K2_CONSUMER_MAX_BATCH_MS") or 500,
         snapshot_retention_hours=parse_positive_int(env, "K2_SNAPSHOT_RETENTION_HOURS") or 168,
-        snapshot_full_detail_minutes=parse_positive_int(env, "K2_SNAPSHOT_FULL_DETAIL_MINUTES") or 15,
+        snapshot_full_detail_minutes=parse_positive_int(env, "K2_SNAPSHOT_FULL_DETAIL_MINUTES") or 1,
+        consumer_snapshot_expiry_seconds=parse_positive_int(env, "K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS") or 60,
         snapshot_thin_minutes=parse_positive_int(env, "K2_SNAPSHOT_THIN_MINUTES") or 5,
         orphan_min_age_minutes=parse_positive_int(env, "K2_ORPHAN_MIN_AGE_MINUTES") or 60,
         maintenance_interval_minutes=parse_positive_int(env, "K2_MAINTENANCE_INTERVAL_MINUTES") or 15,

@@ -42,8 +42,18 @@ byte-for-byte what pyiceberg would write: serialisation does not depend on copie
 Snapshot expiry (`expire_snapshots` below) has the same problem, worse: pyiceberg's
 `ExpireSnapshots.by_id` reads `Transaction.table_metadata` twice per id, so expiring N of N
 snapshots makes 2N deep copies of N snapshots: O(N²), measured 5 s for 295 and 23 s for 595.
-Those reads stage nothing, so the same shallow `table_metadata` serves them; the removal itself
-(`RemoveSnapshotsUpdate`) still goes through pyiceberg's own deep-copying path, a few times in all.
+Those reads stage nothing, so the same shallow `table_metadata` serves them. The removal itself
+(`RemoveSnapshotsUpdate`, which builds new lists and never mutates) takes the shallow path too,
+applied with sets (`_remove_snapshots`: pyiceberg's handler scans the id list three times per
+snapshot, O(N·M)); a removal that a branch, tag or statistics file points at goes to pyiceberg.
+
+What still cost time per snapshot in every commit, also only inside `append`/`expire_snapshots`:
+
+- the metadata JSON: every snapshot and snapshot-log entry is serialised again by each commit
+  (~5 µs each); `metadata_json` keeps each list's JSON from the previous commit and serialises
+  only the new items (same bytes, checked once per process);
+- `TableMetadata.snapshot_by_id`, a scan from the oldest snapshot that an append makes ~13
+  times (a miss among them), answered from an index extended with each new list (`_index_of`).
 
 Guard: the shortcut mirrors private pyiceberg code, so `verify_pyiceberg()` (run before the
 first fast append) checks the pyiceberg version AND a hash of the source of every function
@@ -60,20 +70,23 @@ import contextvars
 import hashlib
 import inspect
 import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyiceberg
 import pyiceberg.catalog as _catalog_module
+import structlog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.io import InputFile
-from pyiceberg.serializers import FromInputFile
+from pyiceberg.io import InputFile, OutputFile
+from pyiceberg.serializers import Compressor, FromInputFile, ToOutputFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table import update as _update_module
-from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.metadata import TableMetadata, TableMetadataCommonFields, TableMetadataV2
 from pyiceberg.table.update import (
     AddSnapshotUpdate,
+    RemoveSnapshotsUpdate,
     SetSnapshotRefUpdate,
     TableUpdate,
     _apply_table_update,
@@ -81,7 +94,10 @@ from pyiceberg.table.update import (
     _update_table_metadata_log,
 )
 from pyiceberg.table.update.snapshot import ExpireSnapshots
+from pyiceberg.utils.config import Config
 from pyiceberg.utils.datetime import datetime_to_millis
+
+log = structlog.get_logger("catalog.fast_commit").bind(component="storage")
 
 SUPPORTED_PYICEBERG = "0.12.0"
 
@@ -100,13 +116,20 @@ _SOURCE_HASHES = {
     "SqlCatalog.commit_table": "fb22ea690ba68b07",
     "ExpireSnapshots.by_id": "fcf76714ee1d53fd",
     "ExpireSnapshots._commit": "3a93a6b38693889d",
+    "_apply_table_update[RemoveSnapshotsUpdate]": "e455116c87e837e9",
+    "ToOutputFile.table_metadata": "5fae1315550ee2b5",
+    "TableMetadata.snapshot_by_id": "75e74f74b599292b",
 }
 
-# The only updates an append stages; anything else takes pyiceberg's own (deep-copying) path.
-_APPEND_UPDATES = (AddSnapshotUpdate, SetSnapshotRefUpdate)
+# The only updates an append or an expiry stages; anything else takes pyiceberg's own
+# (deep-copying) path.
+_SHALLOW_UPDATES = (AddSnapshotUpdate, SetSnapshotRefUpdate, RemoveSnapshotsUpdate)
 
 _ORIGINAL_UPDATE_TABLE_METADATA = _update_module.update_table_metadata
 _ORIGINAL_READ_METADATA = FromInputFile.table_metadata
+_ORIGINAL_WRITE_METADATA = ToOutputFile.table_metadata
+_ORIGINAL_SNAPSHOT_BY_ID = TableMetadataCommonFields.snapshot_by_id
+_ORIGINAL_REMOVE_SNAPSHOTS = _apply_table_update.registry[RemoveSnapshotsUpdate]
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("k2_fast_append_commit", default=False)
 # (metadata location, the metadata parsed from it) of the table being appended to, inside `append`
 _HELD: contextvars.ContextVar[tuple[str, TableMetadata] | None] = contextvars.ContextVar("k2_fast_append_held",
@@ -137,6 +160,9 @@ def _source_hashes() -> dict[str, str]:
         "SqlCatalog.commit_table": digest(SqlCatalog.commit_table),
         "ExpireSnapshots.by_id": digest(ExpireSnapshots.by_id),
         "ExpireSnapshots._commit": digest(ExpireSnapshots._commit),
+        "_apply_table_update[RemoveSnapshotsUpdate]": digest(_ORIGINAL_REMOVE_SNAPSHOTS),
+        "ToOutputFile.table_metadata": digest(_ORIGINAL_WRITE_METADATA),
+        "TableMetadata.snapshot_by_id": digest(_ORIGINAL_SNAPSHOT_BY_ID),
     }
 
 
@@ -172,21 +198,38 @@ def verify_pyiceberg() -> None:
             if current_read is not _ORIGINAL_READ_METADATA:
                 raise FastCommitUnsupported("pyiceberg.serializers.FromInputFile.table_metadata is already patched")
             FromInputFile.table_metadata = staticmethod(_read_table_metadata)  # type: ignore[method-assign]
+        current_write = ToOutputFile.__dict__["table_metadata"].__func__
+        if current_write is not _write_table_metadata:
+            if current_write is not _ORIGINAL_WRITE_METADATA:
+                raise FastCommitUnsupported("pyiceberg.serializers.ToOutputFile.table_metadata is already patched")
+            ToOutputFile.table_metadata = staticmethod(_write_table_metadata)  # type: ignore[method-assign]
+        current_lookup = TableMetadataCommonFields.snapshot_by_id
+        if current_lookup is not _snapshot_by_id:
+            if current_lookup is not _ORIGINAL_SNAPSHOT_BY_ID:
+                raise FastCommitUnsupported("pyiceberg TableMetadata.snapshot_by_id is already patched")
+            TableMetadataCommonFields.snapshot_by_id = _snapshot_by_id  # type: ignore[method-assign]
         _verified = True
 
 
-def _append_only(updates: tuple[TableUpdate, ...]) -> bool:
-    return all(isinstance(update, _APPEND_UPDATES) for update in updates)
+def _shallow_safe(updates: tuple[TableUpdate, ...]) -> bool:
+    return all(isinstance(update, _SHALLOW_UPDATES) for update in updates)
 
 
 def _update_table_metadata_shallow(base_metadata: TableMetadata, updates: tuple[TableUpdate, ...],
                                    metadata_location: str | None = None) -> TableMetadata:
     """pyiceberg 0.12.0's `update_table_metadata` (enforce_validation=False) minus the final
-    `model_copy(deep=True)`; only called with append updates (see the module docstring)."""
+    `model_copy(deep=True)`; only called with append and snapshot-removal updates (see the
+    module docstring)."""
+    if any(isinstance(update, RemoveSnapshotsUpdate) and _removal_touches_refs(update, base_metadata)
+           for update in updates):
+        return _ORIGINAL_UPDATE_TABLE_METADATA(base_metadata, updates, metadata_location=metadata_location)
     context = _TableMetadataUpdateContext()
     new_metadata = base_metadata
     for update in updates:
-        new_metadata = _apply_table_update(update, new_metadata, context)
+        if isinstance(update, RemoveSnapshotsUpdate):
+            new_metadata = _remove_snapshots(update, new_metadata, context)
+        else:
+            new_metadata = _apply_table_update(update, new_metadata, context)
     if context.has_changes():
         if metadata_location:
             new_metadata = _update_table_metadata_log(new_metadata, metadata_location, base_metadata.last_updated_ms)
@@ -197,12 +240,140 @@ def _update_table_metadata_shallow(base_metadata: TableMetadata, updates: tuple[
     return new_metadata.model_copy()  # shallow: the top-level object is new, the containers are shared
 
 
+def _removal_touches_refs(update: RemoveSnapshotsUpdate, base_metadata: TableMetadata) -> bool:
+    ids = set(update.snapshot_ids)
+    return (any(ref.snapshot_id in ids for ref in base_metadata.refs.values())
+            or any(stats.snapshot_id in ids for stats in base_metadata.statistics))
+
+
+def _remove_snapshots(update: RemoveSnapshotsUpdate, base_metadata: TableMetadata,
+                      context: _TableMetadataUpdateContext) -> TableMetadata:
+    """`_apply_table_update` for `RemoveSnapshotsUpdate` (pyiceberg 0.12.0), with sets instead of
+    three scans of the id list per snapshot (O(N·M): ~2 M comparisons to thin 200 of 3,000).
+    Same checks, same result, for a removal that no branch, tag or statistics file points at
+    (the caller sends any other to pyiceberg's own code)."""
+    ids = set(update.snapshot_ids)
+    present = {snapshot.snapshot_id for snapshot in base_metadata.snapshots}
+    for remove_snapshot_id in update.snapshot_ids:
+        if remove_snapshot_id not in present:
+            raise ValueError(f"Snapshot with snapshot id {remove_snapshot_id} does not exist: {base_metadata.snapshots}")
+    snapshots = [
+        snapshot.model_copy(update={"parent_snapshot_id": None}) if snapshot.parent_snapshot_id in ids else snapshot
+        for snapshot in base_metadata.snapshots
+        if snapshot.snapshot_id not in ids
+    ]
+    snapshot_log = [entry for entry in base_metadata.snapshot_log if entry.snapshot_id not in ids]
+    context.add_update(update)
+    return base_metadata.model_copy(update={"snapshots": snapshots, "snapshot_log": snapshot_log})
+
+
+# --- metadata JSON: each snapshot serialised once ----------------------------------------------
+# Every commit writes the table's whole metadata JSON, every snapshot and snapshot-log entry in
+# it (~5 µs a snapshot: 10 ms at 2,000). Snapshots never change once committed, and with the
+# shallow updates above the metadata of one commit shares its Snapshot objects with the next, so
+# the JSON of each list is kept per table and extended by the new items only while the list
+# still starts with the same objects (the cache holds them alive, so an id() is never reused),
+# and the metadata is written as pydantic's JSON of everything else with the lists spliced in. The first write of each process is checked
+# against pydantic's JSON of the whole; a difference switches the cache off for good (logged).
+_json_lock = threading.Lock()
+_json_state = {"checked": False, "enabled": True}
+# (table uuid, field, exclude_none) -> (the items, their id()s, their JSON joined by commas)
+_list_json: dict[tuple[str, str, bool], tuple[list[Any], list[int], str]] = {}
+
+
+def _joined_json(key: tuple[str, str, bool], items: list[Any]) -> str:
+    exclude_none = key[2]
+    ids = list(map(id, items))
+    with _json_lock:
+        cached = _list_json.get(key)
+        if cached is not None and len(cached[1]) <= len(ids) and ids[:len(cached[1])] == cached[1]:
+            tail = ",".join([item.model_dump_json(exclude_none=exclude_none) for item in items[len(cached[1]):]])
+            joined = cached[2] + "," + tail if cached[2] and tail else cached[2] or tail
+        else:  # the first write, or the list changed other than at its end (an expiry, a reload)
+            joined = ",".join([item.model_dump_json(exclude_none=exclude_none) for item in items])
+        _list_json[key] = (list(items), ids, joined)
+    return joined
+
+
+def metadata_json(metadata: TableMetadata, exclude_none: bool = True) -> str:
+    """`metadata.model_dump_json(exclude_none=...)`, with the snapshot and snapshot-log lists'
+    JSON built incrementally (see above)."""
+    if not _json_state["enabled"] or not isinstance(metadata, TableMetadataV2) or not metadata.snapshots:
+        return metadata.model_dump_json(exclude_none=exclude_none)
+    skeleton = metadata.model_copy(update={"snapshots": [], "snapshot_log": []}).model_dump_json(exclude_none=exclude_none)
+    marks = ('"snapshots":[]', '"snapshot-log":[]')
+    if any(skeleton.count(mark) != 1 for mark in marks):
+        return metadata.model_dump_json(exclude_none=exclude_none)
+    table = str(metadata.table_uuid)
+    lists = {marks[0]: _joined_json((table, "snapshots", exclude_none), metadata.snapshots),
+             marks[1]: _joined_json((table, "snapshot-log", exclude_none), metadata.snapshot_log)}
+    first, second = sorted(marks, key=skeleton.index)
+    i, j = skeleton.index(first), skeleton.index(second)
+    text = "".join([skeleton[:i + len(first) - 1], lists[first], skeleton[i + len(first) - 1:j + len(second) - 1],
+                    lists[second], skeleton[j + len(second) - 1:]])
+    if not _json_state["checked"]:
+        _json_state["checked"] = True
+        if text != metadata.model_dump_json(exclude_none=exclude_none):
+            _json_state["enabled"] = False
+            log.error("metadata_json_cache_disabled", reason="spliced JSON differs from pydantic's")
+            return metadata.model_dump_json(exclude_none=exclude_none)
+    return text
+
+
+# (the snapshot list, its length, its id()s, snapshot id -> snapshot) of the lists last looked up in
+_snapshot_index: OrderedDict[int, tuple[list[Any], int, list[int], dict[int, Any]]] = OrderedDict()
+
+
+def _index_of(snapshots: list[Any]) -> dict[int, Any]:
+    """snapshot id -> snapshot for this list; built from the index of a list it extends (an
+    append's new list is the old one plus one) instead of from scratch."""
+    with _json_lock:
+        hit = _snapshot_index.get(id(snapshots))
+        if hit is not None and hit[0] is snapshots and hit[1] == len(snapshots):
+            return hit[3]
+        ids = list(map(id, snapshots))
+        index: dict[int, Any] | None = None
+        for _held, length, base_ids, base_index in reversed(_snapshot_index.values()):
+            if length <= len(ids) and ids[:length] == base_ids:  # `_held` keeps those objects alive
+                index = dict(base_index)
+                index.update((s.snapshot_id, s) for s in snapshots[length:])
+                break
+        if index is None:
+            index = {s.snapshot_id: s for s in snapshots}
+        _snapshot_index[id(snapshots)] = (snapshots, len(snapshots), ids, index)
+        while len(_snapshot_index) > 8:
+            _snapshot_index.popitem(last=False)
+        return index
+
+
+def _snapshot_by_id(self: TableMetadata, snapshot_id: int) -> Any:
+    """`TableMetadata.snapshot_by_id` from an index inside `append`/`expire_snapshots` (ids are
+    unique in a table, so the answer is the same; an append looks snapshots up ~13 times, each a
+    scan of the whole list, a miss included)."""
+    if _ACTIVE.get():
+        return _index_of(self.snapshots).get(snapshot_id)
+    return _ORIGINAL_SNAPSHOT_BY_ID(self, snapshot_id)
+
+
+def _write_table_metadata(metadata: TableMetadata, output_file: OutputFile, overwrite: bool = False) -> None:
+    """`ToOutputFile.table_metadata` (pyiceberg 0.12.0), except inside `append`/`expire_snapshots`
+    below, where the JSON comes from `metadata_json` (same bytes)."""
+    if not _ACTIVE.get():
+        return _ORIGINAL_WRITE_METADATA(metadata, output_file, overwrite)
+    with output_file.create(overwrite=overwrite) as output_stream:
+        exclude_none = False if Config().get_bool("legacy-current-snapshot-id") else True
+        json_bytes = metadata_json(metadata, exclude_none).encode("utf-8")
+        json_bytes = Compressor.get_compressor(output_file.location).bytes_compressor()(json_bytes)
+        output_stream.write(json_bytes)
+    return None
+
+
 def _catalog_update_table_metadata(base_metadata: TableMetadata, updates: tuple[TableUpdate, ...],
                                    enforce_validation: bool = False,
                                    metadata_location: str | None = None) -> TableMetadata:
     """Stands in for `update_table_metadata` inside `pyiceberg.catalog`: identical to it except
     during `append` below, for append-only updates on an existing table."""
-    if _ACTIVE.get() and not enforce_validation and _append_only(updates):
+    if _ACTIVE.get() and not enforce_validation and _shallow_safe(updates):
         return _update_table_metadata_shallow(base_metadata, updates, metadata_location)
     return _ORIGINAL_UPDATE_TABLE_METADATA(base_metadata, updates, enforce_validation=enforce_validation,
                                            metadata_location=metadata_location)
@@ -224,7 +395,7 @@ class _ShallowTransaction(Transaction):
 
     @property
     def table_metadata(self) -> TableMetadata:
-        if _append_only(self._updates):
+        if _shallow_safe(self._updates):
             return _update_table_metadata_shallow(self._table.metadata, self._updates)
         return _ORIGINAL_UPDATE_TABLE_METADATA(self._table.metadata, self._updates)
 
@@ -250,5 +421,11 @@ def expire_snapshots(table: Table, snapshot_ids: list[int]) -> None:
     O(N²) (see the module docstring): same checks (each id exists and is not a branch or tag
     head), same `RemoveSnapshotsUpdate`, same commit."""
     verify_pyiceberg()
-    ExpireSnapshots(transaction=_ShallowTransaction(table, autocommit=True)).by_ids(snapshot_ids).commit()
+    token = _ACTIVE.set(True)
+    held = _HELD.set((table.metadata_location, table.metadata))
+    try:
+        ExpireSnapshots(transaction=_ShallowTransaction(table, autocommit=True)).by_ids(snapshot_ids).commit()
+    finally:
+        _HELD.reset(held)
+        _ACTIVE.reset(token)
 

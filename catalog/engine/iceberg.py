@@ -37,10 +37,15 @@ PRICE = DecimalType(18, 6)
 # then cost more with each batch until maintenance compacts. Merge appends fold small
 # manifests into one once 16 of them fill a bin of 64 KB, so the count stays in single digits
 # and each merge rewrites little (docs/benchmarks.md: "Manifests per commit").
+# Each commit also writes a new metadata JSON (every snapshot kept is in it, ~1 KB each); with a
+# commit every 50-500 ms, keeping the old files until orphan cleanup (an hour) would mean
+# gigabytes of them: the newest 100 are kept, older ones deleted by the commit itself.
 MANIFEST_PROPERTIES = {
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
     "commit.manifest.target-size-bytes": str(64 * 1024),
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "100",
 }
 TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",

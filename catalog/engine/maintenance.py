@@ -32,6 +32,7 @@ Expiry goes through `fast_commit.expire_snapshots` (pyiceberg's own is O(N²) in
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,28 @@ class CompactionResult:
     attempts: int = 0
     snapshot_id: int | None = None
     skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    """Which snapshots a table keeps (see `expire_snapshots`), and how often a consumer applies it
+    itself (`every_s`): a consumer committing every 50 ms adds 72,000 snapshots an hour, and each
+    commit writes all that are kept, so waiting for the maintenance task (every 15 minutes)
+    would let each commit's cost grow between its runs."""
+
+    retention: dt.timedelta
+    full_detail: dt.timedelta
+    thin_interval: dt.timedelta
+    every_s: float = 60.0
+    retain_last: int = 5
+
+    def __post_init__(self) -> None:
+        if self.every_s <= 0 or self.retain_last < 1:
+            raise ValueError("every_s must be positive and retain_last at least 1")
+
+    def apply(self, table: Table, now: dt.datetime | None = None) -> ExpiryResult:
+        return expire_snapshots(table, retention=self.retention, retain_last=self.retain_last, now=now,
+                                full_detail=self.full_detail, thin_interval=self.thin_interval)
 
 
 @dataclass
@@ -240,17 +263,25 @@ def compact_table(load_table: Callable[[], Table], *, days: list[dt.date] | None
 
 
 def _latest_offset_snapshots(snaps: list) -> set[int]:  # type: ignore[type-arg]
-    """The newest snapshot per consumer group that records Kafka offsets (`k2.kafka.offsets.<group>`).
+    """The newest snapshot per consumer group and topic-partition that records its Kafka offset
+    (`k2.kafka.offsets.<group>`).
 
     A restarted consumer resumes from the offsets recorded in the table (exactly-once across a
-    crash between the Iceberg and the Kafka commit); compaction snapshots carry none, so expiry
-    must never remove the last snapshot that does, however old it is."""
-    newest: dict[str, int] = {}
+    crash between the Iceberg and the Kafka commit); compaction snapshots carry none, and a
+    batch records only the partitions it read, so expiry must never remove the last snapshot
+    that records a partition's offset, however old it is."""
+    newest: dict[tuple[str, str, str], int] = {}
     for snap in snaps:  # oldest first: later ones overwrite
         extra = snap.summary.additional_properties if snap.summary is not None else {}
-        for key in extra:
+        for key, value in extra.items():
             if key.startswith(OFFSETS_PREFIX):
-                newest[key] = snap.snapshot_id
+                try:
+                    by_topic = json.loads(value)
+                    positions = [(key, topic, p) for topic, parts in by_topic.items() for p in parts]
+                except (ValueError, AttributeError, TypeError):
+                    positions = [(key, "", "")]  # unreadable: keep the snapshot whole
+                for position in positions:
+                    newest[position] = snap.snapshot_id
     return set(newest.values())
 
 

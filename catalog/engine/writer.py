@@ -130,8 +130,8 @@ class IcebergWriter:
         duration = time.perf_counter() - start
         metrics.ICEBERG_WRITE_DURATION.labels(exchange=self.exchange, asset_class=self.asset_class,
                                               table=self.table_name, operation="append").observe(duration)
-        snapshot = self.table.current_snapshot()
-        return AppendResult(snapshot_id=snapshot.snapshot_id if snapshot else None, rows=batch.num_rows,
+        # the id, not current_snapshot(): that scans every snapshot from the oldest
+        return AppendResult(snapshot_id=self.table.metadata.current_snapshot_id, rows=batch.num_rows,
                             attempts=attempts, duration=duration)
 
 

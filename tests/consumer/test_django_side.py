@@ -29,6 +29,19 @@ def test_batch_size_defaults_to_1000_and_env_overrides_it() -> None:
     assert default.group == "k2-iceberg-writer-trades"  # ADR #012
 
 
+def test_consumers_thin_their_snapshots_per_the_settings() -> None:
+    import datetime as dt
+
+    base = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/k2"}
+    default = consumer_services.consumer_config(data_type="trades", topics=("t",), k2=load(base)).snapshot_policy
+    assert default is not None
+    assert (default.retention, default.full_detail, default.thin_interval, default.every_s) == (
+        dt.timedelta(days=7), dt.timedelta(minutes=1), dt.timedelta(minutes=5), 60.0)
+    tuned = consumer_services.consumer_config(data_type="trades", topics=("t",), k2=load({
+        **base, "K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS": "10", "K2_SNAPSHOT_FULL_DETAIL_MINUTES": "3"})).snapshot_policy
+    assert tuned is not None and (tuned.every_s, tuned.full_detail) == (10.0, dt.timedelta(minutes=3))
+
+
 def test_init_catalog_creates_tables_idempotently(k2_settings, catalog_config) -> None:
     call_command("init_catalog", "--namespace", catalog_config.namespace)
     call_command("init_catalog", "--namespace", catalog_config.namespace)

@@ -9,7 +9,8 @@ from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
 from catalog.engine import schemas, wire
-from ingestion.engine.consumer import ConsumerConfig
+from catalog.engine.iceberg import load_catalog
+from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer
 from ingestion.gaps import OrmGapSink
 from ingestion.models import SequenceGap
 from tests.consumer.conftest import (
@@ -209,3 +210,123 @@ def test_offsets_recorded_for_a_deleted_topic_do_not_hide_a_recreated_one(kafka_
     rows = table_rows(catalog_config)
     assert sorted(r["sequence_number"] for r in rows) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert engine.stats.duplicates_skipped == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_consumer_thins_its_own_snapshots_and_a_restart_still_writes_each_message_once(
+        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
+    """With a snapshot policy the consumer expires and thins its table's snapshots itself between
+    commits (the metadata each commit writes holds them all), keeping every partition's newest
+    offset snapshot: a new consumer of the group then resumes exactly where the table is."""
+    import datetime as dt
+
+    from catalog.engine.maintenance import SnapshotPolicy
+    from catalog.engine.writer import recorded_offsets
+
+    topic = f"market.equities.trades.s{unique}"
+    create_topic(kafka_bootstrap, topic, partitions=3)
+    symbols = ["BHP", "CBA", "NAB", "ANZ", "WBC", "RIO"]
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade(sym, s) for s in range(1, 51) for sym in symbols]))
+    policy = SnapshotPolicy(retention=dt.timedelta(days=7), full_detail=dt.timedelta(0),
+                            thin_interval=dt.timedelta(hours=1), every_s=0.001, retain_last=2)
+    config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=300,
+                         batch_size=10, snapshot_policy=policy)
+    engine = run_consumer(config, catalog_config, registry)
+    table = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    assert engine.stats.batches >= 20 and engine.stats.snapshots_expired >= engine.stats.batches - 8
+    assert engine.stats.snapshot_expiry_failures == 0
+    # retain_last 2, the newest of the hour bucket(s), and the newest offset snapshot of each partition
+    assert len(table.snapshots()) <= 2 + 2 + 3
+    ends = recorded_offsets(table, config.group)
+    assert len(ends) == 3 and sum(ends.values()) == 300
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade(sym, 51) for sym in symbols]))
+    run_consumer(ConsumerConfig(**{**config.__dict__, "max_messages": 6}), catalog_config, registry)
+    rows = table_rows(catalog_config)
+    assert len(rows) == 306
+    assert len({(r["source_partition"], r["source_offset"]) for r in rows}) == 306
+
+
+class _Stamped:
+    """A message's timestamp() as confluent-kafka returns it (type, milliseconds)."""
+
+    def __init__(self, kind: int, ms: int) -> None:
+        self._ts = (kind, ms)
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._ts
+
+
+def test_batch_age_counts_from_the_kafka_timestamp_and_never_from_the_future() -> None:
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
+
+    from ingestion.engine.consumer import _age
+
+    now_ms = int(time.time() * 1000)
+    assert 0.15 <= _age(_Stamped(TIMESTAMP_CREATE_TIME, now_ms - 200), cap=0.5) <= 0.5
+    assert _age(_Stamped(TIMESTAMP_CREATE_TIME, now_ms - 60_000), cap=0.5) == 0.5  # at most the window
+    assert _age(_Stamped(TIMESTAMP_CREATE_TIME, now_ms + 60_000), cap=0.5) == 0.0  # a clock ahead of ours
+    assert _age(_Stamped(TIMESTAMP_NOT_AVAILABLE, -1), cap=0.5) == 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messages_that_arrive_late_are_written_without_waiting_another_window(
+        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
+    """max_batch_ms bounds a batch's age from its first message's Kafka timestamp: messages a
+    broker (or a producer's queue) held back for longer are committed at once, not after a
+    whole window more; the batch still takes everything already fetched."""
+    from confluent_kafka import Producer
+
+    from tests.consumer.conftest import run_in_thread
+
+    topic = f"market.equities.trades.w{unique}"
+    create_topic(kafka_bootstrap, topic)
+    old_ms = int(time.time() * 1000) - 30_000
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for key, value in encode_trades(registry, topic, [trade("BHP", s) for s in range(1, 4)]):
+        producer.produce(topic, key=key, value=value, timestamp=old_ms)
+    assert producer.flush(30) == 0
+    window_s = 20
+    engine = IcebergConsumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
+                                         batch_size=1000, max_batch_ms=window_s * 1000),
+                             catalog=load_catalog(catalog_config), registry=registry)
+    thread = run_in_thread(engine)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < window_s / 2 and len(table_rows(catalog_config)) < 3:
+            time.sleep(0.2)
+        rows = table_rows(catalog_config)
+    finally:
+        engine.request_stop()
+        thread.join(timeout=60)
+    assert sorted(r["sequence_number"] for r in rows) == [1, 2, 3]
+    assert engine.stats.batches == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_consumer_keeps_what_it_holds_out_of_full_garbage_collections(
+        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
+    """A full cyclic-GC pass costs 60-110 ms once pyiceberg is imported (every batch in hand
+    waits): the consumer freezes its long-lived objects while it runs and unfreezes them when it
+    stops."""
+    import gc
+
+    from tests.consumer.conftest import run_in_thread
+
+    topic = f"market.equities.trades.gc{unique}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", 1)]))
+    gc.unfreeze()
+    engine = IcebergConsumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace),
+                             catalog=load_catalog(catalog_config), registry=registry)
+    thread = run_in_thread(engine)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not table_rows(catalog_config):
+            time.sleep(0.2)
+        frozen_while_running = gc.get_freeze_count()
+    finally:
+        engine.request_stop()
+        thread.join(timeout=60)
+    assert len(table_rows(catalog_config)) == 1
+    assert frozen_while_running > 10_000
+    assert gc.get_freeze_count() == 0

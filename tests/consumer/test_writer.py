@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
@@ -250,3 +250,47 @@ def test_existing_table_without_the_manifest_properties_gets_them(catalog_config
             except Exception:  # noqa: BLE001
                 pass
         catalog.drop_namespace(catalog_config.namespace)
+
+
+def test_fast_snapshot_removal_matches_pyiceberg(iceberg_tables) -> None:
+    """`fast_commit._remove_snapshots` (sets instead of list scans) gives exactly the metadata
+    pyiceberg's own RemoveSnapshotsUpdate handler gives, parents of survivors reset included."""
+    from pyiceberg.table.update import RemoveSnapshotsUpdate, _TableMetadataUpdateContext
+
+    table = iceberg_tables["trades"]
+    for i in range(12):
+        fast_commit.append(table, _batch(2, start=2 * i))
+    ids = [s.snapshot_id for s in table.metadata.snapshots]
+    update = RemoveSnapshotsUpdate(snapshot_ids=[ids[0], ids[3], ids[4], ids[7]])  # 5 and 8 lose their parent
+    ours = fast_commit._remove_snapshots(update, table.metadata, _TableMetadataUpdateContext())  # noqa: SLF001
+    theirs = fast_commit._ORIGINAL_REMOVE_SNAPSHOTS(update, table.metadata, _TableMetadataUpdateContext())  # noqa: SLF001
+    assert ours == theirs
+    assert [s.snapshot_id for s in ours.snapshots] == [i for k, i in enumerate(ids) if k not in (0, 3, 4, 7)]
+    assert ours.snapshot_by_id(ids[5]).parent_snapshot_id is None
+    with pytest.raises(ValueError, match="does not exist"):
+        fast_commit._remove_snapshots(RemoveSnapshotsUpdate(snapshot_ids=[12345]), table.metadata,  # noqa: SLF001
+                                      _TableMetadataUpdateContext())
+
+
+def test_metadata_files_hold_exactly_what_pyiceberg_would_write(iceberg_tables, catalog_config) -> None:
+    """Appends and an expiry write the metadata JSON with the snapshot lists' JSON kept from the
+    commit before and extended; each file must be byte for byte pydantic's JSON of the whole
+    metadata (what pyiceberg itself writes)."""
+    from catalog.engine.maintenance import expire_snapshots
+
+    table = iceberg_tables["trades"]
+    for i in range(8):
+        fast_commit.append(table, _batch(2, start=2 * i),
+                           snapshot_properties=offsets_properties("g", {("t", 0): 2 * i + 2}))
+        with table.io.new_input(table.metadata_location).open() as f:
+            written = f.read().decode()
+        assert written == table.metadata.model_dump_json(exclude_none=True)
+    cached = fast_commit._list_json[(str(table.metadata.table_uuid), "snapshots", True)]  # noqa: SLF001
+    assert len(cached[0]) == 8 and all(a is b for a, b in zip(cached[0], table.metadata.snapshots, strict=True))
+    expire_snapshots(table, retention=timedelta(0), retain_last=3)
+    with table.io.new_input(table.metadata_location).open() as f:
+        written = f.read().decode()
+    reloaded = load_catalog(catalog_config).load_table(table.name())
+    assert len(reloaded.metadata.snapshots) == 3 and reloaded.metadata.snapshots[0].parent_snapshot_id is None
+    assert written == reloaded.metadata.model_dump_json(exclude_none=True)
+    assert fast_commit._json_state["enabled"]  # noqa: SLF001

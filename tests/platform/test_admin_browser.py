@@ -47,7 +47,7 @@ def _gap(symbol: str, expected: int, state: str = SequenceGap.State.OPEN) -> Seq
 
 
 @pytest.mark.django_db(transaction=True)
-def test_operator_signs_in_filters_gaps_and_acknowledges_one_with_a_note(live_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_operator_signs_in_filters_gaps_and_acknowledges_one_with_a_note(live_server, page, k2_settings) -> None:  # type: ignore[no-untyped-def]
     get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-ops-123")
     halted = _gap("BHP", 100)
     other = _gap("RIO", 7)

@@ -206,3 +206,23 @@ def test_files_an_unexpired_snapshot_reads_are_kept_and_time_travel_still_works(
     result = remove_orphan_files(load(), older_than=dt.timedelta(minutes=30))
     assert not [p for p in result.orphans if "/data/" in p]
     assert load().scan(snapshot_id=before_compaction).to_arrow().num_rows == rows
+
+
+def test_expiry_keeps_the_newest_offset_snapshot_of_every_partition(iceberg_tables) -> None:  # type: ignore[no-untyped-def]
+    """A batch records only the partitions it read: the snapshot holding partition 1's last offset
+    must survive although newer snapshots record partition 0 (and a restart needs both)."""
+    from catalog.engine.maintenance import expire_snapshots
+    from catalog.engine.writer import IcebergWriter
+
+    table = iceberg_tables["trades"]
+    writer = IcebergWriter(table, table_name="trades")
+    batch = trades_for_day(dt.date(2014, 3, 11), symbols=["BHP"], rows_per_symbol=1, seed=2,
+                           schema=arrow_schema("trades"), offset_base=0)
+    writer.append(batch, properties=offsets_properties("g", {("t", 0): 5, ("t", 1): 7}))
+    for offset in range(6, 10):
+        writer.append(batch, properties=offsets_properties("g", {("t", 0): offset}))
+    writer.append(batch)  # no offsets (as a compaction)
+    result = expire_snapshots(table, retention=dt.timedelta(0), retain_last=1)
+    table.refresh()
+    assert len(result.expired) == 3 and len(table.snapshots()) == 3
+    assert recorded_offsets(table, "g") == {("t", 0): 9, ("t", 1): 7}

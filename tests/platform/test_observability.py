@@ -130,3 +130,23 @@ def test_admin_index_links_the_platform_pages(admin_client) -> None:  # type: ig
         assert f'href="{href}"' in body
     for section in ("Consumers", "Sequence gaps", "Topics", "Saved queries"):
         assert section in body
+
+
+@pytest.mark.django_db
+def test_iceberg_tables_page_names_an_unreachable_catalog(admin_client, settings) -> None:  # type: ignore[no-untyped-def]
+    """The catalog's database down (a closed port): the page says so and what to check, no 500."""
+    import dataclasses
+
+    from catalog import selectors
+    from tests.conftest import free_port
+
+    settings.K2 = dataclasses.replace(
+        settings.K2, iceberg_catalog_uri=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere")
+    selectors.get_catalog.cache_clear()
+    try:
+        page = admin_client.get("/admin/catalog/iceberg-tables/")
+    finally:
+        selectors.get_catalog.cache_clear()
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "the Iceberg catalog is unreachable" in body and "K2_ICEBERG_CATALOG_URI" in body

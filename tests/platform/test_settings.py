@@ -61,6 +61,7 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_SNAPSHOT_FULL_DETAIL_MINUTES", "-5", "out of range"),
         ("K2_SNAPSHOT_THIN_MINUTES", "5m", "not an integer"),
         ("K2_ORPHAN_MIN_AGE_MINUTES", "0", "out of range"),
+        ("K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS", "1m", "not an integer"),
         ("K2_WEB_ADDR", "8000", "is not host:port"),
         ("K2_CONSUMER_SLOTS", "100", "out of range"),
     ],

@@ -33,7 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--group", help="consumer group (default: k2-iceberg-writer-{data_type}, ADR #012)")
         parser.add_argument("--batch-size", type=int, help="records per Iceberg commit (default: K2_CONSUMER_BATCH_SIZE, 1000)")
         parser.add_argument("--max-batch-ms", type=int,
-                            help="flush a partial batch this many ms after its first message (default: K2_CONSUMER_MAX_BATCH_MS, 500)")
+                            help="flush a partial batch once its first message is this many ms old, from its Kafka "
+                                 "timestamp (default: K2_CONSUMER_MAX_BATCH_MS, 500)")
         parser.add_argument("--max-messages", type=int, help="stop after this many messages (batch mode); default: run until stopped")
         parser.add_argument("--from-beginning", action="store_true",
                             help="ignore the group's committed offsets and re-read each partition from its start; messages "
