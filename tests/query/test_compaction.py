@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
@@ -160,3 +161,23 @@ def test_compact_tables_command_refuses_a_negative_orphan_age(query_settings, sm
     with pytest.raises(CommandError, match="must not be negative"):
         call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "-5",
                      stdout=io.StringIO())
+
+
+def test_a_second_compaction_rewrites_only_the_small_files_that_arrived_since(small_files, trades_table, catalog_config):
+    """Compacting today's partition every interval must not rewrite the whole day each time: the
+    file an earlier compaction wrote stays, only the small files committed since are rewritten."""
+    load = _load(catalog_config)
+    compact_partition(load, DAY)
+    (big,) = [t.file for t in load().scan().plan_files() if "exchange_date=2024-03-12" in t.file.file_path]
+    late = trades_for_day(DAY, symbols=("WBC",), rows_per_symbol=90, seed=11, schema=arrow_schema("trades"),
+                          offset_base=10_000)
+    late = late.filter(pc.equal(pc.strftime(late.column("exchange_timestamp"), "%Y-%m-%d"), DAY.isoformat()))
+    for start in range(0, late.num_rows, 30):
+        trades_table.append(late.slice(start, 30))
+    keys_before = _keys(load())
+    result = compact_partition(load, DAY, small_file_bytes=big.file_size_in_bytes)
+    files = {t.file.file_path: t.file for t in load().scan().plan_files() if "exchange_date=2024-03-12" in t.file.file_path}
+    assert result.files_before == -(-late.num_rows // 30) and result.files_after == 1 and result.rows == late.num_rows
+    assert big.file_path in files and len(files) == 2  # the earlier compaction's file is untouched
+    assert _keys(load()) == keys_before
+    assert compact_partition(load, DAY, small_file_bytes=big.file_size_in_bytes).skipped  # nothing small left
