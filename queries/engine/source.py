@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from queries.engine.errors import BadQuery, NotFound
 
@@ -49,20 +52,42 @@ class TableSource(Protocol):
 
 
 class IcebergSource:
-    """A `TableSource` over a pyiceberg catalog and one namespace."""
+    """A `TableSource` over a pyiceberg catalog and one namespace.
+
+    Loading a table reads and validates its whole metadata JSON (every snapshot kept: ~1 KB each,
+    so megabytes for a long-running table). Metadata files are immutable (each commit writes a new
+    one under a new name), so with an SQL catalog each query asks only for the table's current
+    metadata location (one indexed row) and loads the table again only when that has changed."""
 
     def __init__(self, catalog: Catalog, namespace: str) -> None:
         self.catalog = catalog
         self.namespace = namespace
+        self._loaded: dict[str, Table] = {}
 
     def load(self, data_type: str) -> Table:
         if data_type not in DATA_TYPES:
             raise NotFound(f"unknown table {data_type!r}: the tables are {', '.join(DATA_TYPES)}", field="table")
+        identifier = f"{self.namespace}.{data_type}"
+        held = self._loaded.get(identifier)
+        if held is not None and held.metadata_location == self._current_location(data_type):
+            return held
         try:
-            return self.catalog.load_table(f"{self.namespace}.{data_type}")
+            table = self.catalog.load_table(identifier)
         except NoSuchTableError:
             raise NotFound(f"table {self.namespace}.{data_type} does not exist yet: start a consumer for {data_type} "
                            "(or run `manage.py ensure_tables`) so it is created", field="table") from None
+        self._loaded[identifier] = table
+        return table
+
+    def _current_location(self, data_type: str) -> str | None:
+        """The table's current metadata location, from the SQL catalog's row (None for another
+        kind of catalog or no row: the caller then loads the table)."""
+        if not isinstance(self.catalog, SqlCatalog):
+            return None
+        with Session(self.catalog.engine) as session:
+            return session.execute(select(IcebergTables.metadata_location).where(
+                IcebergTables.catalog_name == self.catalog.name, IcebergTables.table_namespace == self.namespace,
+                IcebergTables.table_name == data_type)).scalar()
 
     def resolve(self, data_type: str, as_of: int | dt.datetime | None = None) -> ResolvedTable:
         table = self.load(data_type)

@@ -70,3 +70,23 @@ def test_cursor_pages_keep_reading_the_first_pages_snapshot(engine, trades_table
     _append(trades_table, 10, 100)  # lands between pages
     rest = engine.trades(rng=RANGE, limit=100, cursor=page.next_cursor)
     assert rest.table.num_rows == 2 and rest.snapshot_id == page.snapshot_id
+
+
+def test_queries_load_the_table_again_only_when_its_metadata_changed(catalog, catalog_config, trades_table):
+    """Metadata files are immutable: a query asks the catalog for the current metadata location and
+    parses the metadata (megabytes for a long-running table) only when a commit has changed it."""
+    from queries.engine.connection import EngineConfig
+    from queries.engine.market import MarketQueries
+    from queries.engine.source import IcebergSource
+
+    loads: list[str] = []
+    real = catalog.load_table
+    catalog.load_table = lambda identifier: (loads.append(identifier), real(identifier))[1]
+    engine = MarketQueries(IcebergSource(catalog, catalog_config.namespace), EngineConfig(threads=2))
+    _append(trades_table, 3, 0)
+    assert engine.trades(rng=RANGE, symbols=["BHP"]).table.num_rows == 3
+    assert engine.trades(rng=RANGE, symbols=["BHP"]).table.num_rows == 3
+    assert len(loads) == 1
+    _append(trades_table, 4, 100)  # another writer commits: a new metadata file
+    assert engine.trades(rng=RANGE, symbols=["BHP"]).table.num_rows == 7
+    assert len(loads) == 2
