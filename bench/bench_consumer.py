@@ -32,7 +32,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pyarrow as pa  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -260,26 +259,17 @@ def seed_snapshots(catalog: CatalogConfig, count: int) -> None:
     long-running table holds the snapshots its retention policy keeps (~2,000 for a week thinned to
     one per 5 minutes, plus the full-detail minute: 1,200 at a commit every 50 ms), and each
     commit writes them all."""
+    from bench.bench_append import batch
     from catalog.engine.writer import IcebergWriter
 
     table = load_catalog(catalog).load_table(f"{catalog.namespace}.trades")
     writer = IcebergWriter(table, table_name="trades")
-    one = one_row_batch()
+    one = batch(1, 0)
     started = time.perf_counter()
     for _ in range(count):
         writer.append(one)
     print(json.dumps({"seeded_snapshots": len(table.metadata.snapshots),
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
-
-
-def one_row_batch() -> pa.Table:
-    from catalog.engine.iceberg import arrow_schema
-
-    base = datetime(2026, 3, 9, tzinfo=UTC)
-    row = {"symbol": WARMUP, "company_id": 0, "exchange": "ASX", "exchange_timestamp": base, "price": Decimal("1"),
-           "volume": 1, "qualifiers": 0, "venue": "X", "buyer_id": None, "ingestion_timestamp": base,
-           "sequence_number": None, "source_partition": 0, "source_offset": 0}
-    return pa.Table.from_pylist([row], schema=arrow_schema("trades"))
 
 
 def latency(env: Env, args: argparse.Namespace) -> list[dict]:

@@ -8,14 +8,15 @@ consumers run: compaction is safe against concurrent appends (see catalog.engine
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 
-from catalog.engine.maintenance import compact_table, expire_snapshots, remove_orphan_files
-from catalog.selectors import get_catalog
+from catalog.engine.maintenance import compact_table, remove_orphan_files
+from catalog.selectors import get_catalog, snapshot_policy
 from k2portal import metrics
 from k2portal.logging import get_logger
 
@@ -29,10 +30,9 @@ def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta |
     K2_SNAPSHOT_FULL_DETAIL_MINUTES to one per K2_SNAPSHOT_THIN_MINUTES, keeping each group's
     offset snapshot; then delete the table's files nothing refers to any more once they are
     K2_ORPHAN_MIN_AGE_MINUTES old."""
-    if retention is None:
-        retention = dt.timedelta(hours=settings.K2.snapshot_retention_hours)
-    full_detail = dt.timedelta(minutes=settings.K2.snapshot_full_detail_minutes)
-    thin_interval = dt.timedelta(minutes=settings.K2.snapshot_thin_minutes)
+    policy = snapshot_policy()
+    if retention is not None:
+        policy = dataclasses.replace(policy, retention=retention)
     orphan_age = dt.timedelta(minutes=settings.K2.orphan_min_age_minutes)
     catalog = get_catalog()
     report: dict[str, Any] = {}
@@ -42,8 +42,7 @@ def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta |
         compacted = [r for r in results if not r.skipped]
         for _ in compacted:
             metrics.ICEBERG_COMPACTIONS.labels(table=data_type).inc()
-        expiry = expire_snapshots(catalog.load_table(identifier), retention=retention, retain_last=5,
-                                  full_detail=full_detail, thin_interval=thin_interval)
+        expiry = policy.apply(catalog.load_table(identifier))
         orphans = remove_orphan_files(catalog.load_table(identifier), older_than=orphan_age)
         report[data_type] = {"days_compacted": len(compacted), "snapshots_expired": len(expiry.expired),
                              "snapshots_kept": expiry.kept, "orphan_files_removed": len(orphans.orphans),

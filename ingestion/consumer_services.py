@@ -7,15 +7,14 @@ stopped/failed → starting (task enqueued on commit) → running → stopping �
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.engine.maintenance import SnapshotPolicy
 from catalog.engine.schemas import DATA_TYPES, consumer_group, topic_name
+from catalog.selectors import snapshot_policy
 from ingestion.engine.consumer import ConsumerConfig, ConsumerStats, IcebergConsumer
 from ingestion.gaps import OrmGapSink
 from ingestion.models import Consumer, ConsumerRun, Topic
@@ -42,14 +41,6 @@ def consumer_config(*, data_type: str, topics: tuple[str, ...] | None = None, to
     if namespace:
         kwargs["namespace"] = namespace
     return ConsumerConfig(**kwargs)
-
-
-def snapshot_policy(k2: K2Config) -> SnapshotPolicy:
-    """The snapshots a consumer keeps (K2_SNAPSHOT_*), applied every K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS."""
-    return SnapshotPolicy(retention=dt.timedelta(hours=k2.snapshot_retention_hours),
-                          full_detail=dt.timedelta(minutes=k2.snapshot_full_detail_minutes),
-                          thin_interval=dt.timedelta(minutes=k2.snapshot_thin_minutes),
-                          every_s=float(k2.consumer_snapshot_expiry_seconds))
 
 
 def build_engine(*, config: ConsumerConfig, **hooks: Any) -> IcebergConsumer:

@@ -273,9 +273,10 @@ def _remove_snapshots(update: RemoveSnapshotsUpdate, base_metadata: TableMetadat
 # shallow updates above the metadata of one commit shares its Snapshot objects with the next, so
 # the JSON of each list is kept per table and extended by the new items only while the list
 # still starts with the same objects (the cache holds them alive, so an id() is never reused),
-# and the metadata is written as pydantic's JSON of everything else with the lists spliced in. The first write of each process is checked
-# against pydantic's JSON of the whole; a difference switches the cache off for good (logged).
-_json_lock = threading.Lock()
+# and the metadata is written as pydantic's JSON of everything else with the lists spliced in.
+# The first write of each process is checked against pydantic's JSON of the whole; a difference
+# switches the cache off for good (logged).
+_cache_lock = threading.Lock()
 _json_state = {"checked": False, "enabled": True}
 # (table uuid, field, exclude_none) -> (the items, their id()s, their JSON joined by commas)
 _list_json: dict[tuple[str, str, bool], tuple[list[Any], list[int], str]] = {}
@@ -284,7 +285,7 @@ _list_json: dict[tuple[str, str, bool], tuple[list[Any], list[int], str]] = {}
 def _joined_json(key: tuple[str, str, bool], items: list[Any]) -> str:
     exclude_none = key[2]
     ids = list(map(id, items))
-    with _json_lock:
+    with _cache_lock:
         cached = _list_json.get(key)
         if cached is not None and len(cached[1]) <= len(ids) and ids[:len(cached[1])] == cached[1]:
             tail = ",".join([item.model_dump_json(exclude_none=exclude_none) for item in items[len(cached[1]):]])
@@ -305,12 +306,11 @@ def metadata_json(metadata: TableMetadata, exclude_none: bool = True) -> str:
     if any(skeleton.count(mark) != 1 for mark in marks):
         return metadata.model_dump_json(exclude_none=exclude_none)
     table = str(metadata.table_uuid)
-    lists = {marks[0]: _joined_json((table, "snapshots", exclude_none), metadata.snapshots),
-             marks[1]: _joined_json((table, "snapshot-log", exclude_none), metadata.snapshot_log)}
-    first, second = sorted(marks, key=skeleton.index)
-    i, j = skeleton.index(first), skeleton.index(second)
-    text = "".join([skeleton[:i + len(first) - 1], lists[first], skeleton[i + len(first) - 1:j + len(second) - 1],
-                    lists[second], skeleton[j + len(second) - 1:]])
+    snapshot_log = _joined_json((table, "snapshot-log", exclude_none), metadata.snapshot_log)
+    snapshots = _joined_json((table, "snapshots", exclude_none), metadata.snapshots)
+    # neither list's JSON can hold the other's empty mark, so the order of the two replaces is free
+    text = skeleton.replace(marks[1], f'"snapshot-log":[{snapshot_log}]', 1).replace(
+        marks[0], f'"snapshots":[{snapshots}]', 1)
     if not _json_state["checked"]:
         _json_state["checked"] = True
         if text != metadata.model_dump_json(exclude_none=exclude_none):
@@ -327,7 +327,7 @@ _snapshot_index: OrderedDict[int, tuple[list[Any], int, list[int], dict[int, Any
 def _index_of(snapshots: list[Any]) -> dict[int, Any]:
     """snapshot id -> snapshot for this list; built from the index of a list it extends (an
     append's new list is the old one plus one) instead of from scratch."""
-    with _json_lock:
+    with _cache_lock:
         hit = _snapshot_index.get(id(snapshots))
         if hit is not None and hit[0] is snapshots and hit[1] == len(snapshots):
             return hit[3]

@@ -34,7 +34,6 @@ Expiry goes through `fast_commit.expire_snapshots` (pyiceberg's own is O(N²) in
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from catalog.engine import fast_commit
 from catalog.engine.iceberg import SORT_COLUMNS
-from catalog.engine.writer import OFFSETS_PREFIX
+from catalog.engine.writer import OFFSETS_PREFIX, parse_offsets
 
 log = structlog.get_logger("catalog.maintenance").bind(component="maintenance")
 
@@ -282,16 +281,15 @@ def _latest_offset_snapshots(snaps: list) -> set[int]:  # type: ignore[type-arg]
     crash between the Iceberg and the Kafka commit); compaction snapshots carry none, and a
     batch records only the partitions it read, so expiry must never remove the last snapshot
     that records a partition's offset, however old it is."""
-    newest: dict[tuple[str, str, str], int] = {}
+    newest: dict[tuple[str, str, int], int] = {}
     for snap in snaps:  # oldest first: later ones overwrite
         extra = snap.summary.additional_properties if snap.summary is not None else {}
         for key, value in extra.items():
             if key.startswith(OFFSETS_PREFIX):
                 try:
-                    by_topic = json.loads(value)
-                    positions = [(key, topic, p) for topic, parts in by_topic.items() for p in parts]
+                    positions = [(key, topic, partition) for topic, partition in parse_offsets(value)]
                 except (ValueError, AttributeError, TypeError):
-                    positions = [(key, "", "")]  # unreadable: keep the snapshot whole
+                    positions = [(key, "", -1)]  # unreadable: keep the snapshot whole
                 for position in positions:
                     newest[position] = snap.snapshot_id
     return set(newest.values())

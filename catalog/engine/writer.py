@@ -150,6 +150,12 @@ def offsets_properties(group: str, offsets: dict[tuple[str, int], int],
     return props
 
 
+def parse_offsets(raw: str) -> dict[tuple[str, int], int]:
+    """The {(topic, partition): next offset} that a snapshot's `k2.kafka.offsets.<group>` property holds."""
+    return {(topic, int(partition)): int(offset)
+            for topic, parts in json.loads(raw).items() for partition, offset in parts.items()}
+
+
 def recorded_offsets(table: Any, group: str, topic_ids: dict[str, str] | None = None) -> dict[tuple[str, int], int]:
     """The highest next-offset per topic-partition that `group` recorded in any snapshot still in
     the table's history (compaction snapshots carry none and are skipped). With `topic_ids`
@@ -164,12 +170,10 @@ def recorded_offsets(table: Any, group: str, topic_ids: dict[str, str] | None = 
         if not raw:
             continue
         recorded_ids = json.loads(extra.get(ids_key) or "{}")
-        for topic, parts in json.loads(raw).items():
+        for (topic, partition), next_offset in parse_offsets(raw).items():
             current = (topic_ids or {}).get(topic)
             if current and recorded_ids.get(topic) and recorded_ids[topic] != current:
                 continue  # written from a topic of the same name that has since been deleted
-            for partition, next_offset in parts.items():
-                tp = (topic, int(partition))
-                if next_offset > found.get(tp, -1):
-                    found[tp] = int(next_offset)
+            if next_offset > found.get((topic, partition), -1):
+                found[(topic, partition)] = next_offset
     return found
