@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -55,6 +56,8 @@ class SavedQueryAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def run_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not request.user.has_perm("queries.run_savedquery"):
+            raise PermissionDenied("running saved queries needs the queries.run_savedquery permission")
         saved = get_object_or_404(SavedQuery, pk=pk)
         params = {name: request.GET[name] for name in (saved.parameters or {}) if request.GET.get(name)}
         context: dict[str, Any] = {**self.admin_site.each_context(request), "title": f"Run {saved.slug}",
@@ -113,7 +116,8 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ["name", "prefix", "scopes", "owner", "rate_limit_per_minute", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["name", "prefix", "scopes", "owner", "state", "rate_limit_per_minute", "created_at", "last_used_at",
+                    "revoked_at"]
     list_filter = ["revoked_at"]
     readonly_fields = ["prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
@@ -138,7 +142,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "Copy this API key now, it is not stored and will not be shown again: <code>{}</code> "
             "— send it as the <code>X-API-Key</code> header.", raw))
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        if obj.revoked_at is not None:
+            return "revoked"
+        if obj.owner is not None and not obj.owner.is_active:
+            return "refused: owner deactivated"
+        return "active"
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # ?key_hash__startswith=… would answer whether a hash starts with a guess: an oracle.
+        if lookup.split("__")[0] == "key_hash":
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("queries.revoke_apikey")
+
+    @admin.action(description="Revoke selected API keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         for key in queryset:
             services.api_key_revoke(api_key=key)

@@ -41,8 +41,13 @@ class ScopeMissing(Exception):
     pass
 
 
+SCOPE_PERMISSIONS = {ApiKey.Scope.MARKET_DATA_READ.value: "queries.read_market_data",
+                     ApiKey.Scope.QUERIES_RUN.value: "queries.run_savedquery"}
+
+
 class KeyOrStaff(APIKeyHeader):
-    """`X-API-Key: k2_…` with the endpoint's scope, or a logged-in staff user (session)."""
+    """`X-API-Key: k2_…` with the endpoint's scope, or a logged-in staff user (session) holding
+    the permission that stands for the scope (`SCOPE_PERMISSIONS`)."""
 
     param_name = "X-API-Key"
 
@@ -59,7 +64,11 @@ class KeyOrStaff(APIKeyHeader):
             services.rate_limit_check(api_key=api_key)
             return api_key
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and user.is_staff:
+        if user is not None and user.is_authenticated and user.is_staff and user.is_active:
+            permission = SCOPE_PERMISSIONS[self.scope]
+            if not user.has_perm(permission):
+                raise ScopeMissing(f"your user lacks the {permission} permission this endpoint needs "
+                                   f"(the session counterpart of the {self.scope!r} scope): ask an admin")
             if request.method not in ("GET", "HEAD", "OPTIONS") and check_csrf(request) is not None:
                 raise ScopeMissing("CSRF check failed for a session request: send the csrftoken, or use an API key")
             return user

@@ -77,6 +77,8 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
         raise KeyRejected("this API key is not known: ask an admin to issue one (admin → API keys)")
     if key.revoked_at is not None:
         raise KeyRejected(f"this API key was revoked at {key.revoked_at.isoformat()}: ask an admin for a new one")
+    if key.owner is not None and not key.owner.is_active:
+        raise KeyRejected("this API key's owner is deactivated, so the key no longer works: ask an admin for a new one")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > dt.timedelta(seconds=60):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
