@@ -177,7 +177,8 @@ class EmbeddedRegistry:
 
     def subjects_of(self, schema_id: int) -> list[str]:
         self.get_schema(schema_id)
-        return list(SubjectVersion.objects.filter(schema_id=schema_id, deleted=False).order_by("subject__name").values_list("subject__name", flat=True))
+        return list(SubjectVersion.objects.filter(schema_id=schema_id, deleted=False).order_by("subject__name")
+                    .values_list("subject__name", flat=True))
 
     def compatibility_level(self, subject: str | None = None) -> str:
         if subject is None:
