@@ -52,7 +52,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("K2_DUCKDB_MEMORY_LIMIT", None, "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)"),
     Variable("K2_QUERY_MEMORY_LIMIT", "1GB", "a DuckDB size: the memory limit of each saved-query run (its own DuckDB database)"),
     Variable("K2_QUERY_MAX_RESULT_BYTES", "268435456",
-             "a positive integer: a saved-query result larger than this many bytes (Arrow, before encoding) is refused (413)"),
+             "a positive integer: a saved-query result larger than this many bytes (Arrow, before encoding) is refused (422)"),
     Variable("K2_QUERY_MAX_CONCURRENT_RUNS", "2",
              "a positive integer: saved-query runs one API key (or user) may have in flight at once (429 beyond)"),
     Variable("K2_SNAPSHOT_RETENTION_HOURS", "168",

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -31,12 +33,12 @@ class SavedQueryForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if "sql" in data:
-            try:
-                services.saved_query_validate(sql=data["sql"], parameters=data.get("parameters") or {})
+            try:  # the service's own checks: the same as a run's and as saved_query_create's
+                services.saved_query_validate(sql=data["sql"], parameters=data.get("parameters") or {},
+                                              row_limit=data.get("row_limit"), timeout_seconds=data.get("timeout_seconds"))
             except QueryError as exc:
-                self.add_error("parameters" if exc.field == "parameters" else "sql", exc.message)
-        if data.get("timeout_seconds") is not None and not 0 < data["timeout_seconds"] <= 600:
-            self.add_error("timeout_seconds", "between 0 and 600 seconds")
+                field = exc.field if exc.field in ("parameters", "row_limit", "timeout_seconds") else "sql"
+                self.add_error(field, exc.message)
         return data
 
 
@@ -64,7 +66,8 @@ class SavedQueryAdmin(admin.ModelAdmin):
                                    "saved": saved, "opts": self.model._meta, "params": params,
                                    "declared": saved.parameters or {}}
         try:
-            result = services.saved_query_run(saved_query=saved, params=params)
+            result = services.saved_query_run(saved_query=saved, params=params,
+                                               runner=services.runner_of(request.user))
         except QueryError as exc:
             context["error"] = exc.message
         else:
@@ -74,8 +77,25 @@ class SavedQueryAdmin(admin.ModelAdmin):
             context["row_count"] = table.num_rows
             context["truncated"] = result.truncated
             if OHLC_COLUMNS <= set(table.column_names) and table.num_rows:
-                context["chart"] = _candles_svg(table.to_pylist()[:500])
+                bars = [b for b in (_bar(row) for row in table.to_pylist()[:500]) if b is not None]
+                if bars:
+                    context["chart"] = _candles_svg(bars)
         return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
+
+
+def _bar(row: dict[str, Any]) -> dict[str, float] | None:
+    """A row's open/high/low/close as finite numbers; None when any is missing or not a number
+    (such rows are left out of the chart, not a server error)."""
+    out = {}
+    for name in ("open", "high", "low", "close"):
+        value = row.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            return None
+        number = float(value)
+        if not math.isfinite(number):
+            return None
+        out[name] = number
+    return out
 
 
 def _candles_svg(bars: list[dict]) -> str:

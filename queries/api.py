@@ -118,8 +118,8 @@ def _format(request: HttpRequest, explicit: str | None) -> str:
     return fmt
 
 
-def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str) -> HttpResponse:
-    body = formats.encode(table, fmt, meta)
+def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str, body: bytes | None = None) -> HttpResponse:
+    body = formats.encode(table, fmt, meta) if body is None else body
     response = HttpResponse(body, content_type=formats.FORMATS[fmt])
     if fmt != "json":
         for key, value in meta.items():
@@ -287,13 +287,15 @@ def query_run(request: HttpRequest, slug: str, body: RunIn = Body(RunIn()), form
     if body.limit is not None and body.limit < 1:
         raise BadQuery("limit must be at least 1", field="limit")
     saved = selectors.saved_query_get(slug=slug)
-    result = services.saved_query_run(saved_query=saved, params=body.params, as_of=parse_as_of(body.as_of),
-                                      row_limit=body.limit)
-    meta = {"query": saved.slug, "rows": result.table.num_rows, "truncated": result.truncated,
-            "snapshot_ids": result.snapshot_ids}
-    if fmt != "json":
+
+    def meta_of(result: Any) -> dict[str, Any]:
         meta = {"query": saved.slug, "rows": result.table.num_rows, "truncated": result.truncated}
-    return respond(request, result.table, meta, fmt)
+        return {**meta, "snapshot_ids": result.snapshot_ids} if fmt == "json" else meta
+
+    result, body_bytes = services.saved_query_answer(
+        saved_query=saved, params=body.params, as_of=parse_as_of(body.as_of), row_limit=body.limit,
+        runner=services.runner_of(request.auth), encode=lambda r: formats.encode(r.table, fmt, meta_of(r)))
+    return respond(request, result.table, meta_of(result), fmt, body=body_bytes)
 
 
 def _error(api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, field: str | None = None,
