@@ -13,11 +13,14 @@ import datetime as dt
 import time
 from typing import Any, Literal
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Body, NinjaAPI, Query, Router, Schema
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
 from ninja.utils import check_csrf
+from pydantic import ConfigDict, Field
 
 from k2portal import metrics
 from queries import selectors, services
@@ -109,6 +112,13 @@ def _range(*, date: dt.date | None, end_date: dt.date | None, start: dt.datetime
         return make_range(start=start, end=end, date=date, end_date=end_date, exchange=exchange)
     except OverflowError:
         raise BadQuery("the date range is outside the supported calendar (years 1–9999)", field="date") from None
+
+
+def _utc(name: str, value: dt.datetime | None) -> dt.datetime | None:
+    try:
+        return value.astimezone(dt.UTC) if value is not None else None
+    except OverflowError:
+        raise BadQuery(f"{name} is outside the supported calendar once in UTC (years 1–9999)", field=name) from None
 
 
 def _format(request: HttpRequest, explicit: str | None) -> str:
@@ -244,8 +254,8 @@ def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16)
         if text is not None and "\x00" in text:
             raise BadQuery(f"{name} contains a NUL character", field=name)
     # Postgres accepts offsets up to ±15:59 only: compare in UTC.
-    detected_from = detected_from.astimezone(dt.UTC) if detected_from else None
-    detected_to = detected_to.astimezone(dt.UTC) if detected_to else None
+    detected_from = _utc("detected_from", detected_from)
+    detected_to = _utc("detected_to", detected_to)
     rows = selectors.gap_list(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
                               detected_from=detected_from, detected_to=detected_to, limit=limit, offset=offset)
     _count(request, 200)
@@ -274,9 +284,12 @@ def query_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 class RunIn(Schema):
+    """Parameter values go under `params`; any other key is refused (not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
     params: dict[str, Any] = {}
-    as_of: str | None = None
-    limit: int | None = None
+    as_of: str | None = Field(None, max_length=64)
+    limit: int | None = Field(None, ge=1)
 
 
 @queries_router.post("/queries/{slug}/run", summary="Run a saved query (read-only sandbox)",
@@ -341,8 +354,27 @@ def install(api: NinjaAPI) -> None:
         response["Retry-After"] = str(exc.retry_after)
         return response
 
+    @api.exception_handler(HttpError)
+    def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
+            return _error(api, request, 400, "bad_request", "the request body is not valid JSON: send a JSON object "
+                                                            'such as {"params": {"symbol": "BHP"}}', "body")
+        return _error(api, request, exc.status_code, "error", str(exc))
+
+    @api.exception_handler(RequestDataTooBig)
+    def too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 413, "payload_too_large",
+                      f"the request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes", "body")
+
     @api.exception_handler(ValidationError)
     def invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-        details = [{"where": ".".join(str(p) for p in e.get("loc", [])), "problem": e.get("msg", "")} for e in exc.errors]
+        details = []
+        for e in exc.errors:
+            problem = e.get("msg", "")
+            if e.get("type") == "extra_forbidden":
+                problem = 'not a field of the body: parameter values go under "params", e.g. {"params": {"symbol": "BHP"}}'
+            details.append({"where": ".".join(str(p) for p in e.get("loc", [])), "problem": problem})
         message = "; ".join(f"{d['where']}: {d['problem']}" for d in details) or "the request is not valid"
-        return _error(api, request, 422, "validation_error", message, details=details)
+        locations = [str(p) for p in (exc.errors[0].get("loc", []) if exc.errors else []) if not isinstance(p, int)]
+        field = locations[-1] if locations else None
+        return _error(api, request, 422, "validation_error", message, field, details=details)
