@@ -72,12 +72,17 @@ class SavedQueryAdmin(admin.ModelAdmin):
             context["error"] = exc.message
         else:
             table = result.table
+            try:
+                shown = formats.rows(table.slice(0, 1000))  # JSON-safe values: infinite instants, NaN, nested
+            except formats.UnencodableResult as exc:
+                context["error"] = str(exc)
+                return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
             context["columns"] = table.column_names
-            context["rows"] = [[formats.json_value(v) for v in row.values()] for row in table.to_pylist()[:1000]]
+            context["rows"] = [list(row.values()) for row in shown]
             context["row_count"] = table.num_rows
             context["truncated"] = result.truncated
             if OHLC_COLUMNS <= set(table.column_names) and table.num_rows:
-                bars = [b for b in (_bar(row) for row in table.to_pylist()[:500]) if b is not None]
+                bars = [b for b in (_bar(row) for row in shown[:500]) if b is not None]
                 if bars:
                     context["chart"] = _candles_svg(bars)
         return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
@@ -89,9 +94,12 @@ def _bar(row: dict[str, Any]) -> dict[str, float] | None:
     out = {}
     for name in ("open", "high", "low", "close"):
         value = row.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
             return None
-        number = float(value)
+        try:
+            number = float(value)  # decimals arrive as exact strings
+        except ValueError:
+            return None
         if not math.isfinite(number):
             return None
         out[name] = number

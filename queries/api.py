@@ -361,6 +361,10 @@ def install(api: NinjaAPI) -> None:
                                                             'such as {"params": {"symbol": "BHP"}}', "body")
         return _error(api, request, exc.status_code, "error", str(exc))
 
+    @api.exception_handler(formats.UnencodableResult)
+    def unencodable(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 422, "unencodable_result", str(exc), "format")
+
     @api.exception_handler(RequestDataTooBig)
     def too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
         return _error(api, request, 413, "payload_too_large",

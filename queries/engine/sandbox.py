@@ -225,7 +225,8 @@ def validate(sql: str, declarations: Mapping[str, Mapping[str, Any]]) -> None:
         if missing:
             raise BadQuery(f"the SQL uses ${', $'.join(sorted(missing))} but does not declare it: add it to the parameters",
                            field="parameters")
-        conn.execute(f"SELECT * FROM ({statement.query}\n) LIMIT 0", params)  # \n: a trailing -- comment ends there
+        query = statement.query.strip().rstrip(";")  # a trailing ';' is fine at run time, so at save time too
+        conn.execute(f"SELECT * FROM ({query}\n) LIMIT 0", params)  # \n: a trailing -- comment ends there
     except duckdb.PermissionException as exc:
         raise SandboxViolation(f"refused by the sandbox: {exc}. Saved SQL may read only trades, quotes and reference_data",
                                field="sql") from None

@@ -285,3 +285,263 @@ def test_admin_key_hash_filter_is_not_an_oracle() -> None:
     probe = admin.get(f"/admin/queries/apikey/?key_hash__startswith={key.key_hash[:4]}")
     assert probe.status_code in (302, 400)  # Django refuses a disallowed lookup (?e=1 redirect)
     assert key.name.encode() not in probe.content
+
+
+# --- 4. saved-query bounds ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_key(query_settings, generated) -> str:  # type: ignore[no-untyped-def]
+    return services.api_key_create(name="runner", scopes=[ApiKey.Scope.QUERIES_RUN, ApiKey.Scope.MARKET_DATA_READ],
+                                   rate_limit_per_minute=100_000)[1]
+
+
+def _saved(sql: str, **kw) -> SavedQuery:  # type: ignore[no-untyped-def]
+    return services.saved_query_create(slug="q-" + uuid.uuid4().hex[:8], name="q", sql=sql, **kw)
+
+
+def _run(client: Client, saved: SavedQuery, key: str, body: object = None, fmt: str | None = None):  # type: ignore[no-untyped-def]
+    url = f"/api/v1/queries/{saved.slug}/run" + (f"?format={fmt}" if fmt else "")
+    return client.post(url, data=json.dumps(body if body is not None else {}), content_type="application/json",
+                       headers={"X-API-Key": key})
+
+
+def _k2(settings, **changes):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    settings.K2 = dataclasses.replace(settings.K2, **changes)
+
+
+def test_default_bounds_are_configured() -> None:
+    from k2portal.config import load
+
+    cfg = load({})
+    assert (cfg.query_memory_limit, cfg.query_max_result_bytes, cfg.query_max_concurrent_runs) == ("1GB", 268_435_456, 2)
+
+
+def test_memory_hungry_query_is_stopped_at_the_memory_limit(client: Client, settings, run_key: str) -> None:  # type: ignore[no-untyped-def]
+    _k2(settings, query_memory_limit="64MB")
+    saved = _saved("SELECT a.range AS x FROM range(50000000) a ORDER BY x DESC", timeout_seconds=60)
+    response = _run(client, saved, run_key)
+    assert response.status_code == 422, response.content[:300]
+    assert response.json()["error"] == "resource_limit" and "64MB memory limit" in response.json()["message"]
+
+
+def test_huge_value_is_refused_by_the_result_size_cap(client: Client, settings, run_key: str) -> None:  # type: ignore[no-untyped-def]
+    _k2(settings, query_max_result_bytes=10_000_000)
+    saved = _saved("SELECT repeat('x', 50000000) AS s")
+    response = _run(client, saved, run_key)
+    assert response.status_code == 422 and response.json()["error"] == "resource_limit"
+    assert "larger than the 10,000,000 bytes" in response.json()["message"]
+
+
+def test_many_rows_are_refused_by_the_result_size_cap(client: Client, settings, run_key: str) -> None:  # type: ignore[no-untyped-def]
+    _k2(settings, query_max_result_bytes=1_000_000)
+    saved = _saved("SELECT range AS n, repeat('y', 100) AS pad FROM range(100000)", row_limit=100_000)
+    response = _run(client, saved, run_key)
+    assert response.status_code == 422 and "1,000,000 bytes" in response.json()["message"]
+
+
+def test_timeout_covers_the_encoding(settings, run_key: str) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from queries.engine.errors import QueryTimeout
+
+    saved = _saved("SELECT 1 AS one", timeout_seconds=3.0)
+    finished = threading.Event()
+
+    def slow_encode(result):  # type: ignore[no-untyped-def]
+        time.sleep(8)  # an encoding that outlives the query's 3 s timeout
+        finished.set()
+        return b"late"
+
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match="encoding"):
+        services.saved_query_answer(saved_query=saved, encode=slow_encode, runner="key:enc-" + uuid.uuid4().hex[:6])
+    assert time.monotonic() - started < 6.0 and not finished.is_set()
+
+
+def test_concurrent_runs_per_key_are_limited(client: Client, settings, run_key: str) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    _k2(settings, query_max_concurrent_runs=1)
+    saved = _saved("SELECT count(*) AS n FROM trades", timeout_seconds=30)
+    prefix = run_key.split("_")[1]
+    release, holding = threading.Event(), threading.Event()
+
+    def held_encode(result):  # type: ignore[no-untyped-def]
+        holding.set()
+        release.wait(20)
+        return b"{}"
+
+    worker = threading.Thread(target=lambda: services.saved_query_answer(saved_query=saved, encode=held_encode,
+                                                                         runner=f"key:{prefix}"))
+    worker.start()
+    try:
+        assert holding.wait(20)
+        refused = _run(client, saved, run_key)
+        assert refused.status_code == 429 and refused.json()["error"] == "too_many_runs"
+        assert "1 saved-query run(s) of yours are already in flight" in refused.json()["message"]
+    finally:
+        release.set()
+        worker.join(20)
+    assert _run(client, saved, run_key).status_code == 200
+
+
+# --- 5. no 500s ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, field", [
+    ("/api/v1/gaps?detected_from=0001-01-01T00:00:00%2B14:00", "detected_from"),
+    ("/api/v1/gaps?detected_to=9999-12-31T23:59:59-14:00", "detected_to"),
+])
+def test_out_of_calendar_instants_are_400(client: Client, run_key: str, url: str, field: str) -> None:
+    response = client.get(url, headers={"X-API-Key": run_key})
+    assert response.status_code == 400 and response.json()["field"] == field
+
+
+def test_cursor_with_an_out_of_calendar_instant_is_400(client: Client, run_key: str) -> None:
+    raw = json.dumps({"t": "0001-01-01T00:00:00+14:00", "s": "BHP", "p": 0, "o": 1, "d": "asc"})
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    response = client.get(f"/api/v1/trades?symbol=BHP&date=2024-03-12&cursor={cursor}", headers={"X-API-Key": run_key})
+    assert response.status_code == 400 and response.json()["field"] == "cursor"
+
+
+ODD_COLUMNS = ("SELECT [1, 2] AS l, {'a': 1} AS st, MAP([1], ['x']) AS m, '\\xAA'::BLOB AS b, INTERVAL 1 DAY AS i, "
+               "union_value(k := 1)::UNION(k INT, s VARCHAR) AS u, 'infinity'::TIMESTAMP AS ts, "
+               "'-infinity'::TIMESTAMPTZ AS tz, 'infinity'::DATE AS d, 'nan'::DOUBLE AS f, 'inf'::DOUBLE AS g")
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "parquet", "arrow"])
+def test_odd_column_types_encode_in_every_format(client: Client, run_key: str, fmt: str) -> None:
+    response = _run(client, _saved(ODD_COLUMNS), run_key, fmt=fmt)
+    assert response.status_code == 200, response.content[:300]
+    if fmt == "json":
+        assert b"NaN," not in response.content and b":NaN" not in response.content and b":Infinity" not in response.content
+        row = response.json()["data"][0]
+        assert (row["ts"], row["tz"], row["d"], row["f"], row["g"]) == ("infinity", "-infinity", "infinity", "NaN",
+                                                                         "Infinity")
+        assert row["l"] == [1, 2] and row["st"] == {"a": 1} and row["b"] == "aa"
+    if fmt == "csv":
+        header, line = response.content.decode().splitlines()[:2]
+        assert header.startswith('"l","st","m","b","i","u","ts","tz","d"') and "infinity" in line
+
+
+def test_admin_run_view_renders_odd_ohlc_rows(query_settings, generated) -> None:  # type: ignore[no-untyped-def]
+    saved = _saved("SELECT * FROM (VALUES (TIMESTAMPTZ '2024-03-12 00:00:00+00', 1.0, 2.0, 0.5, 1.5), "
+                   "(TIMESTAMPTZ '2024-03-12 00:01:00+00', NULL, 2.0, 0.5, 1.5), "
+                   "(TIMESTAMPTZ '2024-03-12 00:02:00+00', 'nan'::DOUBLE, 2.0, 0.5, 1.5)) "
+                   "AS t(bar_start, open, high, low, close)")
+    text_saved = _saved("SELECT 'x' AS bar_start, 'a' AS open, 'b' AS high, 'c' AS low, 'd' AS close")
+    infinite = _saved("SELECT 'infinity'::TIMESTAMP AS bar_start, 1 AS open, 2 AS high, 0 AS low, 1 AS close")
+    admin = _session(get_user_model().objects.create_superuser("a-" + uuid.uuid4().hex[:6], "a@x.io", "x" * 12))
+    for query in (saved, text_saved, infinite):
+        page = admin.get(f"/admin/queries/savedquery/{query.pk}/run/")
+        assert page.status_code == 200
+    chart = b"background:#fff;border:1px solid #ccc"
+    assert chart in admin.get(f"/admin/queries/savedquery/{saved.pk}/run/").content
+    assert chart not in admin.get(f"/admin/queries/savedquery/{text_saved.pk}/run/").content
+
+
+# --- 6. silent wrong answers -----------------------------------------------------------------
+
+
+def test_unknown_as_of_is_404_not_an_empty_200(client: Client, run_key: str) -> None:
+    saved = _saved("SELECT count(*) AS n FROM trades")
+    unknown = _run(client, saved, run_key, {"as_of": "123456789"})
+    assert unknown.status_code == 404 and unknown.json()["field"] == "as_of"
+    assert "snapshot 123456789 is not in the table's history" in unknown.json()["message"]
+    before = _run(client, saved, run_key, {"as_of": "2000-01-01T00:00:00Z"})
+    assert before.status_code == 404 and before.json()["field"] == "as_of"
+
+
+def test_parameters_outside_params_are_422(client: Client, run_key: str) -> None:
+    saved = _saved("SELECT count(*) AS n FROM trades WHERE symbol = $symbol",
+                   parameters={"symbol": {"type": "string", "default": "BHP"}})
+    response = _run(client, saved, run_key, {"symbol": "CBA"})
+    assert response.status_code == 422 and response.json()["field"] == "symbol"
+    assert 'parameter values go under "params"' in response.json()["message"]
+    assert _run(client, saved, run_key, {"params": {"symbol": "CBA"}}).json()["data"] == [{"n": 900}]
+
+
+# --- 7. error shape ------------------------------------------------------------------------------
+
+
+def test_api_errors_outside_the_handlers_have_the_documented_shape(client: Client, run_key: str) -> None:
+    auth = {"X-API-Key": run_key}
+    saved = _saved("SELECT 1 AS one")
+    missing = client.get("/api/v1/no-such-endpoint", headers=auth)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    wrong = client.delete("/api/v1/trades", headers=auth)
+    assert wrong.status_code == 405 and wrong.json() == {"error": "method_not_allowed",
+                                                         "message": "this endpoint does not take DELETE: use GET"}
+    garbled = client.post(f"/api/v1/queries/{saved.slug}/run", data="{nope", content_type="application/json",
+                          headers=auth)
+    assert garbled.status_code == 400 and garbled.json()["field"] == "body"
+    big = client.post(f"/api/v1/queries/{saved.slug}/run", data=json.dumps({"params": {"x": "y" * 3_000_000}}),
+                      content_type="application/json", headers=auth)
+    assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
+
+
+# --- 8. save-time checks = run-time checks ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sql", ["SELECT count(*) AS n FROM trades;", "SELECT count(*) AS n FROM trades -- all of them",
+                                 "SELECT count(*) AS n FROM trades /* all */"])
+def test_trailing_semicolon_and_comments_save_and_run(client: Client, run_key: str, sql: str) -> None:
+    response = _run(client, _saved(sql), run_key)
+    assert response.status_code == 200 and response.json()["data"] == [{"n": 3600}]
+
+
+@pytest.mark.parametrize("kw, field", [({"row_limit": 0}, "row_limit"), ({"row_limit": 100_001}, "row_limit"),
+                                       ({"timeout_seconds": 0}, "timeout_seconds"),
+                                       ({"timeout_seconds": 601}, "timeout_seconds")])
+def test_service_enforces_row_limit_and_timeout_bounds(query_settings, kw: dict, field: str) -> None:  # type: ignore[no-untyped-def]
+    from queries.engine.errors import BadQuery
+
+    with pytest.raises(BadQuery) as caught:
+        _saved("SELECT 1 AS one", **kw)
+    assert caught.value.field == field
+
+
+# --- 9. leaks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sql, words", [
+    ("SELECT current_setting('allowed_directories') AS d", "current_setting()"),
+    ("SELECT * FROM duckdb_settings()", "duckdb_settings()"),
+    ("SELECT sql FROM duckdb_views()", "duckdb_views()"),
+    ("SELECT view_definition FROM information_schema.views", "information_schema.views"),
+    ("SELECT * FROM glob('/tmp/*')", "glob()"),
+    ("SELECT * FROM read_text('.tmp/*')", "read_text()"),
+    ("SELECT * FROM 'metadata.json'", "metadata.json"),
+])
+def test_configuration_and_paths_are_not_reachable(query_settings, sql: str, words: str) -> None:  # type: ignore[no-untyped-def]
+    from queries.engine.errors import SandboxViolation
+
+    with pytest.raises(SandboxViolation) as caught:
+        _saved(sql)
+    assert words in caught.value.message and "refused by the sandbox" in caught.value.message
+
+
+def test_raw_warehouse_files_are_not_readable(client: Client, run_key: str, trades_table) -> None:  # type: ignore[no-untyped-def]
+    location = trades_table.metadata_location.replace("file://", "")
+    saved = SavedQuery.objects.create(slug="raw-" + uuid.uuid4().hex[:6], name="raw",
+                                      sql=f"SELECT * FROM read_json_auto('{location}')")
+    response = _run(client, saved, run_key)
+    assert response.status_code == 400 and response.json()["error"] == "sandbox_violation"
+    assert location not in response.json()["message"]
+
+
+def test_error_messages_hide_the_warehouse_path(client: Client, run_key: str, trades_table) -> None:  # type: ignore[no-untyped-def]
+    import os
+    from urllib.parse import urlparse
+
+    data_file = next(iter(trades_table.inspect.files().column("file_path").to_pylist()))
+    os.remove(urlparse(data_file).path)  # a real fault: a data file gone from the warehouse
+    saved = _saved("SELECT sum(volume) AS v FROM trades")
+    response = _run(client, saved, run_key)
+    assert response.status_code == 400, response.content[:300]
+    warehouse = str(urlparse(trades_table.metadata_location).path).split("/t_")[0]
+    assert warehouse not in response.json()["message"] and "<warehouse>/" in response.json()["message"]
