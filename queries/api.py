@@ -10,8 +10,9 @@ needs, or a staff session in the browser.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -20,7 +21,7 @@ from ninja import Body, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
 from ninja.utils import check_csrf
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from k2portal import metrics
 from queries import selectors, services
@@ -31,6 +32,16 @@ from queries.engine.source import DATA_TYPES, snapshot_infos
 from queries.engine.timeutil import make_range
 from queries.models import ApiKey
 
+def _iso_only(value: Any) -> Any:
+    """Dates and instants in ISO 8601 only: pydantic would read a number as a Unix time."""
+    if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*[-+]?[\d.eE+-]+\s*", value)
+                                           and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip())):
+        raise ValueError("expected an ISO 8601 date or instant (e.g. 2024-03-11 or 2024-03-11T05:00:00Z), not a number")
+    return value
+
+
+Instant = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+Day = Annotated[dt.date, BeforeValidator(_iso_only)]
 Format = Literal["json", "csv", "parquet", "arrow"]
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 ERROR_RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 422: dict, 429: dict, 504: dict}
@@ -171,8 +182,8 @@ TICK_DOC = ("Time range: `date` (exchange-local trading date, optionally to `end
 @router.get("/trades", summary="Trades of one or more symbols in a time range", description=TICK_DOC,
             response={200: dict, **ERROR_RESPONSES})
 def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
-           date: dt.date | None = None, end_date: dt.date | None = None,
-           start: dt.datetime | None = None, end: dt.datetime | None = None,
+           date: Day | None = None, end_date: Day | None = None,
+           start: Instant | None = None, end: Instant | None = None,
            limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
            as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
            exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
@@ -183,8 +194,8 @@ def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_leng
 @router.get("/quotes", summary="Quotes of one or more symbols in a time range", description=TICK_DOC,
             response={200: dict, **ERROR_RESPONSES})
 def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
-           date: dt.date | None = None, end_date: dt.date | None = None,
-           start: dt.datetime | None = None, end: dt.datetime | None = None,
+           date: Day | None = None, end_date: Day | None = None,
+           start: Instant | None = None, end: Instant | None = None,
            limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
            as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
            exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
@@ -197,8 +208,8 @@ def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_leng
                         "exchange-local trading days. Omit `symbol` for all symbols.",
             response={200: dict, **ERROR_RESPONSES})
 def ohlcv(request: HttpRequest, interval: Interval = "1m", symbol: list[str] | None = Query(None, max_length=500),
-          date: dt.date | None = None, end_date: dt.date | None = None,
-          start: dt.datetime | None = None, end: dt.datetime | None = None,
+          date: Day | None = None, end_date: Day | None = None,
+          start: Instant | None = None, end: Instant | None = None,
           as_of: str | None = Query(None, max_length=64), exchange: str = Query("ASX", max_length=16),
           format: Format | None = None) -> HttpResponse:
     fmt = _format(request, format)
@@ -245,7 +256,7 @@ def tables(request: HttpRequest) -> HttpResponse:
 def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16),
          data_type: Literal["trades", "quotes", "reference_data"] | None = None,
          symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
-         detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
+         detected_from: Instant | None = None, detected_to: Instant | None = None,
          limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000)) -> HttpResponse:
     for name, value in (("detected_from", detected_from), ("detected_to", detected_to)):
         if value is not None and value.tzinfo is None:
