@@ -32,6 +32,7 @@ from queries.engine.source import DATA_TYPES, snapshot_infos
 from queries.engine.timeutil import make_range
 from queries.models import ApiKey
 
+
 def _iso_only(value: Any) -> Any:
     """Dates and instants in ISO 8601 only: pydantic would read a number as a Unix time."""
     if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*[-+]?[\d.eE+-]+\s*", value)
