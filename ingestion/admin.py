@@ -87,6 +87,13 @@ class ConsumerAdmin(admin.ModelAdmin):
     def partitions_display(self, obj: Consumer) -> str:
         return show.partitions_table(obj.stats)
 
+    def get_fieldsets(self, request, obj=None):  # noqa: ANN001, ANN201
+        config = ("Configuration", {"fields": self.CONFIG_FIELDS})
+        if obj is None:
+            return (config,)
+        return (("State", {"fields": ("status", "heartbeat", "task_id", "last_error", "stats_display",
+                                      "partitions_display", "updated_at")}), config)
+
     def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
         # a running consumer reads its config once at start: edits would do nothing until a restart
         if obj is not None and obj.status != Consumer.Status.STOPPED and obj.status != Consumer.Status.FAILED:

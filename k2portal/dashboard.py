@@ -9,6 +9,7 @@ timeline of the day. Each part that depends on a service says so when that servi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from typing import Any
@@ -66,7 +67,9 @@ def tables_part() -> dict[str, Any]:
     from queries.selectors import namespace
 
     try:
-        return {"tables": table_summaries(catalog=get_catalog(), namespace=namespace()), "tables_error": ""}
+        tables = table_summaries(catalog=get_catalog(), namespace=namespace())
+        return {"tables": [{**dataclasses.asdict(t), "rows_text": show.number(t.rows), "committed_ago": show.ago(t.committed_at)}
+                           for t in tables], "tables_error": ""}
     except Exception as exc:  # noqa: BLE001 - the catalog database is unreachable: say so
         return {"tables": [], "tables_error": _problem("the Iceberg catalog is unreachable: last snapshots are", exc)}
 
@@ -132,8 +135,9 @@ def market_part(request: HttpRequest) -> dict[str, Any]:
         chart = dashboard.candles(engine=engine, symbol=symbol, day=day, interval=interval)
         chart["gaps"] = [g for g in placed if g["symbol"] == symbol]
         part["candles"] = chart
+        times = [b[0] for b in chart["bars"]] + [g["t"] for g in placed]
         part["gap_timeline"] = {"day": day.isoformat(), "zone": chart["zone"], "zone_abbr": chart["zone_abbr"],
-                                "gaps": placed}
+                                "gaps": placed, "start": min(times, default=None), "end": max(times, default=None)}
     except Exception as exc:  # noqa: BLE001 - catalog or warehouse unreachable: say so, keep the page
         part["market_error"] = _problem("market charts are", exc)
     return part

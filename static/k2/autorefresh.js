@@ -12,8 +12,7 @@
   var button = document.createElement("button");
   button.type = "button";
   box.appendChild(label); box.appendChild(document.createTextNode(" ")); box.appendChild(button);
-  var host = document.getElementById("content") || body;
-  host.insertBefore(box, host.firstChild);
+  body.appendChild(box);
   function busy() {
     if (document.querySelector("#result_list input[name=_selected_action]:checked, #action-toggle:checked")) { return true; }
     var action = document.querySelector("select[name=action]");

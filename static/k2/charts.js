@@ -19,7 +19,7 @@
       animation: false, grid: { left: 48, right: 8, top: 24, bottom: 22 },
       legend: { top: 0, textStyle: { fontSize: 10 }, itemHeight: 8 },
       tooltip: { trigger: "axis", valueFormatter: function (v) { return v == null ? "—" : Number(v).toLocaleString() + " " + unit; } },
-      xAxis: { type: "time", axisLabel: { fontSize: 10 } },
+      xAxis: { type: "time", splitNumber: 4, axisLabel: { fontSize: 10, hideOverlap: true, formatter: "{HH}:{mm}" } },
       yAxis: { type: "value", axisLabel: { fontSize: 10 }, splitNumber: 3 },
       title: lines.length ? undefined : { text: "no samples in the last hour", left: "center", top: "middle", textStyle: { fontSize: 12, color: "#888" } },
       series: lines
@@ -39,7 +39,6 @@
     });
     chart.setOption({
       animation: false, useUTC: true,
-      title: { text: data.symbol + " " + data.day + " (" + data.zone_abbr + ")", left: 8, top: 0, textStyle: { fontSize: 12 } },
       tooltip: { trigger: "axis", axisPointer: { type: "cross" },
                  formatter: function (items) {
                    var out = [];
@@ -81,7 +80,8 @@
       tooltip: { formatter: function (it) { var g = it.data.gap; return g.symbol + " " + g.data_type + " at " + hms(g.t) + " " + data.zone_abbr +
                  "<br>expected " + g.expected_sequence + ", got " + g.received_sequence + " (" + g.gap_size + " missing)<br>" + g.state; } },
       grid: { left: 64, right: 24, top: 28, bottom: 28 },
-      xAxis: { type: "time", axisLabel: { formatter: function (v) { return hm(v); } }, name: data.zone, nameTextStyle: { fontSize: 10 } },
+      xAxis: { type: "time", min: data.start == null ? undefined : data.start - 600000, max: data.end == null ? undefined : data.end + 600000,
+               axisLabel: { formatter: function (v) { return hm(v); } }, name: data.zone, nameTextStyle: { fontSize: 10 } },
       yAxis: { type: "category", data: symbols.length ? symbols : ["(none)"] },
       title: gaps.length ? undefined : { text: "no sequence gaps on " + data.day, left: "center", top: "middle", textStyle: { fontSize: 12, color: "#888" } },
       series: states.map(function (state) {
