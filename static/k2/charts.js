@@ -33,6 +33,9 @@
     var bars = data.bars || [];
     var ohlc = bars.map(function (b) { return [b[0], b[1], b[2], b[3], b[4]]; });
     var vol = bars.map(function (b) { return { value: [b[0], b[5]], itemStyle: { color: Number(b[2]) >= Number(b[1]) ? UP : DOWN } }; });
+    var step = bars.length > 1 ? bars[1][0] - bars[0][0] : 60000;
+    var xmin = bars.length ? bars[0][0] - step : undefined, xmax = bars.length ? bars[bars.length - 1][0] + step : undefined;
+    (data.gaps || []).forEach(function (g) { if (xmin !== undefined) { xmin = Math.min(xmin, g.t - step); xmax = Math.max(xmax, g.t + step); } });
     var gapLines = (data.gaps || []).map(function (g) {
       return { xAxis: g.t, name: g.data_type + " gap " + g.expected_sequence + "→" + g.received_sequence,
                label: { formatter: "gap " + g.gap_size, fontSize: 10, color: DOWN } };
@@ -50,10 +53,10 @@
                    return out.join("<br>");
                  } },
       axisPointer: { link: [{ xAxisIndex: "all" }] },
-      grid: [{ left: 64, right: 24, top: 28, height: "58%" }, { left: 64, right: 24, top: "74%", height: "16%" }],
+      grid: [{ left: 64, right: 96, top: 28, height: "58%" }, { left: 64, right: 96, top: "74%", height: "16%" }],
       xAxis: [
-        { type: "time", gridIndex: 0, axisLabel: { formatter: function (v) { return hm(v); } }, name: data.zone, nameLocation: "end", nameGap: 4, nameTextStyle: { fontSize: 10 } },
-        { type: "time", gridIndex: 1, axisLabel: { show: false } }
+        { type: "time", gridIndex: 0, min: xmin, max: xmax, axisLabel: { formatter: function (v) { return hm(v); } }, name: data.zone, nameLocation: "end", nameGap: 4, nameTextStyle: { fontSize: 10 } },
+        { type: "time", gridIndex: 1, min: xmin, max: xmax, axisLabel: { show: false } }
       ],
       yAxis: [{ type: "value", scale: true, gridIndex: 0, name: "price" }, { type: "value", gridIndex: 1, splitNumber: 2, name: "volume", axisLabel: { fontSize: 10 } }],
       dataZoom: [{ type: "inside", xAxisIndex: [0, 1] }],

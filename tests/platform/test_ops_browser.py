@@ -173,3 +173,29 @@ def test_lists_fit_a_laptop_and_the_consumer_page_shows_lag_per_partition(live_s
     assert running.status == Consumer.Status.STOPPING
     assert "trades-asx: stopping" in page.locator("ul.messagelist").inner_text().lower()
     assert not page.k2_console_errors, page.k2_console_errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saved_query_run_draws_candles_with_volume_in_exchange_time(live_server, browser_page, dash_settings, market) -> None:  # noqa: F811
+    from queries import services
+
+    page = browser_page
+    saved = services.saved_query_create(
+        slug="bars", name="15-minute bars",
+        sql=("SELECT symbol, time_bucket(INTERVAL 15 MINUTE, exchange_timestamp) AS bar_start, "
+             "arg_min(price, exchange_timestamp) AS open, max(price) AS high, min(price) AS low, "
+             "arg_max(price, exchange_timestamp) AS close, sum(volume) AS volume FROM trades "
+             "WHERE symbol = $symbol GROUP BY ALL ORDER BY bar_start"),
+        parameters={"symbol": {"type": "string", "default": "BHP"}})
+    _login(page, live_server.url)
+    page.goto(f"{live_server.url}/admin/queries/savedquery/{saved.pk}/run/?symbol=CBA")
+    page.wait_for_selector("#k2-candles canvas")
+    assert page.locator("input[name=symbol]").input_value() == "CBA"
+    assert "symbol=CBA" in page.locator("#k2-ran-with").inner_text()
+    assert "CBA: bars in exchange time (Australia/Sydney, AEDT)" in page.locator("h3").first.inner_text()
+    option = page.evaluate("() => echarts.getInstanceByDom(document.getElementById('k2-candles')).getOption()")
+    assert option["xAxis"][0]["type"] == "time" and [s["type"] for s in option["series"]] == ["candlestick", "bar"]
+    assert len(option["series"][1]["data"]) == 24 and all(v["value"][1] > 0 for v in option["series"][1]["data"])
+    page.screenshot(path=str(ARTIFACTS / "saved-query-run.png"), full_page=False)
+    assert not page.k2_console_errors, page.k2_console_errors
+    assert page.k2_hosts == {urlparse(live_server.url).netloc}, page.k2_hosts
