@@ -63,7 +63,7 @@ class ConsumerAdmin(admin.ModelAdmin):
                  and (timezone.now() - obj.heartbeat_at).total_seconds() > self.HEARTBEAT_STALE_S)
         return format_html('<span class="{}">{}</span>', "k2-stale" if stale else "", show.ago(obj.heartbeat_at))
 
-    @admin.display(description="rows/s")
+    @admin.display(description="msgs/s")
     def rows_per_s(self, obj: Consumer) -> str:
         return show.number((obj.stats or {}).get("rate"), 1) if obj.status == Consumer.Status.RUNNING else show.DASH
 

@@ -40,7 +40,7 @@ def consumers_part() -> dict[str, Any]:
     rows = list(Consumer.objects.select_related("topic").order_by("name"))
     consumers = [{
         "name": c.name, "status": c.status, "url": reverse("admin:ingestion_consumer_change", args=[c.pk]),
-        "rate": show.number((c.stats or {}).get("rate"), 1) if c.status == Consumer.Status.RUNNING else show.DASH,
+        "rate": show.number((c.stats or {}).get("rate"), 1) if c.status == Consumer.Status.RUNNING else show.DASH,  # msgs/s
         "lag": show.number((c.stats or {}).get("lag")), "messages": show.number((c.stats or {}).get("messages")),
         "heartbeat": show.ago(c.heartbeat_at)} for c in rows]
     part: dict[str, Any] = {
@@ -54,11 +54,23 @@ def consumers_part() -> dict[str, Any]:
     try:
         by_id = samples.series(consumer_ids=[c.pk for c in rows])
         part["sparks"] = [{"name": c.name, "lag": [[int(s["t"] * 1000), s.get("lag")] for s in by_id.get(c.pk, [])],
-                           "rate": [[int(s["t"] * 1000), s.get("rate")] for s in by_id.get(c.pk, [])]}
-                          for c in rows]
+                           "rate": rows_per_second(by_id.get(c.pk, []))} for c in rows]
     except Exception as exc:  # noqa: BLE001 - Redis down: the rest of the page still shows
         part["sparks_error"] = _problem("lag and rows/s history (Redis)", exc)
     return part
+
+
+def rows_per_second(points: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows written per second between consecutive samples ([t_ms, rows/s]); across a restart
+    (the counter starts again) the sample's own messages/s is used."""
+    out: list[list[Any]] = []
+    for before, after in zip(points, points[1:], strict=False):
+        span = after["t"] - before["t"]
+        if after.get("rows") is not None and before.get("rows") is not None and span > 0 and after["rows"] >= before["rows"]:
+            out.append([int(after["t"] * 1000), round((after["rows"] - before["rows"]) / span, 1)])
+        else:
+            out.append([int(after["t"] * 1000), after.get("rate")])
+    return out
 
 
 def tables_part() -> dict[str, Any]:

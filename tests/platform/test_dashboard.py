@@ -73,8 +73,9 @@ def test_dashboard_shows_consumers_gaps_tables_and_candles_in_exchange_time(clie
     c = _consumer("trades-dash", Consumer.Status.RUNNING, {"messages": 1234567, "rate": 2500.25, "lag": 42})
     _consumer("quotes-dash", Consumer.Status.STOPPED, {})
     now = time.time()
-    samples.record(consumer_id=c.pk, stats={"lag": 40, "rate": 2400.0}, now=now - 60)
-    samples.record(consumer_id=c.pk, stats={"lag": 42, "rate": 2500.25}, now=now)
+    samples.record(consumer_id=c.pk, stats={"lag": 40, "rate": 2400.0, "rows_written": 1000}, now=now - 60)
+    samples.record(consumer_id=c.pk, stats={"lag": 42, "rate": 2500.25, "rows_written": 31000}, now=now)
+    samples.record(consumer_id=c.pk, stats={"lag": 0, "rate": 7.5, "rows_written": 10}, now=now + 1)  # restarted
     rows = market.to_pylist()
     bhp = [r for r in rows if r["symbol"] == "BHP"]
     gap_row = bhp[57]
@@ -91,7 +92,8 @@ def test_dashboard_shows_consumers_gaps_tables_and_candles_in_exchange_time(clie
     assert re.search(r">\d+ s ago</time>", str(trades_dash["heartbeat"])), trades_dash["heartbeat"]
     assert f'title="{c.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"' in str(trades_dash["heartbeat"])
     spark = next(s for s in ctx["sparks"] if s["name"] == "trades-dash")
-    assert [v for _, v in spark["lag"]] == [40, 42] and [v for _, v in spark["rate"]] == [2400.0, 2500.25]
+    assert [v for _, v in spark["lag"]] == [40, 42, 0]
+    assert [v for _, v in spark["rate"]] == [500.0, 7.5]  # 30,000 rows in 60 s; after a restart, its own rate
     trades_table = next(t for t in ctx["tables"] if t["identifier"].endswith(".trades"))
     assert trades_table["rows"] == 400 and trades_table["snapshot_id"] is not None and "s ago" in trades_table["committed_ago"]
 

@@ -81,7 +81,8 @@ def test_dashboard_draws_its_charts_from_this_server_only(live_server, browser_p
                                        stats={"messages": 5000, "rate": 812.5, "lag": 465, "partitions": PARTITIONS})
     now = timezone.now().timestamp()
     for i in range(30):
-        samples.record(consumer_id=consumer.pk, stats={"lag": 400 + (i * 37) % 90, "rate": 700 + (i * 53) % 200},
+        samples.record(consumer_id=consumer.pk, stats={"lag": 400 + (i * 37) % 90, "rate": 700 + (i * 53) % 200,
+                                                        "rows_written": i * 45_000 + (i * 7919) % 6000},
                        now=now - 1800 + i * 60)
     bhp = [r for r in market.to_pylist() if r["symbol"] == "BHP"]
     _gap_at(bhp[40], bhp[40]["sequence_number"] - 2)
@@ -127,7 +128,7 @@ def test_lists_fit_a_laptop_and_the_consumer_page_shows_lag_per_partition(live_s
     _login(page, live_server.url)
 
     # the consumer list at 1,280 px: status and heartbeat in the viewport, humane figures
-    for column in ("status", "heartbeat", "rows/s", "lag"):
+    for column in ("status", "heartbeat", "msgs/s", "lag"):
         header = page.locator("#result_list thead th", has_text=column).first
         box = header.bounding_box()
         assert box and box["x"] + box["width"] <= 1280, (column, box)
