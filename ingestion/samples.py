@@ -22,7 +22,9 @@ log = get_logger(__name__, component="dashboard")
 
 
 def _prefix() -> str:
-    return getattr(settings, "K2_SAMPLES_KEY_PREFIX", "k2:consumer-samples:")
+    """Per database, so two portals (or a test run) sharing one Redis never mix their consumers' samples."""
+    default = f"k2:consumer-samples:{settings.DATABASES['default']['NAME']}:"
+    return getattr(settings, "K2_SAMPLES_KEY_PREFIX", default)
 
 
 def _client() -> redis.Redis:

@@ -5,6 +5,7 @@ existing topic's broker-side fields are read-only, runs have meaningful labels, 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import pytest
@@ -95,3 +96,15 @@ def test_consumer_list_shows_key_columns_first(staff) -> None:  # type: ignore[n
     assert "msgs/s" in head.lower()
     assert order == sorted(order)
     assert "1,500.0" in page and "12,345" in page and "s ago</time>" in page
+
+
+def test_a_stale_heartbeat_of_a_running_consumer_is_flagged(staff) -> None:  # type: ignore[no-untyped-def]
+    topic, _ = _topics()
+    Consumer.objects.create(name="stale", data_type="trades", topic=topic, group_id="g", status="running",
+                            heartbeat_at=timezone.now() - dt.timedelta(minutes=2))
+    Consumer.objects.create(name="fresh", data_type="trades", topic=topic, group_id="g2", status="running",
+                            heartbeat_at=timezone.now())
+    page = staff.get("/admin/ingestion/consumer/").content.decode()
+    rows = {name: row for row in page.split("<tr") for name in ("stale", "fresh") if f">{name}</a>" in row}
+    assert 'class="k2-stale"' in rows["stale"] and re.search(r">2 min \d+ s ago<", rows["stale"])
+    assert 'class="k2-stale"' not in rows["fresh"]
