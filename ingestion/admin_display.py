@@ -102,12 +102,14 @@ def partitions_table(stats: Mapping[str, Any] | None) -> SafeString | str:
     rows = partitions(stats)
     if not rows:
         return "no per-partition figures in the last report (a consumer reports them while it runs)"
+    member = (stats or {}).get("member_id") or DASH  # this consumer's group member owns the partitions it reports
     body = format_html_join("", (
         "<tr><td>{}</td><td class='k2-num'>{}</td><td class='k2-num'>{}</td><td class='k2-num'>{}</td>"
-        "<td class='k2-num{}'>{}</td><td>{}</td></tr>"), (
+        "<td class='k2-num{}'>{}</td><td>{}</td><td>{}</td></tr>"), (
         (p.get("topic", DASH), p.get("partition", DASH), number(p.get("committed")), number(p.get("end")),
-         " k2-lagging" if (p.get("lag") or 0) > 0 else "", number(p.get("lag")), ago(p.get("last_commit_at")))
+         " k2-lagging" if (p.get("lag") or 0) > 0 else "", number(p.get("lag")), ago(p.get("last_commit_at")),
+         p.get("member_id") or p.get("member") or member)
         for p in rows))
     head = mark_safe("<thead><tr><th>topic</th><th>partition</th><th>committed</th><th>end</th><th>lag</th>"
-                     "<th>last commit</th></tr></thead>")
+                     "<th>last commit</th><th>member</th></tr></thead>")
     return format_html('<table class="k2-partitions">{}<tbody>{}</tbody></table>', head, body)

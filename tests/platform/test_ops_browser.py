@@ -166,6 +166,7 @@ def test_lists_fit_a_laptop_and_the_consumer_page_shows_lag_per_partition(live_s
     assert table.is_visible()
     cells = [[c.strip() for c in r.locator("td").all_inner_texts()] for r in table.locator("tbody tr").all()]
     assert [c[1:5] for c in cells] == [["0", "1,200", "1,200", "0"], ["1", "880", "1,345", "465"]]  # per partition
+    assert all(c[5].endswith("ago") and c[6] == "rdkafka-1" for c in cells)  # last commit, group member
     stats = page.locator("table.k2-stats").inner_text()
     assert "2,080" in stats and "1 h 0 min" in stats and "{" not in stats
     assert "started_at" not in stats and "running since" in stats and "1 h 0 min ago" in stats
