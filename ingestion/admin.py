@@ -1,5 +1,9 @@
 from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
 
+from ingestion import admin_display as show
 from ingestion import consumer_services
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
 
@@ -12,6 +16,12 @@ class TopicAdmin(admin.ModelAdmin):
     list_filter = ("asset_class", "data_type", "exchange")
     search_fields = ("name",)
     readonly_fields = ("watermarks", "watermarks_refreshed_at", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
+        # an existing topic lives on the broker: editing its name or partitions here would change nothing there
+        if obj is not None:
+            return ("name", "asset_class", "data_type", "exchange", "partitions", *self.readonly_fields)
+        return self.readonly_fields
 
 
 # --- consumers, runs and sequence gaps (issue #4) -------------------------------------------
@@ -30,10 +40,91 @@ class ConsumerRunInline(admin.TabularInline):
 class ConsumerAdmin(admin.ModelAdmin):
     """Consumer loops; start/stop call the services (which enqueue or signal the Celery task)."""
 
-    list_display = ("name", "data_type", "topic", "topic_pattern", "group_id", "status", "heartbeat_at", "updated_at")
+    list_display = ("name", "status_badge", "heartbeat", "rows_per_s", "total_lag", "messages_read", "data_type",
+                    "subscription", "group_id")
     list_filter = ("status", "data_type")
     search_fields = ("name", "group_id")
-    readonly_fields = ("status", "task_id", "heartbeat_at", "last_error", "stats", "updated_at")
+    readonly_fields = ("status", "task_id", "heartbeat", "last_error", "stats_display", "partitions_display",
+                       "updated_at")
+    change_form_template = "admin/ingestion/consumer/change_form.html"
+    CONFIG_FIELDS = ("name", "data_type", "topic", "topic_pattern", "group_id", "batch_size", "max_batch_ms")
+    HEARTBEAT_STALE_S = 30
+
+    # --- display (issue 13: lists that fit a laptop, humane stats, lag per partition) ----------
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Consumer) -> str:
+        return format_html('<span class="k2-status k2-status-{}">{}</span>', obj.status, obj.status)
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def heartbeat(self, obj: Consumer) -> str:
+        from django.utils import timezone
+
+        stale = (obj.status == Consumer.Status.RUNNING and obj.heartbeat_at is not None
+                 and (timezone.now() - obj.heartbeat_at).total_seconds() > self.HEARTBEAT_STALE_S)
+        return format_html('<span class="{}">{}</span>', "k2-stale" if stale else "", show.ago(obj.heartbeat_at))
+
+    @admin.display(description="msgs/s")
+    def rows_per_s(self, obj: Consumer) -> str:
+        return show.number((obj.stats or {}).get("rate"), 1) if obj.status == Consumer.Status.RUNNING else show.DASH
+
+    @admin.display(description="lag")
+    def total_lag(self, obj: Consumer) -> str:
+        return show.number((obj.stats or {}).get("lag"))
+
+    @admin.display(description="messages")
+    def messages_read(self, obj: Consumer) -> str:
+        return show.number((obj.stats or {}).get("messages"))
+
+    @admin.display(description="topic")
+    def subscription(self, obj: Consumer) -> str:
+        return obj.topic_pattern or (obj.topic.name if obj.topic else show.DASH)
+
+    @admin.display(description="statistics (last report)")
+    def stats_display(self, obj: Consumer) -> str:
+        return show.stats_table(obj.stats)
+
+    @admin.display(description="lag per partition")
+    def partitions_display(self, obj: Consumer) -> str:
+        return show.partitions_table(obj.stats)
+
+    def get_fieldsets(self, request, obj=None):  # noqa: ANN001, ANN201
+        config = ("Configuration", {"fields": self.CONFIG_FIELDS})
+        if obj is None:
+            return (config,)
+        return (("State", {"fields": ("status", "heartbeat", "task_id", "last_error", "stats_display",
+                                      "partitions_display", "updated_at")}), config)
+
+    def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
+        # a running consumer reads its config once at start: edits would do nothing until a restart
+        if obj is not None and obj.status != Consumer.Status.STOPPED and obj.status != Consumer.Status.FAILED:
+            return (*self.CONFIG_FIELDS, *self.readonly_fields)
+        return self.readonly_fields
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # noqa: ANN001, ANN201
+        if db_field.name == "topic":  # dead-letter topics are written by consumers, not consumed into tables
+            kwargs["queryset"] = Topic.objects.exclude(name__endswith=".dlq")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    # --- Start/Stop buttons on the consumer page (the same services as the actions) ----------
+    def get_urls(self) -> list:
+        return [path("<int:pk>/start/", self.admin_site.admin_view(self.start_view), name="ingestion_consumer_start"),
+                path("<int:pk>/stop/", self.admin_site.admin_view(self.stop_view), name="ingestion_consumer_stop"),
+                *super().get_urls()]
+
+    def _button(self, request: HttpRequest, pk: int, service, verb: str) -> HttpResponse:  # noqa: ANN001
+        back = reverse("admin:ingestion_consumer_change", args=[pk])
+        if request.method != "POST" or not self.has_operate_permission(request):
+            self.message_user(request, f"{verb.capitalize()} needs a POST from the consumer page by a user who "
+                                       "may change consumers.", messages.ERROR)
+            return HttpResponseRedirect(back)
+        self._apply(request, Consumer.objects.filter(pk=pk), service, verb)
+        return HttpResponseRedirect(back)
+
+    def start_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return self._button(request, pk, consumer_services.start_consumer, "starting")
+
+    def stop_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return self._button(request, pk, consumer_services.stop_consumer, "stopping")
     inlines = (ConsumerRunInline,)
     actions = ("start_selected", "stop_selected")
 
@@ -73,8 +164,8 @@ class ConsumerRunAdmin(admin.ModelAdmin):
 class SequenceGapAdmin(admin.ModelAdmin):
     """Sequence gaps (ADR #014): filter by state, data type, exchange and time; search by symbol."""
 
-    list_display = ("detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
-                    "received_sequence", "gap_size", "missing_remaining", "state", "topic", "partition", "offset")
+    list_display = ("symbol", "state", "detected", "data_type", "exchange", "expected_sequence",
+                    "received_sequence", "gap_size", "missing_remaining", "partition", "offset")
     list_filter = ("state", "data_type", "exchange", "asset_class", "detected_at")
     search_fields = ("symbol",)
     date_hierarchy = "detected_at"
@@ -82,6 +173,10 @@ class SequenceGapAdmin(admin.ModelAdmin):
 
     def has_acknowledge_permission(self, request) -> bool:  # noqa: ANN001
         return request.user.has_perm("ingestion.acknowledge_gap")
+
+    @admin.display(description="detected", ordering="detected_at")
+    def detected(self, gap: SequenceGap) -> str:
+        return show.ago(gap.detected_at)
 
     @admin.action(description="Acknowledge selected gaps (with a note)", permissions=["acknowledge"])
     def acknowledge_selected(self, request, queryset):  # noqa: ANN001, ANN201

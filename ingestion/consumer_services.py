@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from catalog.engine.schemas import DATA_TYPES, consumer_group, topic_name
 from catalog.selectors import snapshot_policy
+from ingestion import samples
 from ingestion.engine.consumer import ConsumerConfig, ConsumerStats, IcebergConsumer
 from ingestion.gaps import OrmGapSink
 from ingestion.models import Consumer, ConsumerRun, Topic
@@ -131,6 +132,7 @@ def run_consumer_row(*, consumer_id: int) -> ConsumerStats | None:
     def heartbeat(stats: ConsumerStats) -> None:
         data = stats.as_dict()
         Consumer.objects.filter(pk=consumer_id).update(heartbeat_at=timezone.now(), stats=data)
+        samples.record(consumer_id=consumer_id, stats=data)  # the dashboard's last-hour sparklines
         ConsumerRun.objects.filter(pk=run.pk).update(messages=stats.messages, batches=stats.batches,
                                                      gaps=stats.gaps, dlq=stats.dlq)
 

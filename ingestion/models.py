@@ -68,6 +68,14 @@ class ConsumerRun(models.Model):
     class Meta:
         ordering = ["-started_at"]
 
+    def __str__(self) -> str:
+        started = f"{self.started_at:%Y-%m-%d %H:%M} UTC" if self.started_at else "not started"
+        if self.ended_at is None:
+            end = "running"
+        else:
+            end = f"failed: {self.error[:60]}" if self.error else f"ended {self.ended_at:%H:%M}"
+        return f"{self.consumer.name} run {self.pk} · {started} · {end}" if self.consumer_id else f"run {self.pk}"
+
 
 class SequenceGap(models.Model):
     """A jump in a stream's sequence numbers (ADR #014). Unique per stream and expected number,

@@ -76,6 +76,15 @@ def configure(*, json_output: bool | None = None, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # runserver's access line would repeat the middleware's `request_finished`: one line per request
+    server = logging.getLogger("django.server")
+    server.handlers, server.propagate = [logging.NullHandler()], False
+    # Django's "Not Found: /x" warning repeats it too; server errors (with their traceback) stay
+    logging.getLogger("django.request").setLevel(max(logging.ERROR, logging.getLevelName(level)))
+    # Celery's routine bookkeeping (beat's "Sending due task", the worker's task received/succeeded)
+    # every few seconds would bury what matters; failures are still logged at ERROR.
+    for chatty in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for noisy in ("kafka", "urllib3", "pyiceberg", "botocore", "fsspec"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

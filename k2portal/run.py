@@ -128,6 +128,15 @@ def rows_written_metric(base: str) -> float | None:
                if sample.name == "k2_iceberg_rows_written_total")
 
 
+def platform_env(env: dict[str, str], *, terminal: bool) -> dict[str, str]:
+    """The environment of the processes honcho runs. Their stdout is honcho's pipe, so on their
+    own they would log JSON; when `make run` is on a terminal (and K2_LOG_JSON is unset) they
+    write readable console lines instead."""
+    if terminal and not env.get("K2_LOG_JSON"):
+        return {**env, "K2_LOG_JSON": "0"}
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bring the K2 platform up (Ctrl-C stops everything).")
     parser.add_argument("--exit-when-ready", action="store_true", help="stop again once everything is up")
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     manage("create_topics", env=env)
 
     honcho = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"],
-                              cwd=BASE_DIR, env=env)
+                              cwd=BASE_DIR, env=platform_env(env, terminal=sys.stdout.isatty()))
     base = f"http://{args.web}"
     stopping = False
 

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "ninja",  # serves its bundled Swagger UI from static files: /api/v1/docs works offline
     "ingestion",
     "catalog",
     "queries",
@@ -92,6 +93,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]  # vendored front-end libraries (static/vendor/*, with their licences)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Celery: broker and result backend are Redis. Tasks carry the caller's correlation id.

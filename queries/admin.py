@@ -64,7 +64,7 @@ class SavedQueryAdmin(admin.ModelAdmin):
         params = {name: request.GET[name] for name in (saved.parameters or {}) if request.GET.get(name)}
         context: dict[str, Any] = {**self.admin_site.each_context(request), "title": f"Run {saved.slug}",
                                    "saved": saved, "opts": self.model._meta, "params": params,
-                                   "declared": saved.parameters or {}}
+                                   "declared": saved.parameters or {}, "ran_with": _ran_with(saved, params)}
         try:
             result = services.saved_query_run(saved_query=saved, params=params,
                                                runner=services.runner_of(request.user))
@@ -82,9 +82,7 @@ class SavedQueryAdmin(admin.ModelAdmin):
             context["row_count"] = table.num_rows
             context["truncated"] = result.truncated
             if OHLC_COLUMNS <= set(table.column_names) and table.num_rows:
-                bars = [b for b in (_bar(row) for row in shown[:500]) if b is not None]
-                if bars:
-                    context["chart"] = _candles_svg(bars)
+                context["chart"] = _candles_chart([r for r in table.to_pylist()[:2000] if _bar(r) is not None], params)
         return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
 
 
@@ -106,30 +104,38 @@ def _bar(row: dict[str, Any]) -> dict[str, float] | None:
     return out
 
 
-def _candles_svg(bars: list[dict]) -> str:
-    """A small candlestick chart as inline SVG (no JavaScript dependency)."""
-    width, height, pad = 900, 300, 20
-    highs = [float(b["high"]) for b in bars]
-    lows = [float(b["low"]) for b in bars]
-    top, bottom = max(highs), min(lows)
-    span = (top - bottom) or 1.0
-    step = (width - 2 * pad) / max(len(bars), 1)
+def _ran_with(saved: SavedQuery, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Each declared parameter with the value the run used: the one given, else its default."""
+    out = []
+    for name, spec in (saved.parameters or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        given = name in params
+        out.append({"name": name, "type": spec.get("type", ""), "value": params[name] if given else spec.get("default"),
+                    "given": given})
+    return out
 
-    def y(value: Any) -> float:
-        return pad + (top - float(value)) / span * (height - 2 * pad)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'style="background:#fff;border:1px solid #ccc">']
-    for i, b in enumerate(bars):
-        x = pad + i * step + step / 2
-        colour = "#2a7" if b["close"] >= b["open"] else "#c33"
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(b["high"]):.1f}" y2="{y(b["low"]):.1f}" stroke="{colour}"/>')
-        body_top, body_bottom = min(y(b["open"]), y(b["close"])), max(y(b["open"]), y(b["close"]))
-        parts.append(f'<rect x="{x - max(step * 0.35, 0.5):.1f}" y="{body_top:.1f}" width="{max(step * 0.7, 1):.1f}" '
-                     f'height="{max(body_bottom - body_top, 1):.1f}" fill="{colour}"/>')
-    parts.append(f'<text x="4" y="14" font-size="11">{top:g}</text>'
-                 f'<text x="4" y="{height - 4}" font-size="11">{bottom:g}</text></svg>')
-    return "".join(parts)
+def _candles_chart(rows: list[dict], params: dict[str, str]) -> dict[str, Any]:
+    """Bars for K2Charts.candles: exchange-local time (the `exchange` parameter's zone, ASX by
+    default), OHLC as decimal strings, volume when the query returns it; one symbol (the first)."""
+    from queries.dashboard import local_ms
+    from queries.engine.timeutil import exchange_zone
+
+    try:
+        zone = exchange_zone(params.get("exchange") or "ASX")
+    except QueryError:
+        zone = exchange_zone("ASX")
+    symbols = list(dict.fromkeys(str(r.get("symbol")) for r in rows if r.get("symbol") is not None))
+    symbol = symbols[0] if symbols else ""
+    shown = [r for r in rows if not symbols or str(r.get("symbol")) == symbol]
+    starts = [r["bar_start"] for r in shown if isinstance(r.get("bar_start"), dt.datetime)]
+    bars = [[local_ms(r["bar_start"] if r["bar_start"].tzinfo else r["bar_start"].replace(tzinfo=dt.UTC), zone),
+             str(r["open"]), str(r["close"]), str(r["low"]), str(r["high"]),
+             int(r["volume"]) if r.get("volume") is not None else None]
+            for r in shown if isinstance(r.get("bar_start"), dt.datetime)]
+    day = starts[0].astimezone(zone) if starts else dt.datetime.now(zone)
+    return {"symbol": symbol or "result", "day": f"{day:%Y-%m-%d}", "interval": "", "zone": zone.key,
+            "zone_abbr": day.tzname(), "bars": bars, "gaps": [], "other_symbols": symbols[1:]}
 
 
 class ApiKeyForm(forms.ModelForm):

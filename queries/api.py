@@ -25,6 +25,7 @@ from pydantic import BeforeValidator, ConfigDict, Field
 
 from k2portal import metrics
 from queries import selectors, services
+from queries.api_schemas import DOC, ERRORS, GapsOut, OhlcvOut, RunOut, SavedQueriesOut, SavedQueryDetailOut, SnapshotsOut, TablesOut, TradesOut
 from queries.engine import formats
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.market import QueryResult
@@ -45,7 +46,7 @@ Instant = Annotated[dt.datetime, BeforeValidator(_iso_only)]
 Day = Annotated[dt.date, BeforeValidator(_iso_only)]
 Format = Literal["json", "csv", "parquet", "arrow"]
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
-ERROR_RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 422: dict, 429: dict, 504: dict}
+ERROR_RESPONSES = ERRORS  # documented error body (queries.api_schemas.ErrorOut) for every error status
 
 
 class MissingCredentials(Exception):
@@ -181,25 +182,35 @@ TICK_DOC = ("Time range: `date` (exchange-local trading date, optionally to `end
 
 
 @router.get("/trades", summary="Trades of one or more symbols in a time range", description=TICK_DOC,
-            response={200: dict, **ERROR_RESPONSES})
-def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
-           date: Day | None = None, end_date: Day | None = None,
-           start: Instant | None = None, end: Instant | None = None,
-           limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
-           as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
-           exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
+            response={200: TradesOut, **ERRORS})
+def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500, description=DOC["symbol"]),
+           date: Day | None = Query(None, description=DOC["date"]),
+           end_date: Day | None = Query(None, description=DOC["end_date"]),
+           start: Instant | None = Query(None, description=DOC["start"]),
+           end: Instant | None = Query(None, description=DOC["end"]),
+           limit: int = Query(1000, ge=1, le=100_000, description=DOC["limit"]),
+           cursor: str | None = Query(None, max_length=1000, description=DOC["cursor"]),
+           as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
+           order: Literal["asc", "desc"] = Query("asc", description=DOC["order"]),
+           exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
+           format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
     return _ticks(request, "trades", symbol=symbol, date=date, end_date=end_date, start=start, end=end, limit=limit,
                   cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
 
 
 @router.get("/quotes", summary="Quotes of one or more symbols in a time range", description=TICK_DOC,
-            response={200: dict, **ERROR_RESPONSES})
-def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
-           date: Day | None = None, end_date: Day | None = None,
-           start: Instant | None = None, end: Instant | None = None,
-           limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
-           as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
-           exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
+            response={200: TradesOut, **ERRORS})
+def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500, description=DOC["symbol"]),
+           date: Day | None = Query(None, description=DOC["date"]),
+           end_date: Day | None = Query(None, description=DOC["end_date"]),
+           start: Instant | None = Query(None, description=DOC["start"]),
+           end: Instant | None = Query(None, description=DOC["end"]),
+           limit: int = Query(1000, ge=1, le=100_000, description=DOC["limit"]),
+           cursor: str | None = Query(None, max_length=1000, description=DOC["cursor"]),
+           as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
+           order: Literal["asc", "desc"] = Query("asc", description=DOC["order"]),
+           exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
+           format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
     return _ticks(request, "quotes", symbol=symbol, date=date, end_date=end_date, start=start, end=end, limit=limit,
                   cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
 
@@ -207,12 +218,16 @@ def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_leng
 @router.get("/ohlcv", summary="OHLCV bars (open, high, low, close, volume, VWAP, trade count)",
             description="Bars with no trades are absent. Intraday bars align to UTC clock boundaries; 1d bars are "
                         "exchange-local trading days. Omit `symbol` for all symbols.",
-            response={200: dict, **ERROR_RESPONSES})
-def ohlcv(request: HttpRequest, interval: Interval = "1m", symbol: list[str] | None = Query(None, max_length=500),
-          date: Day | None = None, end_date: Day | None = None,
-          start: Instant | None = None, end: Instant | None = None,
-          as_of: str | None = Query(None, max_length=64), exchange: str = Query("ASX", max_length=16),
-          format: Format | None = None) -> HttpResponse:
+            response={200: OhlcvOut, **ERRORS})
+def ohlcv(request: HttpRequest, interval: Interval = Query("1m", description=DOC["interval"]),
+          symbol: list[str] | None = Query(None, max_length=500, description=DOC["symbol"]),
+          date: Day | None = Query(None, description=DOC["date"]),
+          end_date: Day | None = Query(None, description=DOC["end_date"]),
+          start: Instant | None = Query(None, description=DOC["start"]),
+          end: Instant | None = Query(None, description=DOC["end"]),
+          as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
+          exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
+          format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
     fmt = _format(request, format)
     started = time.perf_counter()
     result = selectors.get_engine().ohlcv(
@@ -222,7 +237,7 @@ def ohlcv(request: HttpRequest, interval: Interval = "1m", symbol: list[str] | N
 
 
 @router.get("/snapshots", summary="A table's snapshots (time travel points) with their summaries",
-            response={200: dict, **ERROR_RESPONSES})
+            response={200: SnapshotsOut, **ERRORS})
 def snapshots(request: HttpRequest, table: Literal["trades", "quotes", "reference_data"] = "trades") -> HttpResponse:
     snaps = selectors.get_engine().snapshots(table)
     data = [{"snapshot_id": s.snapshot_id, "parent_id": s.parent_id, "committed_at": s.committed_at,
@@ -231,7 +246,7 @@ def snapshots(request: HttpRequest, table: Literal["trades", "quotes", "referenc
     return JsonResponse({"data": formats.json_value(data), "meta": {"table": table, "rows": len(data)}})
 
 
-@router.get("/tables", summary="The market-data tables and their current snapshots", response={200: dict, **ERROR_RESPONSES})
+@router.get("/tables", summary="The market-data tables and their current snapshots", response={200: TablesOut, **ERRORS})
 def tables(request: HttpRequest) -> HttpResponse:
     engine = selectors.get_engine()
     data = []
@@ -253,7 +268,7 @@ def tables(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"data": formats.json_value(data)})
 
 
-@router.get("/gaps", summary="Sequence gaps (ADR #014) from Postgres, newest first", response={200: dict, **ERROR_RESPONSES})
+@router.get("/gaps", summary="Sequence gaps (ADR #014) from Postgres, newest first", response={200: GapsOut, **ERRORS})
 def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16),
          data_type: Literal["trades", "quotes", "reference_data"] | None = None,
          symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
@@ -282,14 +297,14 @@ def _saved(q: Any, with_sql: bool = False) -> dict[str, Any]:
     return out
 
 
-@queries_router.get("/queries", summary="Saved queries", response={200: dict, **ERROR_RESPONSES})
+@queries_router.get("/queries", summary="Saved queries", response={200: SavedQueriesOut, **ERRORS})
 def query_list(request: HttpRequest) -> HttpResponse:
     data = [_saved(q) for q in selectors.saved_query_list()]
     _count(request, 200)
     return JsonResponse({"data": formats.json_value(data)})
 
 
-@queries_router.get("/queries/{slug}", summary="One saved query with its SQL", response={200: dict, **ERROR_RESPONSES})
+@queries_router.get("/queries/{slug}", summary="One saved query with its SQL", response={200: SavedQueryDetailOut, **ERRORS})
 def query_detail(request: HttpRequest, slug: str) -> HttpResponse:
     _count(request, 200)
     return JsonResponse({"data": formats.json_value(_saved(selectors.saved_query_get(slug=slug), with_sql=True))})
@@ -306,7 +321,7 @@ class RunIn(Schema):
 
 @queries_router.post("/queries/{slug}/run", summary="Run a saved query (read-only sandbox)",
                      description="Body: {\"params\": {...}, \"as_of\": snapshot id or UTC instant, \"limit\": n}.",
-                     response={200: dict, **ERROR_RESPONSES})
+                     response={200: RunOut, **ERRORS})
 def query_run(request: HttpRequest, slug: str, body: RunIn = Body(RunIn()), format: Format | None = None) -> HttpResponse:
     fmt = _format(request, format)
     if body.limit is not None and body.limit < 1:

@@ -64,6 +64,7 @@ from catalog.engine.maintenance import SnapshotPolicy
 from catalog.engine.schemas import check_data_type, consumer_group, dlq_topic, parse_topic
 from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
+from ingestion.engine.progress import ProgressGate
 from ingestion.engine.sequence import SequenceTracker, table_last_sequences
 from k2portal import metrics
 from k2portal.logging import get_logger
@@ -267,6 +268,7 @@ class IcebergConsumer:
         self.gap_sink = gap_sink or MemoryGapSink()
         self.stop_signal = stop_signal
         self.heartbeat = heartbeat
+        self._progress_gate = ProgressGate()  # consumer_progress only when something moved, or each minute idle
         self.on_batch_committed = on_batch_committed
         self.stats = ConsumerStats()
         self._table = table
@@ -821,9 +823,10 @@ class IcebergConsumer:
         if self.stats.lag is not None and self.config.topics:
             metrics.CONSUMER_LAG.labels(**_labels(self.config.topics[0], self.config.data_type),
                                         group=self.config.group).set(self.stats.lag)
-        log.info("consumer_progress", messages=self.stats.messages, rows=self.stats.rows_written,
-                 msgs_per_s=round(self.stats.rate, 1), lag=self.stats.lag, gaps=self.stats.gaps,
-                 dlq=self.stats.dlq, batches=self.stats.batches)
+        if self._progress_gate.due(self.stats.messages, self.stats.rows_written, self.stats.gaps, self.stats.dlq):
+            log.info("consumer_progress", messages=self.stats.messages, rows=self.stats.rows_written,
+                     msgs_per_s=round(self.stats.rate, 1), lag=self.stats.lag, gaps=self.stats.gaps,
+                     dlq=self.stats.dlq, batches=self.stats.batches)
         if self.heartbeat is not None:
             self.heartbeat(self.stats)
 

@@ -60,6 +60,7 @@ def test_operator_signs_in_filters_gaps_and_acknowledges_one_with_a_note(live_se
     assert "Please enter the correct username and password" in page.content()
     page.fill("#id_password", "pw-ops-123")
     page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")  # the index (the dashboard) has loaded
 
     # the index links the platform pages next to the models
     for link in ("Iceberg tables", "API docs", "Health", "Metrics"):

@@ -3,6 +3,7 @@ issued with the raw key shown once and revoked by an action."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -48,8 +49,19 @@ def test_saving_good_sql_and_running_it_shows_a_table_and_a_chart(admin_client, 
                           _form(sql, json.dumps({"symbol": {"type": "string", "default": "BHP"}})))
     assert r.status_code == 302, r.content.decode()[:2000]
     saved = SavedQuery.objects.get(slug="q1")
-    page = admin_client.get(f"/admin/queries/savedquery/{saved.pk}/run/?symbol=CBA").content.decode()
-    assert "<svg" in page and "<th>bar_start</th>" in page and "CBA" in page and "BHP" not in page.split("<table>")[1]
+    response = admin_client.get(f"/admin/queries/savedquery/{saved.pk}/run/?symbol=CBA")
+    page = response.content.decode()
+    assert 'id="k2-candles"' in page and "<th>bar_start</th>" in page and "BHP" not in page.split("<table>")[1]
+    assert "vendor/echarts/echarts.min.js" in page  # ECharts from this server's static files
+    assert "<code>symbol=CBA</code>" in page.split('id="k2-ran-with"')[1]  # the run echoes what it ran with
+    chart = response.context["chart"]
+    assert chart["symbol"] == "CBA" and chart["zone"] == "Australia/Sydney"
+    first = response.context["rows"][0]
+    assert chart["bars"][0][1:5] == [first[4], first[5], first[2], first[3]]  # open, close, low, high
+    # bar_start 2024-03-10T23:00Z is 10:00 in Sydney (AEDT): the axis reads exchange time
+    assert dt.datetime.fromtimestamp(chart["bars"][0][0] / 1000, dt.UTC).strftime("%H:%M") == "10:00"
+    default_run = admin_client.get(f"/admin/queries/savedquery/{saved.pk}/run/").content.decode()
+    assert "<code>symbol=BHP</code> (default)" in default_run and default_run.count("CBA") == 0
 
 
 def test_issuing_a_key_shows_it_once_and_stores_a_hash(admin_client):
