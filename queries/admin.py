@@ -82,7 +82,13 @@ class SavedQueryAdmin(admin.ModelAdmin):
             context["row_count"] = table.num_rows
             context["truncated"] = result.truncated
             if OHLC_COLUMNS <= set(table.column_names) and table.num_rows:
-                context["chart"] = _candles_chart([r for r in table.to_pylist()[:2000] if _bar(r) is not None], params)
+                try:
+                    chart_rows = table.slice(0, 2000).to_pylist()
+                except (OverflowError, ValueError):  # values Python cannot hold (infinite instants)
+                    chart_rows = []
+                bars = [r for r in chart_rows if _bar(r) is not None]
+                if bars:
+                    context["chart"] = _candles_chart(bars, params)
         return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
 
 
