@@ -77,11 +77,12 @@ from typing import Any
 import pyarrow as pa
 import pyiceberg
 import pyiceberg.catalog as _catalog_module
+import pyiceberg.table as _table_module
 import structlog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.serializers import Compressor, FromInputFile, ToOutputFile
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table import update as _update_module
 from pyiceberg.table.metadata import TableMetadata, TableMetadataCommonFields, TableMetadataV2
 from pyiceberg.table.update import (
@@ -119,6 +120,7 @@ _SOURCE_HASHES = {
     "_apply_table_update[RemoveSnapshotsUpdate]": "e455116c87e837e9",
     "ToOutputFile.table_metadata": "5fae1315550ee2b5",
     "TableMetadata.snapshot_by_id": "75e74f74b599292b",
+    "Transaction.commit_transaction": "31e91e28f2729338",
 }
 
 # The only updates an append or an expiry stages; anything else takes pyiceberg's own
@@ -130,6 +132,7 @@ _ORIGINAL_READ_METADATA = FromInputFile.table_metadata
 _ORIGINAL_WRITE_METADATA = ToOutputFile.table_metadata
 _ORIGINAL_SNAPSHOT_BY_ID = TableMetadataCommonFields.snapshot_by_id
 _ORIGINAL_REMOVE_SNAPSHOTS = _apply_table_update.registry[RemoveSnapshotsUpdate]
+_ORIGINAL_PROPERTY_AS_INT = _table_module.property_as_int
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("k2_fast_append_commit", default=False)
 # (metadata location, the metadata parsed from it) of the table being appended to, inside `append`
 _HELD: contextvars.ContextVar[tuple[str, TableMetadata] | None] = contextvars.ContextVar("k2_fast_append_held",
@@ -163,6 +166,7 @@ def _source_hashes() -> dict[str, str]:
         "_apply_table_update[RemoveSnapshotsUpdate]": digest(_ORIGINAL_REMOVE_SNAPSHOTS),
         "ToOutputFile.table_metadata": digest(_ORIGINAL_WRITE_METADATA),
         "TableMetadata.snapshot_by_id": digest(_ORIGINAL_SNAPSHOT_BY_ID),
+        "Transaction.commit_transaction": digest(Transaction.commit_transaction),
     }
 
 
@@ -208,6 +212,11 @@ def verify_pyiceberg() -> None:
             if current_lookup is not _ORIGINAL_SNAPSHOT_BY_ID:
                 raise FastCommitUnsupported("pyiceberg TableMetadata.snapshot_by_id is already patched")
             TableMetadataCommonFields.snapshot_by_id = _snapshot_by_id  # type: ignore[method-assign]
+        current_int = _table_module.property_as_int
+        if current_int is not _property_as_int:
+            if current_int is not _ORIGINAL_PROPERTY_AS_INT:
+                raise FastCommitUnsupported("pyiceberg.table.property_as_int is already patched")
+            _table_module.property_as_int = _property_as_int  # type: ignore[assignment]
         _verified = True
 
 
@@ -379,6 +388,17 @@ def _catalog_update_table_metadata(base_metadata: TableMetadata, updates: tuple[
                                            metadata_location=metadata_location)
 
 
+def _property_as_int(properties: dict[str, str], property_name: str, default: int | None = None) -> int | None:
+    """`property_as_int` as `Transaction.commit_transaction` reads it (its only caller in
+    pyiceberg.table), except inside `append`: there `commit.retry.num-retries` is 0. pyiceberg's
+    own retry rebuilds the append on top of whatever another commit left, without asking whether
+    those rows are already in the table (after an ambiguous commit, or another consumer's);
+    `IcebergWriter` retries instead, after checking the table's recorded offsets."""
+    if _ACTIVE.get() and property_name == TableProperties.COMMIT_NUM_RETRIES:
+        return 0
+    return _ORIGINAL_PROPERTY_AS_INT(properties, property_name, default)
+
+
 def _read_table_metadata(input_file: InputFile, encoding: str = "utf-8") -> TableMetadata:
     """`FromInputFile.table_metadata`, except inside `append` for the metadata file the table
     already holds (immutable by the Iceberg spec: the same location always holds the same metadata)."""
@@ -402,8 +422,10 @@ class _ShallowTransaction(Transaction):
 
 def append(table: Table, df: pa.Table, snapshot_properties: dict[str, str] | None = None) -> None:
     """`table.append(df, snapshot_properties=...)` (pyiceberg 0.12.0 `Table.append`, main branch),
-    without the per-append deep copies of the table metadata. Same files, same snapshot, same
-    summary, same retries on a concurrent commit; raises `FastCommitUnsupported` when pyiceberg
+    without the per-append deep copies of the table metadata and without pyiceberg's commit
+    retry: a concurrent commit raises `CommitFailedException` (its files are cleaned up), and the
+    caller (`IcebergWriter`) decides whether the rows are already in the table before trying
+    again. Same files, same snapshot, same summary; raises `FastCommitUnsupported` when pyiceberg
     is not the audited version."""
     verify_pyiceberg()
     token = _ACTIVE.set(True)
