@@ -6,16 +6,30 @@ DuckDB `iceberg_scan` (tests/faults.py), not with K2 code."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from confluent_kafka import Producer
 
+from catalog.engine import fast_commit
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog
-from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
-from tests.faults import PG_TEST_URL, CutAfterCommitProxy, duckdb_offsets
+from catalog.engine.writer import IcebergWriter, OffsetConflict, RetryPolicy, offsets_properties, recorded_offsets
+from ingestion.engine.consumer import IcebergConsumer
+from tests.consumer.conftest import (
+    create_topic,
+    encode_trades,
+    make_config,
+    produce,
+    run_consumer,
+    run_in_thread,
+    trade,
+)
+from tests.faults import PG_TEST_URL, CutAfterCommitProxy, duckdb_offsets, wait_for
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, budget_seconds=10)
 
@@ -64,3 +78,93 @@ def test_ambiguous_commit_is_written_once(proxied_catalog) -> None:
     writer.append(_batch(10, 1100), properties=offsets_properties("g", {("t", 0): 1110}))
     assert len(duckdb_offsets(PG_TEST_URL, config.namespace)) == 1110
     assert recorded_offsets(tables["trades"]) == {("t", 0): 1110}
+
+
+# --- item 2: the offset record belongs to the table, whatever group writes it ---------------------
+def _run_until(engine: IcebergConsumer, rows: int, timeout: float = 60) -> None:
+    """Run `engine` in a thread until it has written `rows` rows (or `timeout`), then stop it."""
+    thread = run_in_thread(engine)
+    try:
+        assert wait_for(lambda: engine.stats.rows_written >= rows or not thread.is_alive(), timeout)
+        time.sleep(1.0)  # a few more polls: anything it would write twice would be written now
+    finally:
+        engine.request_stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_group_on_the_same_table_writes_nothing_twice(kafka_bootstrap, iceberg_tables, catalog_config,
+                                                                registry, unique) -> None:
+    topic = f"market.equities.trades.s{unique}"
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade(f"S{i % 4}", i // 4 + 1) for i in range(300)]))
+    first = make_config(kafka_bootstrap, topic, f"a{unique}", namespace=catalog_config.namespace, max_messages=300)
+    run_consumer(first, catalog_config, registry)
+    assert len(duckdb_offsets(PG_TEST_URL, catalog_config.namespace)) == 300
+
+    # another group id (a new deployment, a renamed consumer) on the same table and topic
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic,
+                                                  [trade(f"S{i % 4}", i // 4 + 1) for i in range(300, 400)]))
+    second = IcebergConsumer(make_config(kafka_bootstrap, topic, f"b{unique}", namespace=catalog_config.namespace),
+                             catalog=load_catalog(catalog_config), registry=registry)
+    _run_until(second, 100)
+    assert second.stats.rows_written == 100 and second.stats.messages == 100  # resumed where the table ends
+    rows = duckdb_offsets(PG_TEST_URL, catalog_config.namespace)
+    assert len(rows) == len(set(rows)) == 400, f"{len(rows) - len(set(rows))} rows written twice"
+    table = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    summary = table.current_snapshot().summary
+    assert summary["k2.kafka.group"] == f"g-b{unique}" and "k2.kafka.offsets" in summary.additional_properties
+
+
+@pytest.mark.django_db(transaction=True)
+def test_offsets_recorded_in_the_old_per_group_format_are_resumed_by_any_group(
+        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
+    """Tables written before the table-wide record hold `k2.kafka.offsets.<group>`: a consumer of
+    another group resumes after them too, and still ignores offsets of a re-created topic."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    topic = f"market.equities.trades.o{unique}"
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topic_id = str(admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=10).topic_id)
+    counts = {0: 30, 1: 20}
+    values = [v for _, v in encode_trades(registry, topic, [trade("BHP", i + 1) for i in range(50)])]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for i, value in enumerate(values):
+        producer.produce(topic, value=value, partition=0 if i < counts[0] else 1)
+    assert producer.flush(30) == 0
+    # what an old consumer of group "old" left: partition 0 all written, under this topic's id;
+    # partition 1 recorded under another (deleted) incarnation of the topic: must be ignored
+    table = iceberg_tables["trades"]
+    old = {f"k2.kafka.offsets.g-old{unique}": json.dumps({topic: {"0": counts[0]}}),
+           f"k2.kafka.topic-ids.g-old{unique}": json.dumps({topic: topic_id})}
+    stale = {f"k2.kafka.offsets.g-old{unique}": json.dumps({topic: {"1": 10_000}}),
+             f"k2.kafka.topic-ids.g-old{unique}": json.dumps({topic: "an-earlier-topic-id"})}
+    fast_commit.append(table, _batch(counts[0], 0, partition=0), snapshot_properties=old)
+    fast_commit.append(table, _batch(1, 20_000, partition=1), snapshot_properties=stale)
+    engine = IcebergConsumer(make_config(kafka_bootstrap, topic, f"new{unique}", namespace=catalog_config.namespace),
+                             catalog=load_catalog(catalog_config), registry=registry)
+    _run_until(engine, counts[1])
+    assert engine.stats.rows_written == counts[1]  # partition 0 resumed from the old record, 1 from its start
+    rows = duckdb_offsets(PG_TEST_URL, catalog_config.namespace)
+    assert len(rows) == len(set(rows)) == counts[0] + counts[1] + 1
+    assert recorded_offsets(load_catalog(catalog_config).load_table(table.name()),
+                            topic_ids={topic: topic_id}) == {(topic, 0): counts[0], (topic, 1): counts[1]}
+
+
+def test_two_writers_never_write_the_same_offsets_twice(iceberg_tables, catalog_config) -> None:
+    """Two writers on one table (two groups at once): a batch whose offsets another writer already
+    recorded is not written again; one only partly recorded stops with a clear OffsetConflict."""
+    one = IcebergWriter(iceberg_tables["trades"], table_name="trades", policy=FAST)
+    other = IcebergWriter(load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades"),
+                          table_name="trades", policy=FAST)
+    one.append(_batch(100, 0), properties=offsets_properties("a", {("t", 0): 100}))
+    result = other.append(_batch(100, 0), properties=offsets_properties("b", {("t", 0): 100}))
+    assert result.already_committed and result.attempts == 2
+    one.append(_batch(50, 100), properties=offsets_properties("a", {("t", 0): 150}))
+    with pytest.raises(OffsetConflict, match=r"t\[0\] now at 150 \(this batch ends at 200\)"):
+        other.append(_batch(100, 100), properties=offsets_properties("b", {("t", 0): 200}))
+    rows = duckdb_offsets(PG_TEST_URL, catalog_config.namespace)
+    assert sorted(o for _, o in rows) == list(range(150))
