@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -14,11 +15,18 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from catalog.engine import fast_commit
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog
-from catalog.engine.writer import IcebergWriter, OffsetConflict, RetryPolicy, offsets_properties, recorded_offsets
+from catalog.engine.writer import (
+    CatalogUnavailable,
+    IcebergWriter,
+    OffsetConflict,
+    RetryPolicy,
+    offsets_properties,
+    recorded_offsets,
+)
 from ingestion.engine.consumer import IcebergConsumer
 from tests.consumer.conftest import (
     create_topic,
@@ -29,7 +37,7 @@ from tests.consumer.conftest import (
     run_in_thread,
     trade,
 )
-from tests.faults import PG_TEST_URL, CutAfterCommitProxy, duckdb_offsets, wait_for
+from tests.faults import PG_TEST_URL, CutAfterCommitProxy, ThrowawayPostgres, duckdb_offsets, wait_for
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, budget_seconds=10)
 
@@ -168,3 +176,100 @@ def test_two_writers_never_write_the_same_offsets_twice(iceberg_tables, catalog_
         other.append(_batch(100, 100), properties=offsets_properties("b", {("t", 0): 200}))
     rows = duckdb_offsets(PG_TEST_URL, catalog_config.namespace)
     assert sorted(o for _, o in rows) == list(range(150))
+
+
+# --- item 3: a catalog outage is ridden out within the budget, then fails clearly ------------------
+@pytest.fixture
+def outage_catalog(warehouse_dir, unique):  # type: ignore[no-untyped-def]
+    """A catalog on a Postgres cluster of this test's own, which the test stops and starts."""
+    pg = ThrowawayPostgres()
+    pg.start()
+    config = CatalogConfig(uri=pg.sqlalchemy_url, warehouse=warehouse_dir.as_uri(), namespace=f"t_{unique}")
+    ensure_tables(load_catalog(config), config.namespace)
+    yield pg, config
+    pg.destroy()
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.django_db(transaction=True)
+def test_consumer_rides_out_a_catalog_postgres_restart(kafka_bootstrap, outage_catalog, registry, unique) -> None:
+    pg, catalog_config = outage_catalog
+    topic = f"market.equities.trades.r{unique}"
+    create_topic(kafka_bootstrap, topic)
+    records = [trade(f"S{i % 3}", i // 3 + 1) for i in range(600)]
+    encoded = encode_trades(registry, topic, records)
+    produce(kafka_bootstrap, topic, encoded[:300])
+    config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=600,
+                         retry=RetryPolicy(budget_seconds=60, max_delay=2.0))
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: engine.stats.rows_written >= 300, 60), engine.stats
+    pg.stop()  # the catalog goes away mid-run ...
+    produce(kafka_bootstrap, topic, encoded[300:])
+    time.sleep(8)
+    assert thread.is_alive() and not errors, errors  # ... the consumer waits instead of dying
+    assert engine.stats.rows_written == 300
+    assert _committed(kafka_bootstrap, config.group, topic) == 300  # nothing committed past the table
+    pg.start()  # ... and comes back
+    thread.join(timeout=90)
+    assert not thread.is_alive() and not errors, errors
+    assert engine.stats.rows_written == 600
+    rows = duckdb_offsets(pg.url, catalog_config.namespace)
+    assert len(rows) == len(set(rows)) == 600 and sorted(o for _, o in rows) == list(range(600))
+    assert _committed(kafka_bootstrap, config.group, topic) == 600
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.django_db(transaction=True)
+def test_catalog_down_beyond_the_budget_fails_clearly_without_committing_past_the_table(
+        kafka_bootstrap, outage_catalog, registry, unique) -> None:
+    pg, catalog_config = outage_catalog
+    topic = f"market.equities.trades.x{unique}"
+    create_topic(kafka_bootstrap, topic)
+    encoded = encode_trades(registry, topic, [trade(f"S{i % 3}", i // 3 + 1) for i in range(300)])
+    produce(kafka_bootstrap, topic, encoded[:200])
+    config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
+                         retry=RetryPolicy(budget_seconds=3, max_delay=1.0))
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: engine.stats.rows_written >= 200, 60), engine.stats
+    pg.stop()
+    started = time.monotonic()
+    produce(kafka_bootstrap, topic, encoded[200:])
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert time.monotonic() - started >= 3  # the budget was used
+    assert len(errors) == 1 and isinstance(errors[0], CatalogUnavailable), errors
+    message = str(errors[0])
+    assert f"127.0.0.1:{pg.port}/postgres" in message and "K2_CATALOG_RETRY_SECONDS" in message
+    assert "Postgres is running" in message
+    pg.start()
+    rows = duckdb_offsets(pg.url, catalog_config.namespace)
+    assert sorted(o for _, o in rows) == list(range(200))
+    assert _committed(kafka_bootstrap, config.group, topic) == 200  # not past what the table holds
