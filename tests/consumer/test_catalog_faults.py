@@ -273,3 +273,37 @@ def test_catalog_down_beyond_the_budget_fails_clearly_without_committing_past_th
     rows = duckdb_offsets(pg.url, catalog_config.namespace)
     assert sorted(o for _, o in rows) == list(range(200))
     assert _committed(kafka_bootstrap, config.group, topic) == 200  # not past what the table holds
+
+
+def test_catalog_retry_budget_comes_from_the_setting(settings) -> None:  # type: ignore[no-untyped-def]
+    from ingestion.consumer_services import consumer_config
+    from k2portal.config import ConfigError, load
+
+    assert load({}).catalog_retry_seconds == 60
+    assert load({"K2_CATALOG_RETRY_SECONDS": "90"}).catalog_retry_seconds == 90
+    with pytest.raises(ConfigError, match="K2_CATALOG_RETRY_SECONDS"):
+        load({"K2_CATALOG_RETRY_SECONDS": "soon"})
+    k2 = dataclasses.replace(settings.K2, catalog_retry_seconds=45)
+    config = consumer_config(data_type="trades", topics=("market.equities.trades.asx",), k2=k2)
+    assert config.retry.budget_seconds == 45 and config.retry.max_delay == 10.0
+
+
+def test_expiry_keeps_each_partitions_offset_record_across_both_formats(iceberg_tables, catalog_config) -> None:
+    """Snapshot expiry keeps, per topic-partition, the snapshot recording its highest offset,
+    whether written in the old per-group format or the table-wide one, so a consumer of any
+    group resumes at the same place after an expiry as before it."""
+    from datetime import timedelta
+
+    from catalog.engine.maintenance import expire_snapshots
+
+    table = iceberg_tables["trades"]
+    old = {"k2.kafka.offsets.x": json.dumps({"t": {"0": 100, "1": 50}})}
+    for i, props in enumerate([old, offsets_properties("y", {("t", 0): 200}), {},
+                               offsets_properties("z", {("t", 0): 300}), {}]):
+        fast_commit.append(table, _batch(2, 2 * i), snapshot_properties=props)
+    ids = [s.snapshot_id for s in table.metadata.snapshots]
+    assert recorded_offsets(table) == {("t", 0): 300, ("t", 1): 50}
+    expire_snapshots(table, retention=timedelta(0), retain_last=1)
+    fresh = load_catalog(catalog_config).load_table(table.name())
+    assert [s.snapshot_id for s in fresh.metadata.snapshots] == [ids[0], ids[3], ids[4]]
+    assert recorded_offsets(fresh) == {("t", 0): 300, ("t", 1): 50}
