@@ -199,14 +199,15 @@ class IcebergWriter:
         ends, ids = _own_offsets(props)
         base = self.table.metadata  # immutable: what the table held before the first attempt
         already = False
+        found_id: int | None = None
         try:
             for attempt in self._retrying("append", started):
                 with attempt:
                     attempts += 1
                     if attempts > 1:  # the last attempt failed; it may still have committed
                         self.table.refresh()
-                        if self._holds(base, commit_id, ends, ids):
-                            already = True
+                        already, found_id = self._holds(base, commit_id, ends, ids)
+                        if already:
                             break
                     log.debug("iceberg_write_attempt", table=self.table_name, attempt=attempts, rows=batch.num_rows)
                     metrics.ICEBERG_WRITE_ATTEMPTS.labels(table=self.table_name, operation="append").inc()
@@ -227,25 +228,28 @@ class IcebergWriter:
         metrics.ICEBERG_WRITE_DURATION.labels(exchange=self.exchange, asset_class=self.asset_class,
                                               table=self.table_name, operation="append").observe(duration)
         # the id, not current_snapshot(): that scans every snapshot from the oldest
-        return AppendResult(snapshot_id=self.table.metadata.current_snapshot_id, rows=batch.num_rows,
+        snapshot_id = found_id if already and found_id is not None else self.table.metadata.current_snapshot_id
+        return AppendResult(snapshot_id=snapshot_id, rows=batch.num_rows,
                             attempts=attempts, duration=duration, already_committed=already)
 
-    def _holds(self, base: Any, commit_id: str, ends: dict[TopicPartition, int], ids: dict[str, str]) -> bool:
-        """Whether the (reloaded) table already holds this batch: a snapshot newer than `base`
-        carries its commit id, or the recorded offsets reach the batch's end on every
-        topic-partition. Raises `OffsetConflict` when another writer recorded only part of it."""
+    def _holds(self, base: Any, commit_id: str, ends: dict[TopicPartition, int],
+               ids: dict[str, str]) -> tuple[bool, int | None]:
+        """Whether the (reloaded) table already holds this batch, and the snapshot that wrote it
+        when known: a snapshot newer than `base` carries its commit id, or the recorded offsets
+        reach the batch's end on every topic-partition (another writer's rows). Raises
+        `OffsetConflict` when another writer recorded only part of it."""
         known = {s.snapshot_id for s in base.snapshots}
         for snapshot in reversed(self.table.metadata.snapshots):
             if snapshot.snapshot_id in known:
                 continue
             summary = snapshot.summary
             if summary is not None and summary.additional_properties.get(COMMIT_ID_KEY) == commit_id:
-                return True
+                return True, snapshot.snapshot_id
         if not ends:
-            return False
+            return False, None
         now = _max_offsets(self.table.metadata.snapshots, ids, set(ends))
         if all(now.get(key, -1) >= end for key, end in ends.items()):
-            return True
+            return True, None
         before = _max_offsets(base.snapshots, ids, set(ends))
         moved = {key: now[key] for key in ends if now.get(key, -1) > before.get(key, -1)}
         if moved:
@@ -254,7 +258,7 @@ class IcebergWriter:
                 f"another writer recorded offsets in table {self.table_name} while this batch was being committed: "
                 f"{where}. Two consumers are writing the same partitions into one table; stop one of them. This "
                 "batch was not written; a restart resumes after what the table holds")
-        return False
+        return False, None
 
 
 def offsets_properties(group: str, offsets: dict[TopicPartition, int],

@@ -61,10 +61,12 @@ def proxied_catalog(catalog_config: CatalogConfig):  # type: ignore[no-untyped-d
     tables = ensure_tables(catalog, config.namespace)
     yield proxy, catalog, tables, config
     proxy.close()
+    catalog.engine.dispose()
     real = load_catalog(catalog_config)
     for name in tables:
         real.drop_table(f"{config.namespace}.{name}")
     real.drop_namespace(config.namespace)
+    real.engine.dispose()
 
 
 def test_ambiguous_commit_is_written_once(proxied_catalog) -> None:
@@ -78,6 +80,8 @@ def test_ambiguous_commit_is_written_once(proxied_catalog) -> None:
     result = writer.append(_batch(1000, 100), properties=offsets_properties("g", {("t", 0): 1100}))
     assert proxy.cuts == 1  # the fault did happen
     assert result.rows == 1000 and result.already_committed
+    snapshot = tables["trades"].metadata.snapshot_by_id(result.snapshot_id)
+    assert snapshot.summary["added-records"] == "1000" and snapshot.summary["k2.kafka.offsets"] == '{"t":{"0":1100}}'
     rows = duckdb_offsets(PG_TEST_URL, config.namespace)
     duplicated = {k: n for k, n in Counter(rows).items() if n > 1}
     assert not duplicated, f"{sum(duplicated.values()) - len(duplicated)} rows written twice"
