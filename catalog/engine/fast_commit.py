@@ -26,6 +26,12 @@ What this module does, for appends only (`append` below, used by `IcebergWriter`
   the metadata the table holds: `FromInputFile.table_metadata` returns it for that one
   location and reads every other location (another writer's newer commit) as before.
 
+Also only inside `append`, pyiceberg's commit retry is off (`commit.retry.num-retries` reads 0,
+`_property_as_int`): on a concurrent commit it would rebuild the append on top of whatever is
+there without asking whether those rows are already in the table (after an ambiguous commit, or
+another consumer's); `CommitFailedException` reaches `IcebergWriter`, which checks the table's
+recorded offsets before it tries again (issue 11).
+
 Why dropping the deep copy is safe here: pyiceberg's metadata models are frozen (no field
 can be reassigned); the deep copy only guards the shared lists/dicts/models against in-place
 mutation. On this path nothing mutates them: the two updates an append stages,
@@ -134,7 +140,6 @@ _SOURCE_HASHES = {
     "_apply_table_update[RemoveSnapshotsUpdate]": "e455116c87e837e9",
     "ToOutputFile.table_metadata": "5fae1315550ee2b5",
     "TableMetadata.snapshot_by_id": "75e74f74b599292b",
-    "Transaction.commit_transaction": "31e91e28f2729338",
 }
 
 # The only updates an append or an expiry stages; anything else takes pyiceberg's own
@@ -190,7 +195,6 @@ def _source_hashes() -> dict[str, str]:
         "_apply_table_update[RemoveSnapshotsUpdate]": digest(_ORIGINAL_REMOVE_SNAPSHOTS),
         "ToOutputFile.table_metadata": digest(_ORIGINAL_WRITE_METADATA),
         "TableMetadata.snapshot_by_id": digest(_ORIGINAL_SNAPSHOT_BY_ID),
-        "Transaction.commit_transaction": digest(Transaction.commit_transaction),
     }
 
 
