@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.engine.schemas import DATA_TYPES, consumer_group, topic_name
+from catalog.engine.writer import RetryPolicy
 from catalog.selectors import snapshot_policy
 from ingestion import samples
 from ingestion.engine.consumer import ConsumerConfig, ConsumerStats, IcebergConsumer
@@ -30,10 +31,11 @@ def consumer_config(*, data_type: str, topics: tuple[str, ...] | None = None, to
                     group_id: str | None = None, batch_size: int | None = None, max_batch_ms: int | None = None,
                     max_messages: int | None = None, from_beginning: bool = False, namespace: str | None = None,
                     k2: K2Config | None = None, **extra: Any) -> ConsumerConfig:
-    """The engine's config from K2 settings (K2_CONSUMER_BATCH_SIZE, K2_CONSUMER_MAX_BATCH_MS, broker)
-    with explicit arguments taking precedence."""
+    """The engine's config from K2 settings (K2_CONSUMER_BATCH_SIZE, K2_CONSUMER_MAX_BATCH_MS,
+    K2_CATALOG_RETRY_SECONDS, broker) with explicit arguments taking precedence."""
     k2 = k2 or settings.K2
     extra.setdefault("snapshot_policy", snapshot_policy(k2))
+    extra.setdefault("retry", RetryPolicy(budget_seconds=k2.catalog_retry_seconds))
     kwargs: dict[str, Any] = dict(
         bootstrap_servers=k2.bootstrap_servers, data_type=data_type, topics=topics, topic_pattern=topic_pattern,
         group_id=group_id or consumer_group(data_type), batch_size=batch_size or k2.consumer_batch_size,

@@ -63,6 +63,8 @@ VARIABLES: tuple[Variable, ...] = (
              "a positive integer: beyond the full-detail window, keep the newest snapshot of each such interval"),
     Variable("K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS", "60",
              "a positive integer: how often each consumer expires and thins its own table's snapshots"),
+    Variable("K2_CATALOG_RETRY_SECONDS", "60",
+             "a positive integer: how long a consumer retries an unreachable Iceberg catalog (backoff capped at 10 s) before it fails"),
     Variable("K2_ORPHAN_MIN_AGE_MINUTES", "60",
              "a positive integer: maintenance deletes unreferenced table files only once they are this old"),
     Variable("K2_MAINTENANCE_INTERVAL_MINUTES", "15",
@@ -194,6 +196,7 @@ class K2Config:
     snapshot_full_detail_minutes: int
     snapshot_thin_minutes: int
     consumer_snapshot_expiry_seconds: int
+    catalog_retry_seconds: int
     orphan_min_age_minutes: int
     maintenance_interval_minutes: int
     duckdb_memory_limit: str | None
@@ -259,6 +262,7 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         snapshot_full_detail_minutes=parse_positive_int(env, "K2_SNAPSHOT_FULL_DETAIL_MINUTES") or 1,
         consumer_snapshot_expiry_seconds=parse_positive_int(env, "K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS") or 60,
         snapshot_thin_minutes=parse_positive_int(env, "K2_SNAPSHOT_THIN_MINUTES") or 5,
+        catalog_retry_seconds=parse_positive_int(env, "K2_CATALOG_RETRY_SECONDS") or 60,
         orphan_min_age_minutes=parse_positive_int(env, "K2_ORPHAN_MIN_AGE_MINUTES") or 60,
         maintenance_interval_minutes=parse_positive_int(env, "K2_MAINTENANCE_INTERVAL_MINUTES") or 15,
         duckdb_threads=parse_positive_int(env, "K2_DUCKDB_THREADS", maximum=1024),

@@ -26,6 +26,12 @@ What this module does, for appends only (`append` below, used by `IcebergWriter`
   the metadata the table holds: `FromInputFile.table_metadata` returns it for that one
   location and reads every other location (another writer's newer commit) as before.
 
+Also only inside `append`, pyiceberg's commit retry is off (`commit.retry.num-retries` reads 0,
+`_property_as_int`): on a concurrent commit it would rebuild the append on top of whatever is
+there without asking whether those rows are already in the table (after an ambiguous commit, or
+another consumer's); `CommitFailedException` reaches `IcebergWriter`, which checks the table's
+recorded offsets before it tries again (issue 11).
+
 Why dropping the deep copy is safe here: pyiceberg's metadata models are frozen (no field
 can be reassigned); the deep copy only guards the shared lists/dicts/models against in-place
 mutation. On this path nothing mutates them: the two updates an append stages,
@@ -80,11 +86,12 @@ from typing import Any
 import pyarrow as pa
 import pyiceberg
 import pyiceberg.catalog as _catalog_module
+import pyiceberg.table as _table_module
 import structlog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.serializers import Compressor, FromInputFile, ToOutputFile
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table import update as _update_module
 from pyiceberg.table.metadata import TableMetadata, TableMetadataCommonFields, TableMetadataV2
 from pyiceberg.table.snapshots import update_snapshot_summaries
@@ -144,6 +151,7 @@ _ORIGINAL_READ_METADATA = FromInputFile.table_metadata
 _ORIGINAL_WRITE_METADATA = ToOutputFile.table_metadata
 _ORIGINAL_SNAPSHOT_BY_ID = TableMetadataCommonFields.snapshot_by_id
 _ORIGINAL_REMOVE_SNAPSHOTS = _apply_table_update.registry[RemoveSnapshotsUpdate]
+_ORIGINAL_PROPERTY_AS_INT = _table_module.property_as_int
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("k2_fast_append_commit", default=False)
 # (metadata location, the metadata parsed from it) of the table being appended to, inside `append`
 _HELD: contextvars.ContextVar[tuple[str, TableMetadata] | None] = contextvars.ContextVar("k2_fast_append_held",
@@ -240,6 +248,11 @@ def verify_pyiceberg() -> None:
             if current_lookup is not _ORIGINAL_SNAPSHOT_BY_ID:
                 raise FastCommitUnsupported("pyiceberg TableMetadata.snapshot_by_id is already patched")
             TableMetadataCommonFields.snapshot_by_id = _snapshot_by_id  # type: ignore[method-assign]
+        current_int = _table_module.property_as_int
+        if current_int is not _property_as_int:
+            if current_int is not _ORIGINAL_PROPERTY_AS_INT:
+                raise FastCommitUnsupported("pyiceberg.table.property_as_int is already patched")
+            _table_module.property_as_int = _property_as_int  # type: ignore[assignment]
         _verified = True
 
 
@@ -411,6 +424,17 @@ def _catalog_update_table_metadata(base_metadata: TableMetadata, updates: tuple[
                                            metadata_location=metadata_location)
 
 
+def _property_as_int(properties: dict[str, str], property_name: str, default: int | None = None) -> int | None:
+    """`property_as_int` as `Transaction.commit_transaction` reads it (its only caller in
+    pyiceberg.table), except inside `append`: there `commit.retry.num-retries` is 0. pyiceberg's
+    own retry rebuilds the append on top of whatever another commit left, without asking whether
+    those rows are already in the table (after an ambiguous commit, or another consumer's);
+    `IcebergWriter` retries instead, after checking the table's recorded offsets."""
+    if _ACTIVE.get() and property_name == TableProperties.COMMIT_NUM_RETRIES:
+        return 0
+    return _ORIGINAL_PROPERTY_AS_INT(properties, property_name, default)
+
+
 def _read_table_metadata(input_file: InputFile, encoding: str = "utf-8") -> TableMetadata:
     """`FromInputFile.table_metadata`, except inside `append` for the metadata file the table
     already holds (immutable by the Iceberg spec: the same location always holds the same metadata)."""
@@ -434,8 +458,10 @@ class _ShallowTransaction(Transaction):
 
 def append(table: Table, df: pa.Table, snapshot_properties: dict[str, str] | None = None) -> None:
     """`table.append(df, snapshot_properties=...)` (pyiceberg 0.12.0 `Table.append`, main branch),
-    without the per-append deep copies of the table metadata. Same files, same snapshot, same
-    summary, same retries on a concurrent commit; raises `FastCommitUnsupported` when pyiceberg
+    without the per-append deep copies of the table metadata and without pyiceberg's commit
+    retry: a concurrent commit raises `CommitFailedException` (its files are cleaned up), and the
+    caller (`IcebergWriter`) decides whether the rows are already in the table before trying
+    again. Same files, same snapshot, same summary; raises `FastCommitUnsupported` when pyiceberg
     is not the audited version."""
     verify_pyiceberg()
     token = _ACTIVE.set(True)

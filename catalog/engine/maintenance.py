@@ -49,7 +49,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from catalog.engine import fast_commit
 from catalog.engine.iceberg import SORT_COLUMNS
-from catalog.engine.writer import OFFSETS_PREFIX, parse_offsets
+from catalog.engine.writer import OFFSETS_KEY, OFFSETS_PREFIX, snapshot_records
 
 log = structlog.get_logger("catalog.maintenance").bind(component="maintenance")
 
@@ -274,25 +274,31 @@ def compact_table(load_table: Callable[[], Table], *, days: list[dt.date] | None
 
 
 def _latest_offset_snapshots(snaps: list) -> set[int]:  # type: ignore[type-arg]
-    """The newest snapshot per consumer group and topic-partition that records its Kafka offset
-    (`k2.kafka.offsets.<group>`).
+    """The snapshots that hold each topic-partition's recorded Kafka offset (`k2.kafka.offsets`,
+    or the older per-group `k2.kafka.offsets.<group>`): per topic-partition and topic id, the
+    newest snapshot among those recording the highest offset.
 
-    A restarted consumer resumes from the offsets recorded in the table (exactly-once across a
-    crash between the Iceberg and the Kafka commit); compaction snapshots carry none, and a
-    batch records only the partitions it read, so expiry must never remove the last snapshot
-    that records a partition's offset, however old it is."""
-    newest: dict[tuple[str, str, int], int] = {}
-    for snap in snaps:  # oldest first: later ones overwrite
+    A restarted consumer (of any group) resumes from the highest offset the table records for
+    its topic-partition (exactly-once across a crash between the Iceberg and the Kafka commit);
+    compaction snapshots carry none, and a batch records only the partitions it read, so expiry
+    must never remove the snapshot that records a partition's offset, however old it is. One
+    per topic id, so a re-created topic's record and its predecessor's are both kept."""
+    best: dict[tuple[str, int, str], tuple[int, int]] = {}  # (topic, partition, id) -> (offset, snapshot)
+    for snap in snaps:  # oldest first: later ones win ties
         extra = snap.summary.additional_properties if snap.summary is not None else {}
-        for key, value in extra.items():
-            if key.startswith(OFFSETS_PREFIX):
-                try:
-                    positions = [(key, topic, partition) for topic, partition in parse_offsets(value)]
-                except (ValueError, AttributeError, TypeError):
-                    positions = [(key, "", -1)]  # unreadable: keep the snapshot whole
-                for position in positions:
-                    newest[position] = snap.snapshot_id
-    return set(newest.values())
+        if OFFSETS_KEY not in extra and not any(key.startswith(OFFSETS_PREFIX) for key in extra):
+            continue
+        try:
+            records = snapshot_records(extra)
+        except (ValueError, AttributeError, TypeError):
+            best[("", -1, str(snap.snapshot_id))] = (0, snap.snapshot_id)  # unreadable: keep the snapshot whole
+            continue
+        for record in records:
+            for (topic, partition), offset in record.offsets.items():
+                key = (topic, partition, record.topic_ids.get(topic, ""))
+                if key not in best or offset >= best[key][0]:
+                    best[key] = (offset, snap.snapshot_id)
+    return {snapshot_id for _, snapshot_id in best.values()}
 
 
 def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int = 1,
@@ -300,8 +306,8 @@ def expire_snapshots(table: Table, *, retention: dt.timedelta, retain_last: int 
                      thin_interval: dt.timedelta | None = None) -> ExpiryResult:
     """Expire snapshots committed before now − retention, and (with `full_detail` and
     `thin_interval`) all but the newest per `thin_interval` of those older than now −
-    full_detail; always keeping the newest `retain_last`, every branch/tag head and each
-    consumer group's newest offset-recording snapshot. Data files stay on disk (orphan
+    full_detail; always keeping the newest `retain_last`, every branch/tag head and the
+    snapshot recording each topic-partition's highest offset. Data files stay on disk (orphan
     cleanup is a separate job)."""
     if (full_detail is None) != (thin_interval is None):
         raise ValueError("full_detail and thin_interval go together")

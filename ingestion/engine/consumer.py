@@ -26,8 +26,8 @@ Per-message work in Python is limited to pulling topic, partition, offset and va
 each message (list comprehensions); offsets, duplicates and counts are computed per batch.
 
 Exactly-once into the table: on partition assignment the consumer starts from the larger of
-the group's committed offset and the offset the table recorded, so a crash between steps 4
-and 5 does not write the batch twice.
+the group's committed offset and the offset the table recorded (by any group), so a crash
+between steps 4 and 5 does not write the batch twice, nor does a second group on the table.
 """
 
 from __future__ import annotations
@@ -374,11 +374,12 @@ class IcebergConsumer:
     # --- rebalance callbacks ----------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drain(sync=True)
+        assert self.writer is not None
+        self.writer.refresh()  # rides out a catalog outage within the retry budget
         table = self._table_ref()
-        table.refresh()
         self._seed_sequences(table)
         self._topic_ids.update(self._describe_topic_ids({tp.topic for tp in partitions}))
-        recorded = recorded_offsets(table, self.config.group, self._topic_ids)
+        recorded = recorded_offsets(table, topic_ids=self._topic_ids)  # any group's: the table's record
         committed: dict[tuple[str, int], int] = {}
         if not self.config.from_beginning:
             try:

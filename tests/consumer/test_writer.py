@@ -13,7 +13,13 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 
 from catalog.engine import fast_commit
 from catalog.engine.iceberg import arrow_schema, load_catalog
-from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
+from catalog.engine.writer import (
+    CatalogUnavailable,
+    IcebergWriter,
+    RetryPolicy,
+    offsets_properties,
+    recorded_offsets,
+)
 from queries.engine.connection import connect
 
 
@@ -51,7 +57,7 @@ def _batch(n: int = 3, start: int = 0) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=arrow_schema("trades"))
 
 
-FAST = RetryPolicy(first_delay=0.01, max_delay=0.05)
+FAST = RetryPolicy(first_delay=0.01, max_delay=0.05, retries=3)
 
 
 def _attempts(table_name: str) -> float:
@@ -77,9 +83,30 @@ def test_transient_commit_failure_succeeds_on_retry(iceberg_tables, catalog_conf
 
 def test_connection_error_retried_three_times_then_raised(iceberg_tables, unique) -> None:
     wrapped = FailingTable(iceberg_tables["trades"], ConnectionError("catalog unreachable"), 10)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(CatalogUnavailable):
         IcebergWriter(wrapped, table_name=f"trades-{unique}", policy=FAST).append(_batch())
-    assert wrapped.appends == 4  # first try + 3 retries (ADR #006)
+    assert wrapped.appends == 4  # first try + 3 retries (an explicit cap; the default is a time budget)
+
+
+def test_connection_errors_retried_for_the_budget_then_a_clear_error(iceberg_tables, unique, caplog) -> None:
+    """Issue 11 #3: a catalog that stays unreachable is retried with capped exponential backoff
+    until the time budget is spent, then the error names the catalog and what to check."""
+    import time
+
+    wrapped = FailingTable(iceberg_tables["trades"], ConnectionError("catalog unreachable"), 10_000)
+    policy = RetryPolicy(budget_seconds=1.5, first_delay=0.05, max_delay=0.2)
+    started = time.monotonic()
+    with pytest.raises(CatalogUnavailable) as info:
+        IcebergWriter(wrapped, table_name=f"trades-{unique}", policy=policy).append(_batch())
+    assert time.monotonic() - started >= 1.5
+    message = str(info.value)
+    assert "postgresql+psycopg://postgres@127.0.0.1:5432/k2_test_iceberg" in message
+    assert "K2_CATALOG_RETRY_SECONDS" in message and "ConnectionError: catalog unreachable" in message
+    delays = [r.msg["delay_seconds"] for r in caplog.records
+              if isinstance(r.msg, dict) and r.msg.get("event") == "iceberg_write_retry"]
+    assert delays[:3] == [0.05, 0.1, 0.2] and max(delays) == 0.2  # exponential, capped
+    assert wrapped.appends == len(delays) + 1 and wrapped.appends > 6
+    assert iceberg_tables["trades"].current_snapshot() is None
 
 
 @pytest.mark.parametrize("error", [NoSuchTableError("market_data.nope"), ValueError("schema mismatch")])
@@ -143,8 +170,8 @@ def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config,
         summary = snapshot.summary
         assert summary is not None and summary.operation.value == "append"
         assert summary["added-records"] == str(rows) and summary["total-records"] == str((i + 1) * rows)
-        assert json.loads(summary["k2.kafka.offsets.g"]) == {"t": {"0": (i + 1) * rows}}
-        assert summary["k2.kafka.topic-ids.g"] == '{"t":"id-1"}'
+        assert json.loads(summary["k2.kafka.offsets"]) == {"t": {"0": (i + 1) * rows}}
+        assert summary["k2.kafka.topic-ids"] == '{"t":"id-1"}' and summary["k2.kafka.group"] == "g"
     assert recorded_offsets(fresh, "g", {"t": "id-1"}) == {("t", 0): n * rows}
 
     data = fresh.scan().to_arrow()
@@ -156,19 +183,25 @@ def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config,
     assert _duckdb_count(fresh.metadata_location, earlier.snapshot_id) == 5 * rows
 
 
-def test_fast_commit_retries_on_top_of_a_concurrent_commit(iceberg_tables, catalog_config, caplog) -> None:
-    """A stale Table (another writer committed since it was loaded): pyiceberg's commit loop
-    refreshes and rebuilds the snapshot on the new parent; the fast path must keep that."""
+def test_writer_retries_on_top_of_a_concurrent_commit(iceberg_tables, catalog_config, caplog) -> None:
+    """A stale Table (another writer committed since it was loaded): the fast path does not let
+    pyiceberg rebuild the append on its own (it cannot tell whether the rows are already there);
+    the writer reloads, sees that the other commit does not cover its batch, and appends on top."""
     stale = iceberg_tables["trades"]
     other = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
     other.append(_batch(3, start=0), snapshot_properties=offsets_properties("other", {("t", 1): 3}))
-    fast_commit.append(stale, _batch(3, start=3), snapshot_properties=offsets_properties("g", {("t", 0): 6}))
-    assert any("concurrent update" in r.getMessage() for r in caplog.records)  # pyiceberg's own retry ran
+    with pytest.raises(CommitFailedException):
+        fast_commit.append(stale, _batch(3, start=3), snapshot_properties=offsets_properties("g", {("t", 0): 6}))
+    assert not any("concurrent update" in r.getMessage() for r in caplog.records)  # pyiceberg's retry is off
+    result = IcebergWriter(stale, table_name="trades", policy=FAST).append(
+        _batch(3, start=3), properties=offsets_properties("g", {("t", 0): 6}))
+    assert result.attempts == 2 and not result.already_committed
     fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
     first, second = fresh.metadata.snapshots
     assert second.parent_snapshot_id == first.snapshot_id and second.sequence_number == 2
     assert fresh.scan().to_arrow().num_rows == 6 and _duckdb_count(fresh.metadata_location) == 6
     assert recorded_offsets(fresh, "g") == {("t", 0): 6} and recorded_offsets(fresh, "other") == {("t", 1): 3}
+    assert recorded_offsets(fresh) == {("t", 0): 6, ("t", 1): 3}
 
 
 @pytest.mark.parametrize("change", ["version", "source"])

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.engine.schemas import DATA_TYPES, parse_topic
+from catalog.engine.writer import CatalogUnavailable, OffsetConflict
 from ingestion import consumer_services
 from ingestion.engine.consumer import ConsumerError, ConsumerStats
 
@@ -83,7 +84,7 @@ class Command(BaseCommand):
         try:
             with engine.signals_stop_gracefully():
                 stats = engine.run()
-        except ConsumerError as exc:
+        except (ConsumerError, CatalogUnavailable, OffsetConflict) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"consume {data_type} finished: {stats.messages} messages, {stats.rows_written} rows, "
                           f"{stats.batches} batches, {stats.gaps} gaps, {stats.dlq} to the DLQ, "
