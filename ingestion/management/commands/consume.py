@@ -88,4 +88,6 @@ class Command(BaseCommand):
         self.stdout.write(f"consume {data_type} finished: {stats.messages} messages, {stats.rows_written} rows, "
                           f"{stats.batches} batches, {stats.gaps} gaps, {stats.dlq} to the DLQ, "
                           f"{stats.duplicates_skipped} duplicates skipped, {stats.duration:.1f} s")
+        for what in stats.not_sent:  # a stop while the broker was down: nothing lost, but say so
+            self.stdout.write(f"consume {data_type}: not sent: {what}")
         sys.stdout.flush()
