@@ -306,6 +306,7 @@ class IcebergConsumer:
         self._last_commit_at: dict[tuple[str, int], float] = {}
         self._listed_ends: dict[tuple[str, int], int] = {}  # ListOffsets(latest) answers
         self._ends_request: dict[Any, Future[Any]] | None = None
+        self._ends_requested_at = 0.0
         self._lag_admin: AdminClient | None = None
         self._lag_series: dict[tuple[str, int], tuple[str, ...]] = {}  # metric label values set
         self._deadline: float | None = None  # time.monotonic() by which a stop is done with the broker
@@ -898,7 +899,9 @@ class IcebergConsumer:
         request = self._ends_request
         if request is not None:
             if not all(f.done() for f in request.values()):
-                return
+                if time.monotonic() - self._ends_requested_at < 30:
+                    return
+                request = {}  # Tansu sometimes never answers it: ask again
             self._ends_request = None
             owned = {(tp.topic, tp.partition) for tp in assignment}
             for tp, future in request.items():
@@ -912,6 +915,7 @@ class IcebergConsumer:
         if self._lag_admin is None:
             self._lag_admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers,
                                            "socket.timeout.ms": 5000})
+        self._ends_requested_at = time.monotonic()
         try:
             self._ends_request = self._lag_admin.list_offsets(
                 {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in assignment},
