@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import (
     OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
@@ -161,8 +162,15 @@ class LateRecord:
 
 
 class GapSink(Protocol):
-    def record_gaps(self, gaps: list[GapRecord]) -> None:
-        """Persist gaps; the same gap reported twice (a replay) must stay one record."""
+    # Optional: the longest value (characters) the sink stores per column, e.g. {"symbol": 32}.
+    # A record whose value is longer is poison (dead-letter topic) before sequence tracking.
+    max_lengths: dict[str, int]
+
+    def record_gaps(self, gaps: list[GapRecord]) -> list[tuple[GapRecord, str]] | None:
+        """Persist gaps; the same gap reported twice (a replay) must stay one record. Returns the
+        gaps that could not be stored because of a value in them, each with the reason (their
+        records go to the dead-letter topic instead of the table; a replay can never get past
+        them otherwise). Outages raise."""
 
     def record_late(self, events: list[LateRecord]) -> int:
         """Apply late events to open gaps that contain them; return how many gaps became filled."""
@@ -175,9 +183,12 @@ class MemoryGapSink:
         self.gaps: dict[tuple[str, str, str, int], GapRecord] = {}
         self.late: list[LateRecord] = []
 
-    def record_gaps(self, gaps: list[GapRecord]) -> None:
+    max_lengths: dict[str, int] = {}
+
+    def record_gaps(self, gaps: list[GapRecord]) -> list[tuple[GapRecord, str]]:
         for gap in gaps:
             self.gaps.setdefault((gap.exchange, gap.data_type, gap.symbol, gap.expected_sequence), gap)
+        return []
 
     def record_late(self, events: list[LateRecord]) -> int:
         self.late.extend(events)
@@ -598,11 +609,16 @@ class IcebergConsumer:
             metrics.MESSAGES_CONSUMED.labels(**_labels(topic, cfg.data_type)).inc(count)
         # 2. decode; poison to the DLQ (flushed before anything is committed)
         decoded = self.decoder.decode([m.value() for m in fresh], partitions, offsets)
-        if decoded.poison:
-            self._send_to_dlq(fresh, decoded.poison)
-        table = decoded.table
-        # 3. sequence tracking; gaps reach the sink before the table commit
-        self._track(table, fresh, topics)
+        table, unfit = self._unstorable(decoded.table)
+        if decoded.poison or unfit:
+            self._send_to_dlq(fresh, [*decoded.poison, *unfit])
+        # 3. sequence tracking; gaps reach the sink before the table commit (a gap the sink cannot
+        # store sends its record to the DLQ: a value must never stop the consumer)
+        rejected = self._track(table, fresh, topics)
+        if rejected:
+            self._send_to_dlq(fresh, rejected)
+            drop = pa.array([p.index for p in rejected], type=table[INDEX_COLUMN].type)
+            table = table.filter(pc.invert(pc.is_in(table[INDEX_COLUMN], value_set=drop)))
         # 4. (the commit thread appends) sorted, with the batch's offsets in the snapshot summary
         table = table.drop_columns([INDEX_COLUMN])
         if cfg.data_type != "reference_data" and table.num_rows > 1:
@@ -730,14 +746,41 @@ class IcebergConsumer:
         # The table already records these offsets: a restart resumes after them, no duplicates.
         log.warning("kafka_commit_failed", asynchronous=True, error=err.str())
 
-    def _track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> None:
+    def _unstorable(self, table: pa.Table) -> tuple[pa.Table, list[Poison]]:
+        """Rows with a value longer than the gap sink stores (e.g. a 40-character symbol): poison,
+        taken out before sequence tracking, so a gap in such a stream can never make the gap
+        insert fail before the Iceberg commit (a batch replayed and failed forever)."""
+        limits = getattr(self.gap_sink, "max_lengths", None) or {}
+        if self.config.data_type == "reference_data" or table.num_rows == 0 or not limits:
+            return table, []
+        masks = {col: pc.greater(pc.utf8_length(table[col]), limit)
+                 for col, limit in limits.items() if col in table.column_names}
+        masks = {col: mask for col, mask in masks.items() if pc.any(mask).as_py()}
+        if not masks:
+            return table, []
+        poison: list[Poison] = []
+        bad = None
+        for col, mask in masks.items():
+            limit = limits[col]
+            rows = table.filter(mask)
+            for index, value in zip(rows[INDEX_COLUMN].to_pylist(), rows[col].to_pylist(), strict=True):
+                poison.append(Poison(index, "value_too_long",
+                                     f"{col} is {len(value)} characters long ({value[:40]!r}…); at most {limit} can "
+                                     "be stored (sequence-gap store)"))
+            bad = mask if bad is None else pc.or_(bad, mask)
+        return table.filter(pc.invert(bad)), poison
+
+    def _track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> list[Poison]:
+        """Sequence checks; gaps and late events to the sink. Returns the records whose gap the sink
+        could not store (a value in them): the caller sends them to the DLQ instead of the table."""
         cfg = self.config
         if cfg.data_type == "reference_data" or table.num_rows == 0:
-            return
+            return []
         report = self.tracker.check(table.select(["exchange", "symbol", "sequence_number", INDEX_COLUMN]),
                                     row_column=INDEX_COLUMN)
         now = datetime.now(UTC)
         gaps: list[GapRecord] = []
+        rows: dict[int, int] = {}  # id(record) → row
         for gap in report.gaps:
             msg = fresh[gap.row]
             lbl = _labels(topics[gap.row], cfg.data_type)
@@ -746,14 +789,25 @@ class IcebergConsumer:
                                received_sequence=gap.received, topic=msg.topic(), partition=msg.partition(),
                                offset=msg.offset())
             gaps.append(record)
-            log.warning("sequence_gap_detected", symbol=gap.symbol, exchange=gap.exchange, data_type=cfg.data_type,
-                        expected=gap.expected, received=gap.received, gap=gap.size, topic=msg.topic(),
-                        partition=msg.partition(), offset=msg.offset())
-            metrics.SEQUENCE_GAPS.labels(**lbl).inc()
-            metrics.SEQUENCE_GAP_MESSAGES.labels(**lbl).inc(gap.size)
+            rows[id(record)] = gap.row
+        rejected: list[Poison] = []
         if gaps:
-            self.gap_sink.record_gaps(gaps)
-            self.stats.gaps += len(gaps)
+            refused = {id(g): reason for g, reason in (self.gap_sink.record_gaps(gaps) or [])}
+            for record in gaps:
+                row = rows[id(record)]
+                if id(record) in refused:
+                    rejected.append(Poison(row, "gap_unstorable",
+                                           f"sequence gap {record.expected_sequence}..{record.received_sequence - 1} "
+                                           f"of {record.symbol!r} cannot be stored: {refused[id(record)]}"))
+                    continue
+                log.warning("sequence_gap_detected", symbol=record.symbol, exchange=record.exchange,
+                            data_type=cfg.data_type, expected=record.expected_sequence,
+                            received=record.received_sequence, gap=record.gap_size, topic=record.topic,
+                            partition=record.partition, offset=record.offset)
+                lbl = _labels(topics[row], cfg.data_type)
+                metrics.SEQUENCE_GAPS.labels(**lbl).inc()
+                metrics.SEQUENCE_GAP_MESSAGES.labels(**lbl).inc(record.gap_size)
+                self.stats.gaps += 1
         if report.late:
             for event in report.late:
                 metrics.SEQUENCE_OUT_OF_ORDER.labels(**_labels(topics[event.row], cfg.data_type)).inc()
@@ -768,6 +822,7 @@ class IcebergConsumer:
             metrics.SEQUENCE_EVICTIONS.labels(**_labels(topics[0], cfg.data_type)).inc(report.evicted)
             self.stats.evictions += report.evicted
         metrics.SEQUENCE_TRACKED.labels(**_labels(topics[0], cfg.data_type)).set(len(self.tracker))
+        return rejected
 
     def _seed_sequences(self, table: Any) -> None:
         """On assignment: the last sequence of every stream in the table (up to the tracker's
