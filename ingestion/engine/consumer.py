@@ -112,6 +112,8 @@ class ConsumerConfig:
     # Fault injection for the crash test: SIGKILL this process right after the Nth Iceberg
     # commit, before the Kafka commit. Never set in normal operation.
     kill_after_table_commits: int | None = None
+    # Same, right after the Nth batch's dead letters were delivered (before any commit of that batch).
+    kill_after_dlq_sends: int | None = None
 
     def __post_init__(self) -> None:
         check_data_type(self.data_type)
@@ -312,6 +314,7 @@ class IcebergConsumer:
         self._dlq_producer: Producer | None = None
         self._dlq_topics: set[str] = set()
         self._dlq_failures: list[str] = []
+        self._dlq_sends = 0
         # lag bookkeeping (ADR #007; issue 11 items 4-5): never a blocking broker call on the loop
         self._start_offsets: dict[tuple[str, int], int] = {}  # where each owned partition started
         self._last_commit_at: dict[tuple[str, int], float] = {}
@@ -887,15 +890,23 @@ class IcebergConsumer:
             topic = msg.topic()
             target = dlq_topic(topic)
             self._ensure_dlq_topic(target, 1)
+            # Keyed by the source position: a dead letter sent again after a crash (sent, then the
+            # process died before the batch's commit) carries the same key, so a DLQ reader can drop
+            # the repeat (keep the first message per key; a compacted DLQ topic does it by itself).
+            position = f"{topic}/{msg.partition()}/{msg.offset()}"
             headers = [
                 ("k2.error.reason", item.reason.encode()),
                 ("k2.error", item.error.encode()),
                 ("k2.source.topic", topic.encode()),
                 ("k2.source.partition", str(msg.partition()).encode()),
                 ("k2.source.offset", str(msg.offset()).encode()),
+                ("k2.source.position", position.encode()),
                 ("k2.consumer.group", self.config.group.encode()),
             ]
-            producer.produce(target, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered)
+            if msg.key() is not None:
+                headers.append(("k2.source.key", msg.key()))
+            producer.produce(target, key=position.encode(), value=msg.value(), headers=headers,
+                             on_delivery=delivered)
             metrics.DLQ_MESSAGES.labels(**_labels(topic, self.config.data_type), reason=item.reason).inc()
             log.warning("message_sent_to_dlq", reason=item.reason, error=item.error, topic=topic,
                         partition=msg.partition(), offset=msg.offset(), dlq=target)
@@ -910,6 +921,10 @@ class IcebergConsumer:
             raise DeadLettersUndelivered(f"could not write poison messages to the dead-letter topic ({detail}); "
                                 "check the broker, then restart the consumer")
         self.stats.dlq += len(poison)
+        self._dlq_sends += 1
+        if self.config.kill_after_dlq_sends is not None and self._dlq_sends >= self.config.kill_after_dlq_sends:
+            log.warning("fault_injection_sigkill", after_dlq_sends=self._dlq_sends)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # --- reporting and shutdown -------------------------------------------------------------
     def _align_group_offsets(self, consumer: Consumer, partitions: list[TopicPartition],

@@ -56,3 +56,50 @@ def test_a_value_the_gap_store_cannot_hold_goes_to_the_dlq_and_the_rest_flows(
     assert dead[1]["k2.error.reason"] == dead[3]["k2.error.reason"] == b"value_too_long"
     assert b"symbol is 40 characters long" in dead[1]["k2.error"] and b"at most 32" in dead[1]["k2.error"]
     assert dead[5]["k2.error.reason"] == b"gap_unstorable" and b"NUL" in dead[5]["k2.error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dead_letters_sent_again_after_a_crash_are_recognisable_by_key_and_a_truncated_record_says_why(
+        kafka_bootstrap, iceberg_tables, catalog_config, unique) -> None:
+    """SIGKILL right after a batch's dead letters were delivered, before anything of the batch was
+    committed: the restart sends them again, with the same key (the source position), so the
+    documented dedup (first message per key) leaves each once."""
+    import signal
+
+    from tests.consumer.conftest import consume_process, subprocess_env
+    from tests.consumer.test_process import _encode
+
+    topic = f"market.equities.trades.k{unique}"
+    create_topic(kafka_bootstrap, topic)
+    good = _encode(topic, [trade("BHP", 1), trade("BHP", 2), trade("BHP", 3)])
+    values = [good[0], (b"BHP", b"not avro at all"), (b"BHP", good[1][1][:-6]), good[2]]
+    produce(kafka_bootstrap, topic, values)
+    args = ["--topic", topic, "--group", f"g-{unique}", "--batch-size", "10", "--max-batch-ms", "2000",
+            "--namespace", catalog_config.namespace, "--max-messages", "4"]
+    env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config,
+                         extra={"K2_TEST_KILL_AFTER_DLQ_SENDS": "1"})
+    proc = consume_process(args, env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, out
+    assert table_rows(catalog_config) == []  # killed before the batch's commit
+
+    env.pop("K2_TEST_KILL_AFTER_DLQ_SENDS")
+    proc = consume_process(args, env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert sorted(r["source_offset"] for r in table_rows(catalog_config)) == [0, 3]
+
+    dead = read_dlq(kafka_bootstrap, topic, 4, f"dlq-{unique}")
+    keys = [m.key() for m in dead]
+    assert sorted(keys) == sorted([f"{topic}/0/1".encode(), f"{topic}/0/2".encode()] * 2)  # each sent twice
+    first_per_key = {}
+    for m in dead:  # the deduplication the README describes: keep the first message per key
+        first_per_key.setdefault(m.key(), m)
+    assert len(first_per_key) == 2
+    headers = {k: dict(m.headers()) for k, m in first_per_key.items()}
+    assert all(h["k2.source.key"] == b"BHP" for h in headers.values())
+    assert headers[f"{topic}/0/1".encode()]["k2.source.position"] == f"{topic}/0/1".encode()
+    truncated = headers[f"{topic}/0/2".encode()]
+    assert truncated["k2.error.reason"] == b"undecodable"
+    assert truncated["k2.error"].startswith(b"truncated record: expected ")
+    assert b" bytes at byte " in truncated["k2.error"]
