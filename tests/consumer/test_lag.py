@@ -19,22 +19,17 @@ from tests.consumer.conftest import create_topic, encode_trades, make_config, ta
 
 
 def _produce_in_batches(bootstrap: str, topic: str, registry: Any, per_partition: dict[int, list[int]]) -> None:
-    """Each partition gets its own symbol's records, flushed in several requests (several record
-    batches in the log: what makes Tansu's watermark differ from the log end)."""
+    """Each partition gets its own symbol's records (sequence 1, 2, …), flushed in several requests
+    (several record batches in the log: what makes Tansu's watermark differ from the log end)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for partition, sizes in per_partition.items():
-        symbol = f"P{partition}"
-        seq = sum(1 for r in table_rows_cache.get(topic, []) if r == symbol)
+        seq = 0
         for size in sizes:
-            records = [trade(symbol, seq + i + 1) for i in range(size)]
+            records = [trade(f"P{partition}", seq + i + 1) for i in range(size)]
             seq += size
-            table_rows_cache.setdefault(topic, []).extend([symbol] * size)
             for key, value in encode_trades(registry, topic, records):
                 producer.produce(topic, key=key, value=value, partition=partition)
             assert producer.flush(15) == 0
-
-
-table_rows_cache: dict[str, list[str]] = {}
 
 
 def _lag_series(group: str) -> dict[str, float]:
