@@ -134,9 +134,10 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> No
 
 
 def engine_for(env: Env, topic: str, catalog: CatalogConfig, on_batch_committed=None, **kw: object) -> IcebergConsumer:  # noqa: ANN001
+    kw.setdefault("progress_interval_s", 3600)
     config = ConsumerConfig(bootstrap_servers=env.bootstrap, data_type="trades", topics=(topic,),
                             group_id=f"bench-{uuid.uuid4().hex[:6]}", session_timeout_ms=6000,
-                            namespace=catalog.namespace, progress_interval_s=3600, **kw)  # type: ignore[arg-type]
+                            namespace=catalog.namespace, **kw)  # type: ignore[arg-type]
     return IcebergConsumer(config, catalog=load_catalog(catalog), registry=Registry(), gap_sink=MemoryGapSink(),
                            on_batch_committed=on_batch_committed)
 
@@ -166,6 +167,40 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
                             "messages": engine.stats.messages, "rows_in_table": rows, "batches": engine.stats.batches,
                             "wall_s": round(elapsed, 2), "records_per_s_wall": round(engine.stats.messages / elapsed),
                             "records_per_s_steady": round(steady), "repeat": repeat})
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def progress(env: Env, args: argparse.Namespace) -> list[dict]:
+    """Issue 11 item 4: the cost of progress reports (lag per partition) on consumption. The same
+    messages on a 30-partition topic are consumed with a report every hour (none) and every
+    `--interval` seconds; wall time from start to the last commit, and the time spent per report."""
+    values = encoded_values(args.messages)
+    topic = env.topic(partitions=30)
+    produce(env.bootstrap, topic, values)
+    results = []
+    for repeat in range(args.repeats):
+        for interval in (3600.0, args.interval):
+            catalog = env.namespace()
+            engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=args.max_batch_ms,
+                                max_messages=args.messages, progress_interval_s=interval)
+            spent: list[float] = []
+            report = engine._report_progress
+
+            def timed(report=report, spent=spent) -> None:  # noqa: ANN001
+                started = time.perf_counter()
+                report()
+                spent.append(time.perf_counter() - started)
+
+            engine._report_progress = timed  # type: ignore[method-assign]
+            t0 = time.time()
+            engine.run()
+            elapsed = time.time() - t0
+            results.append({"bench": "progress", "interval_s": interval, "messages": engine.stats.messages,
+                            "wall_s": round(elapsed, 2), "reports": len(spent),
+                            "report_ms_mean": round(1000 * sum(spent) / len(spent), 2) if spent else None,
+                            "report_ms_max": round(1000 * max(spent), 2) if spent else None,
+                            "final_lag": engine.stats.lag, "repeat": repeat})
             print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -357,6 +392,12 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1000,10000,50000")
     p.add_argument("--max-batch-ms", type=int, default=500)
     p.add_argument("--repeats", type=int, default=1)
+    p = sub.add_parser("progress")
+    p.add_argument("--messages", type=int, default=12_000)
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--max-batch-ms", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=2)
     p = sub.add_parser("latency")
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--seconds", type=int, default=20)
@@ -383,7 +424,7 @@ def main() -> None:
           flush=True)
     env = Env()
     try:
-        {"throughput": throughput, "latency": latency, "rss": rss}[args.bench](env, args)
+        {"throughput": throughput, "latency": latency, "rss": rss, "progress": progress}[args.bench](env, args)
     finally:
         env.close()
 

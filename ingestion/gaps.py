@@ -11,31 +11,74 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import DataError, transaction
 from django.utils import timezone
 
 from ingestion.engine.consumer import GapRecord, LateRecord
 from ingestion.models import SequenceGap
 
+_TEXT_FIELDS = ("symbol", "exchange", "asset_class", "data_type", "topic")
+_MAX_LENGTHS = {name: SequenceGap._meta.get_field(name).max_length for name in _TEXT_FIELDS}
+
+
+def _unfit(values: dict[str, str]) -> str | None:
+    """Why these values cannot be stored in a SequenceGap row (None when they can)."""
+    for name, value in values.items():
+        if "\x00" in value:
+            return f"{name} {value!r} contains a NUL character, which Postgres text cannot hold"
+        limit = _MAX_LENGTHS.get(name)
+        if limit is not None and len(value) > limit:
+            return f"{name} is {len(value)} characters long; the gap store holds at most {limit}"
+    return None
+
 
 class OrmGapSink:
-    """Implements `ingestion.engine.consumer.GapSink` with the SequenceGap model."""
+    """Implements `ingestion.engine.consumer.GapSink` with the SequenceGap model.
 
-    def record_gaps(self, gaps: list[GapRecord]) -> None:
-        SequenceGap.objects.bulk_create(
-            [SequenceGap(detected_at=g.detected_at, symbol=g.symbol, exchange=g.exchange,
-                         asset_class=g.asset_class, data_type=g.data_type, expected_sequence=g.expected_sequence,
-                         received_sequence=g.received_sequence, gap_size=g.gap_size,
-                         missing_remaining=g.gap_size, filled_sequences=[], topic=g.topic,
-                         partition=g.partition, offset=g.offset)
-             for g in gaps],
-            ignore_conflicts=True,
-        )
+    A gap whose values the table cannot hold (too long, a NUL character, or anything else the
+    database refuses as data) is not inserted but returned with the reason: the engine sends its
+    record to the dead-letter topic, so a value can never make the consumer fail and replay the
+    same batch forever. Connection and other operational errors still raise."""
+
+    max_lengths = {"symbol": _MAX_LENGTHS["symbol"], "exchange": _MAX_LENGTHS["exchange"]}
+
+    @staticmethod
+    def _row(g: GapRecord) -> SequenceGap:
+        return SequenceGap(detected_at=g.detected_at, symbol=g.symbol, exchange=g.exchange,
+                           asset_class=g.asset_class, data_type=g.data_type, expected_sequence=g.expected_sequence,
+                           received_sequence=g.received_sequence, gap_size=g.gap_size,
+                           missing_remaining=g.gap_size, filled_sequences=[], topic=g.topic,
+                           partition=g.partition, offset=g.offset)
+
+    def record_gaps(self, gaps: list[GapRecord]) -> list[tuple[GapRecord, str]]:
+        rejected: list[tuple[GapRecord, str]] = []
+        fit: list[GapRecord] = []
+        for gap in gaps:
+            reason = _unfit({name: getattr(gap, name) for name in _TEXT_FIELDS})
+            if reason is None:
+                fit.append(gap)
+            else:
+                rejected.append((gap, reason))
+        if not fit:
+            return rejected
+        try:
+            with transaction.atomic():
+                SequenceGap.objects.bulk_create([self._row(g) for g in fit], ignore_conflicts=True)
+        except (DataError, ValueError):
+            for gap in fit:  # find the row the database refuses; store the others
+                try:
+                    with transaction.atomic():
+                        SequenceGap.objects.bulk_create([self._row(gap)], ignore_conflicts=True)
+                except (DataError, ValueError) as exc:
+                    rejected.append((gap, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        return rejected
 
     def record_late(self, events: list[LateRecord]) -> int:
         filled = 0
         with transaction.atomic():
             for event in events:
+                if _unfit({"symbol": event.symbol, "exchange": event.exchange, "data_type": event.data_type}):
+                    continue  # no gap of such a stream can have been stored
                 gap = (SequenceGap.objects.select_for_update()
                        .filter(exchange=event.exchange, data_type=event.data_type, symbol=event.symbol,
                                expected_sequence__lte=event.sequence, received_sequence__gt=event.sequence)

@@ -65,7 +65,10 @@ DUPLICATES_SKIPPED = counter("consumer_duplicates_skipped_total", "Messages skip
 CONSUMER_BATCHES = counter("consumer_batches_total", "Batches written and committed.", STREAM_LABELS)
 CONSUMER_BATCH_SIZE = histogram("consumer_batch_size", "Records per committed batch.", STREAM_LABELS, BATCH_SIZE_BUCKETS)
 CONSUMER_BATCH_DURATION = histogram("consumer_batch_duration_seconds", "Decode + write + commit of one batch.", STREAM_LABELS)
-CONSUMER_LAG = gauge("kafka_consumer_lag_messages", "High watermark minus committed offset, summed over partitions.", (*STREAM_LABELS, "group"))
+CONSUMER_LAG = gauge("kafka_consumer_lag_messages",
+                     "Log end offset minus the offset the table and group hold, per assigned partition "
+                     "(a series per partition the member owns; removed on revocation).",
+                     (*STREAM_LABELS, "group", "partition"))
 CONSUMERS_RUNNING = gauge("consumers_running", "Consumer loops running.", STREAM_LABELS, mode="livesum")
 KAFKA_COMMIT_ERRORS = counter("kafka_commit_errors_total", "Failed Kafka offset commits.", STREAM_LABELS)
 

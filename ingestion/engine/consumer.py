@@ -36,6 +36,7 @@ import gc
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import (
     OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
@@ -77,6 +79,10 @@ class ConsumerError(RuntimeError):
     """The consumer cannot run; the message says what to check."""
 
 
+class DeadLettersUndelivered(ConsumerError):
+    """Poison messages could not be written to the dead-letter topic (the batch is not committed)."""
+
+
 # --- configuration and the small interfaces the Django side implements -------------------
 @dataclass(frozen=True)
 class ConsumerConfig:
@@ -97,12 +103,18 @@ class ConsumerConfig:
     namespace: str = NAMESPACE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     kafka_overrides: tuple[tuple[str, Any], ...] = ()
+    # A graceful stop spends at most this long talking to the broker (final Kafka commit, dead
+    # letters still queued): with the broker down, what could not be sent is logged and the
+    # consumer still exits cleanly; the table's recorded offsets cover what Kafka did not get.
+    shutdown_timeout_s: float = 8.0
     # Expire and thin the table's snapshots from the commit thread every `every_s` (None: never;
     # the maintenance task still does): the metadata every commit writes holds every snapshot kept.
     snapshot_policy: SnapshotPolicy | None = None
     # Fault injection for the crash test: SIGKILL this process right after the Nth Iceberg
     # commit, before the Kafka commit. Never set in normal operation.
     kill_after_table_commits: int | None = None
+    # Same, right after the Nth batch's dead letters were delivered (before any commit of that batch).
+    kill_after_dlq_sends: int | None = None
 
     def __post_init__(self) -> None:
         check_data_type(self.data_type)
@@ -153,8 +165,15 @@ class LateRecord:
 
 
 class GapSink(Protocol):
-    def record_gaps(self, gaps: list[GapRecord]) -> None:
-        """Persist gaps; the same gap reported twice (a replay) must stay one record."""
+    # Optional: the longest value (characters) the sink stores per column, e.g. {"symbol": 32}.
+    # A record whose value is longer is poison (dead-letter topic) before sequence tracking.
+    max_lengths: dict[str, int]
+
+    def record_gaps(self, gaps: list[GapRecord]) -> list[tuple[GapRecord, str]] | None:
+        """Persist gaps; the same gap reported twice (a replay) must stay one record. Returns the
+        gaps that could not be stored because of a value in them, each with the reason (their
+        records go to the dead-letter topic instead of the table; a replay can never get past
+        them otherwise). Outages raise."""
 
     def record_late(self, events: list[LateRecord]) -> int:
         """Apply late events to open gaps that contain them; return how many gaps became filled."""
@@ -167,9 +186,12 @@ class MemoryGapSink:
         self.gaps: dict[tuple[str, str, str, int], GapRecord] = {}
         self.late: list[LateRecord] = []
 
-    def record_gaps(self, gaps: list[GapRecord]) -> None:
+    max_lengths: dict[str, int] = {}
+
+    def record_gaps(self, gaps: list[GapRecord]) -> list[tuple[GapRecord, str]]:
         for gap in gaps:
             self.gaps.setdefault((gap.exchange, gap.data_type, gap.symbol, gap.expected_sequence), gap)
+        return []
 
     def record_late(self, events: list[LateRecord]) -> int:
         self.late.extend(events)
@@ -190,8 +212,16 @@ class ConsumerStats:
     evictions: int = 0
     snapshots_expired: int = 0
     snapshot_expiry_failures: int = 0
-    lag: int | None = None
+    lag: int | None = None  # total over `partitions`
     rate: float = 0.0  # messages/s since the previous report
+    # One entry per assigned partition: {"topic", "partition", "committed" (next offset the table
+    # and the group hold), "end" (log end), "lag" (end - committed), "last_commit_at" (ISO-8601
+    # UTC of the last Kafka commit of this partition by this member)}; None where unknown.
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    member_id: str | None = None
+    # What a stop could not send to the broker (offsets not committed, dead letters not
+    # delivered), each with what happens to it: nothing is lost, the table records it or it is re-read.
+    not_sent: list[str] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -286,6 +316,16 @@ class IcebergConsumer:
         self._dlq_producer: Producer | None = None
         self._dlq_topics: set[str] = set()
         self._dlq_failures: list[str] = []
+        self._dlq_sends = 0
+        # lag bookkeeping (ADR #007; issue 11 items 4-5): never a blocking broker call on the loop
+        self._start_offsets: dict[tuple[str, int], int] = {}  # where each owned partition started
+        self._last_commit_at: dict[tuple[str, int], float] = {}
+        self._listed_ends: dict[tuple[str, int], int] = {}  # ListOffsets(latest) answers
+        self._ends_request: dict[Any, Future[Any]] | None = None
+        self._ends_requested_at = 0.0
+        self._lag_admin: AdminClient | None = None
+        self._lag_series: dict[tuple[str, int], tuple[str, ...]] = {}  # metric label values set
+        self._deadline: float | None = None  # time.monotonic() by which a stop is done with the broker
         # one DuckDB connection: batch decoding, and reading last sequence numbers from the table
         self._duck = connect(EngineConfig(threads=1))
         self.decoder = BatchDecoder(data_type=config.data_type, registry=registry, con=self._duck)
@@ -400,6 +440,7 @@ class IcebergConsumer:
         log.info("partitions_assigned", group=self.config.group,
                  partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
         consumer.assign(partitions)
+        self._align_group_offsets(consumer, partitions, committed)
 
     def _describe_topic_ids(self, topics: set[str]) -> dict[str, str]:
         """Current Kafka topic ids (empty for a broker that has none: offsets are then trusted as is)."""
@@ -425,6 +466,7 @@ class IcebergConsumer:
         for tp in partitions:
             self._written_upto.pop((tp.topic, tp.partition), None)
             self._in_table.pop((tp.topic, tp.partition), None)
+        self._forget_partitions(partitions)
         log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _table_ref(self) -> Any:
@@ -459,7 +501,7 @@ class IcebergConsumer:
                     log.info("max_messages_reached", count=self.stats.messages)
                     break
                 self._collect()
-                if self._pending:
+                if self._pending and not self._stop.is_set():  # at a stop, `_shutdown` writes it
                     pending, self._pending = self._pending, []
                     self._submit(self._prepare(pending))
                 elif self._inflight is not None and self._inflight[0].done():
@@ -514,7 +556,10 @@ class IcebergConsumer:
                     if swept:  # the committer is busy: take what arrives until it is free
                         futures_wait([self._inflight[0]])  # type: ignore[index]
                     swept, timeout = True, 0
-                got = consumer.consume(num_messages=limit - len(self._pending), timeout=timeout)
+                # consume(n) waits for n messages or the timeout, whatever a stop signal says: a
+                # slice at a time, so a stop (or a lost partition) is seen within idle_poll_s
+                got = consumer.consume(num_messages=limit - len(self._pending),
+                                       timeout=min(timeout, self.config.idle_poll_s))
             failed = [msg for msg in got if msg.error() is not None]
             for msg in failed:
                 err = msg.error()
@@ -570,11 +615,16 @@ class IcebergConsumer:
             metrics.MESSAGES_CONSUMED.labels(**_labels(topic, cfg.data_type)).inc(count)
         # 2. decode; poison to the DLQ (flushed before anything is committed)
         decoded = self.decoder.decode([m.value() for m in fresh], partitions, offsets)
-        if decoded.poison:
-            self._send_to_dlq(fresh, decoded.poison)
-        table = decoded.table
-        # 3. sequence tracking; gaps reach the sink before the table commit
-        self._track(table, fresh, topics)
+        table, unfit = self._unstorable(decoded.table)
+        if decoded.poison or unfit:
+            self._send_to_dlq(fresh, [*decoded.poison, *unfit])
+        # 3. sequence tracking; gaps reach the sink before the table commit (a gap the sink cannot
+        # store sends its record to the DLQ: a value must never stop the consumer)
+        rejected = self._track(table, fresh, topics)
+        if rejected:
+            self._send_to_dlq(fresh, rejected)
+            drop = pa.array([p.index for p in rejected], type=table[INDEX_COLUMN].type)
+            table = table.filter(pc.invert(pc.is_in(table[INDEX_COLUMN], value_set=drop)))
         # 4. (the commit thread appends) sorted, with the batch's offsets in the snapshot summary
         table = table.drop_columns([INDEX_COLUMN])
         if cfg.data_type != "reference_data" and table.num_rows > 1:
@@ -666,9 +716,17 @@ class IcebergConsumer:
                 return
             except KafkaException as exc:
                 log.warning("kafka_commit_failed", attempt=1, error=str(exc))
+        if not self._broker_reachable():  # a synchronous commit would wait ~7 s per attempt for nothing
+            self._not_sent("offsets not committed to Kafka (broker unreachable): "
+                           + ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items()))
+                           + "; the table records them, so a restart resumes there")
+            return
         for attempt in range(3):
+            if attempt and self._deadline is not None and time.monotonic() >= self._deadline:
+                break
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
+                self._last_commit_at.update(dict.fromkeys(positions, time.time()))
                 return
             except KafkaException as exc:
                 for topic in {t for t, _ in positions}:
@@ -677,23 +735,58 @@ class IcebergConsumer:
                 time.sleep(0.1 * (2 ** attempt))
         # The table already records these offsets: a restart resumes after them, no duplicates.
         log.error("kafka_commit_gave_up", offsets={f"{t}[{p}]": o for (t, p), o in positions.items()})
+        if self._deadline is not None:
+            self._not_sent("offsets not committed to Kafka: "
+                           + ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items()))
+                           + "; the table records them, so a restart resumes there")
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is None or err.code() == KafkaError._NO_OFFSET:
+        if err is None:
+            now = time.time()
+            self._last_commit_at.update({(tp.topic, tp.partition): now for tp in partitions if tp.error is None})
+            return
+        if err.code() == KafkaError._NO_OFFSET:
             return
         for topic in {tp.topic for tp in partitions}:
             metrics.KAFKA_COMMIT_ERRORS.labels(**_labels(topic, self.config.data_type)).inc()
         # The table already records these offsets: a restart resumes after them, no duplicates.
         log.warning("kafka_commit_failed", asynchronous=True, error=err.str())
 
-    def _track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> None:
+    def _unstorable(self, table: pa.Table) -> tuple[pa.Table, list[Poison]]:
+        """Rows with a value longer than the gap sink stores (e.g. a 40-character symbol): poison,
+        taken out before sequence tracking, so a gap in such a stream can never make the gap
+        insert fail before the Iceberg commit (a batch replayed and failed forever)."""
+        limits = getattr(self.gap_sink, "max_lengths", None) or {}
+        if self.config.data_type == "reference_data" or table.num_rows == 0 or not limits:
+            return table, []
+        masks = {col: pc.greater(pc.utf8_length(table[col]), limit)
+                 for col, limit in limits.items() if col in table.column_names}
+        masks = {col: mask for col, mask in masks.items() if pc.any(mask).as_py()}
+        if not masks:
+            return table, []
+        poison: list[Poison] = []
+        bad = None
+        for col, mask in masks.items():
+            limit = limits[col]
+            rows = table.filter(mask)
+            for index, value in zip(rows[INDEX_COLUMN].to_pylist(), rows[col].to_pylist(), strict=True):
+                poison.append(Poison(index, "value_too_long",
+                                     f"{col} is {len(value)} characters long ({value[:40]!r}…); at most {limit} can "
+                                     "be stored (sequence-gap store)"))
+            bad = mask if bad is None else pc.or_(bad, mask)
+        return table.filter(pc.invert(bad)), poison
+
+    def _track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> list[Poison]:
+        """Sequence checks; gaps and late events to the sink. Returns the records whose gap the sink
+        could not store (a value in them): the caller sends them to the DLQ instead of the table."""
         cfg = self.config
         if cfg.data_type == "reference_data" or table.num_rows == 0:
-            return
+            return []
         report = self.tracker.check(table.select(["exchange", "symbol", "sequence_number", INDEX_COLUMN]),
                                     row_column=INDEX_COLUMN)
         now = datetime.now(UTC)
         gaps: list[GapRecord] = []
+        rows: dict[int, int] = {}  # id(record) → row
         for gap in report.gaps:
             msg = fresh[gap.row]
             lbl = _labels(topics[gap.row], cfg.data_type)
@@ -702,14 +795,25 @@ class IcebergConsumer:
                                received_sequence=gap.received, topic=msg.topic(), partition=msg.partition(),
                                offset=msg.offset())
             gaps.append(record)
-            log.warning("sequence_gap_detected", symbol=gap.symbol, exchange=gap.exchange, data_type=cfg.data_type,
-                        expected=gap.expected, received=gap.received, gap=gap.size, topic=msg.topic(),
-                        partition=msg.partition(), offset=msg.offset())
-            metrics.SEQUENCE_GAPS.labels(**lbl).inc()
-            metrics.SEQUENCE_GAP_MESSAGES.labels(**lbl).inc(gap.size)
+            rows[id(record)] = gap.row
+        rejected: list[Poison] = []
         if gaps:
-            self.gap_sink.record_gaps(gaps)
-            self.stats.gaps += len(gaps)
+            refused = {id(g): reason for g, reason in (self.gap_sink.record_gaps(gaps) or [])}
+            for record in gaps:
+                row = rows[id(record)]
+                if id(record) in refused:
+                    rejected.append(Poison(row, "gap_unstorable",
+                                           f"sequence gap {record.expected_sequence}..{record.received_sequence - 1} "
+                                           f"of {record.symbol!r} cannot be stored: {refused[id(record)]}"))
+                    continue
+                log.warning("sequence_gap_detected", symbol=record.symbol, exchange=record.exchange,
+                            data_type=cfg.data_type, expected=record.expected_sequence,
+                            received=record.received_sequence, gap=record.gap_size, topic=record.topic,
+                            partition=record.partition, offset=record.offset)
+                lbl = _labels(topics[row], cfg.data_type)
+                metrics.SEQUENCE_GAPS.labels(**lbl).inc()
+                metrics.SEQUENCE_GAP_MESSAGES.labels(**lbl).inc(record.gap_size)
+                self.stats.gaps += 1
         if report.late:
             for event in report.late:
                 metrics.SEQUENCE_OUT_OF_ORDER.labels(**_labels(topics[event.row], cfg.data_type)).inc()
@@ -724,6 +828,7 @@ class IcebergConsumer:
             metrics.SEQUENCE_EVICTIONS.labels(**_labels(topics[0], cfg.data_type)).inc(report.evicted)
             self.stats.evictions += report.evicted
         metrics.SEQUENCE_TRACKED.labels(**_labels(topics[0], cfg.data_type)).set(len(self.tracker))
+        return rejected
 
     def _seed_sequences(self, table: Any) -> None:
         """On assignment: the last sequence of every stream in the table (up to the tracker's
@@ -754,14 +859,22 @@ class IcebergConsumer:
     def _ensure_dlq_topic(self, topic: str, partitions: int) -> None:
         if topic in self._dlq_topics:
             return
+        if not self._broker_reachable():
+            raise DeadLettersUndelivered(f"cannot reach Kafka at {self.config.bootstrap_servers} to write to {topic}; "
+                                         "nothing of this batch was committed, so it is read again after a restart")
         admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
-        if topic not in admin.list_topics(timeout=10).topics:
-            futures = admin.create_topics([NewTopic(topic, num_partitions=max(1, partitions), replication_factor=1)])
-            try:
-                futures[topic].result(timeout=15)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        try:
+            if topic not in admin.list_topics(timeout=max(0.1, self._budget(10))).topics:
+                futures = admin.create_topics([NewTopic(topic, num_partitions=max(1, partitions),
+                                                        replication_factor=1)])
+                try:
+                    futures[topic].result(timeout=max(0.1, self._budget(15)))
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+        except (KafkaException, TimeoutError) as exc:
+            raise DeadLettersUndelivered(f"cannot create the dead-letter topic {topic} ({exc}); check the broker, "
+                                         "then restart the consumer (nothing of this batch was committed)") from None
         self._dlq_topics.add(topic)
 
     def _send_to_dlq(self, fresh: list[Any], poison: list[Poison]) -> None:
@@ -780,50 +893,185 @@ class IcebergConsumer:
             topic = msg.topic()
             target = dlq_topic(topic)
             self._ensure_dlq_topic(target, 1)
+            # Keyed by the source position: a dead letter sent again after a crash (sent, then the
+            # process died before the batch's commit) carries the same key, so a DLQ reader can drop
+            # the repeat (keep the first message per key; a compacted DLQ topic does it by itself).
+            position = f"{topic}/{msg.partition()}/{msg.offset()}"
             headers = [
                 ("k2.error.reason", item.reason.encode()),
                 ("k2.error", item.error.encode()),
                 ("k2.source.topic", topic.encode()),
                 ("k2.source.partition", str(msg.partition()).encode()),
                 ("k2.source.offset", str(msg.offset()).encode()),
+                ("k2.source.position", position.encode()),
                 ("k2.consumer.group", self.config.group.encode()),
             ]
-            producer.produce(target, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered)
+            if msg.key() is not None:
+                headers.append(("k2.source.key", msg.key()))
+            producer.produce(target, key=position.encode(), value=msg.value(), headers=headers,
+                             on_delivery=delivered)
             metrics.DLQ_MESSAGES.labels(**_labels(topic, self.config.data_type), reason=item.reason).inc()
             log.warning("message_sent_to_dlq", reason=item.reason, error=item.error, topic=topic,
                         partition=msg.partition(), offset=msg.offset(), dlq=target)
-        remaining = producer.flush(30)
+        remaining = producer.flush(self._budget(30))
         if remaining or failures:
             detail = "; ".join(failures[:3]) or f"{remaining} undelivered"
             failures.clear()
+            if remaining:  # drop them: the batch is not committed and is re-read, so they come again
+                producer.purge()
+                producer.flush(0)
             # Nothing is committed yet: the batch is re-read after a restart, nothing is lost.
-            raise ConsumerError(f"could not write poison messages to the dead-letter topic ({detail}); "
+            raise DeadLettersUndelivered(f"could not write poison messages to the dead-letter topic ({detail}); "
                                 "check the broker, then restart the consumer")
         self.stats.dlq += len(poison)
+        self._dlq_sends += 1
+        if self.config.kill_after_dlq_sends is not None and self._dlq_sends >= self.config.kill_after_dlq_sends:
+            log.warning("fault_injection_sigkill", after_dlq_sends=self._dlq_sends)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # --- reporting and shutdown -------------------------------------------------------------
-    def lag(self) -> int | None:
+    def _align_group_offsets(self, consumer: Consumer, partitions: list[TopicPartition],
+                             committed: dict[tuple[str, int], int]) -> None:
+        """On assignment: remember where each partition starts (the lag of a partition this member
+        has not read from yet counts from there, not from the log start), and commit the group to
+        the offsets the table recorded where those are ahead of the group's (a crash between the
+        Iceberg and the Kafka commit, or a group reset), so outside tools (kafka-consumer-groups,
+        kafbat) see the lag that is really left. Asynchronous: a failure is logged by `_on_commit`."""
+        ahead: list[TopicPartition] = []
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if tp.offset >= 0:
+                self._start_offsets[key] = tp.offset
+                if tp.offset > committed.get(key, -1):
+                    ahead.append(TopicPartition(tp.topic, tp.partition, tp.offset))
+        if ahead:
+            log.info("group_offsets_aligned_to_table", group=self.config.group,
+                     partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in ahead])
+            try:
+                consumer.commit(offsets=ahead, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("kafka_commit_failed", asynchronous=True, error=str(exc))
+
+    def _forget_partitions(self, partitions: list[TopicPartition]) -> None:
+        """Revoked or lost partitions: their lag is another member's to report (metric series too)."""
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._start_offsets.pop(key, None)
+            self._last_commit_at.pop(key, None)
+            self._listed_ends.pop(key, None)
+            series = self._lag_series.pop(key, None)
+            if series is not None:
+                try:
+                    metrics.CONSUMER_LAG.remove(*series)
+                except KeyError:
+                    pass
+
+    def _refresh_listed_ends(self, assignment: list[TopicPartition]) -> None:
+        """Collect the answer to the previous ListOffsets(latest) request, if it has come, and send
+        the next one. Never waits: the admin client's own thread talks to the broker."""
+        request = self._ends_request
+        if request is not None:
+            if not all(f.done() for f in request.values()):
+                if time.monotonic() - self._ends_requested_at < 30:
+                    return
+                request = {}  # Tansu sometimes never answers it: ask again
+            self._ends_request = None
+            owned = {(tp.topic, tp.partition) for tp in assignment}
+            for tp, future in request.items():
+                key = (tp.topic, tp.partition)
+                if key in owned and future.exception() is None and future.result().offset >= 0:
+                    self._listed_ends[key] = future.result().offset
+        if not assignment:
+            return
+        from confluent_kafka.admin import OffsetSpec
+
+        if self._lag_admin is None:
+            self._lag_admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers,
+                                           "socket.timeout.ms": 5000})
+        self._ends_requested_at = time.monotonic()
+        try:
+            self._ends_request = self._lag_admin.list_offsets(
+                {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in assignment},
+                request_timeout=5)
+        except (KafkaException, ValueError, TypeError) as exc:
+            log.debug("end_offsets_request_failed", error=str(exc))
+
+    def partition_lag(self) -> tuple[int | None, list[dict[str, Any]]]:
+        """Total and per-partition lag of the partitions this member owns, from local state only
+        (no broker round trip on the loop's thread).
+
+        The end of each log is the larger of the high watermark of the last fetch response (kept
+        by librdkafka for every partition it fetches) and the last ListOffsets(latest) answer.
+        Both are the log end on Kafka. Tansu answers ListOffsets (and a watermark query) with the
+        base offset of the last record batch + 1, which is short of the end by up to a batch,
+        while its fetch responses carry the true end: the fetch value wins there. `committed` is
+        the next offset the table holds (and the group has been or is being committed to); for a
+        partition nothing has been written from yet, the offset it started from."""
         consumer = self._consumer
         if consumer is None:
-            return None
+            return None, []
         try:
             assignment = consumer.assignment()
-            if not assignment:
-                return 0
-            total = 0
-            for tp in consumer.position(assignment):
-                low, high = consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                position = tp.offset if tp.offset >= 0 else low
-                total += max(0, high - position)
-            return total
-        except KafkaException:
-            return None
+        except (KafkaException, RuntimeError):
+            return None, []
+        entries: list[dict[str, Any]] = []
+        total: int | None = 0
+        for tp in sorted(assignment, key=lambda t: (t.topic, t.partition)):
+            key = (tp.topic, tp.partition)
+            try:
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                low, high = -1, -1
+            ends = [o for o in (high, self._listed_ends.get(key)) if o is not None and o >= 0]
+            end = max(ends) if ends else None
+            committed = self._in_table.get(key, self._start_offsets.get(key))
+            base = committed
+            if base is None:  # nothing committed nor recorded (a new group): from where it reads, or the log start
+                try:
+                    position = consumer.position([tp])[0].offset
+                except KafkaException:
+                    position = -1
+                base = position if position >= 0 else low if low >= 0 else None
+            lag = max(0, end - base) if end is not None and base is not None else None
+            if lag is None:
+                total = None
+            elif total is not None:
+                total += lag
+            stamp = self._last_commit_at.get(key)
+            entries.append({"topic": tp.topic, "partition": tp.partition, "committed": committed, "end": end,
+                            "lag": lag, "last_commit_at": datetime.fromtimestamp(stamp, UTC).isoformat()
+                            if stamp is not None else None})
+        return total, entries
+
+    def lag(self) -> int | None:
+        """Total lag over the partitions this member owns (see `partition_lag`)."""
+        return self.partition_lag()[0]
+
+    def _update_lag(self, *, ask_broker: bool = True) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if ask_broker:
+            try:
+                self._refresh_listed_ends(consumer.assignment())
+            except (KafkaException, RuntimeError):
+                pass
+        self.stats.lag, self.stats.partitions = self.partition_lag()
+        try:
+            self.stats.member_id = consumer.memberid()
+        except (KafkaException, RuntimeError):
+            pass
+        for entry in self.stats.partitions:
+            if entry["lag"] is None:
+                continue
+            key = (entry["topic"], entry["partition"])
+            series = (*_labels(entry["topic"], self.config.data_type).values(), self.config.group,
+                      str(entry["partition"]))
+            metrics.CONSUMER_LAG.labels(*series).set(entry["lag"])
+            self._lag_series[key] = series
 
     def _report_progress(self) -> None:
-        self.stats.lag = self.lag()
-        if self.stats.lag is not None and self.config.topics:
-            metrics.CONSUMER_LAG.labels(**_labels(self.config.topics[0], self.config.data_type),
-                                        group=self.config.group).set(self.stats.lag)
+        self._update_lag()
         if self._progress_gate.due(self.stats.messages, self.stats.rows_written, self.stats.gaps, self.stats.dlq):
             log.info("consumer_progress", messages=self.stats.messages, rows=self.stats.rows_written,
                      msgs_per_s=round(self.stats.rate, 1), lag=self.stats.lag, gaps=self.stats.gaps,
@@ -831,12 +1079,51 @@ class IcebergConsumer:
         if self.heartbeat is not None:
             self.heartbeat(self.stats)
 
+    def _budget(self, default: float) -> float:
+        """Seconds a broker call may take: `default` while running, what is left of the shutdown
+        budget once a stop has begun."""
+        if self._deadline is None:
+            return default
+        return max(0.0, min(default, self._deadline - time.monotonic()))
+
+    def _broker_reachable(self) -> bool:
+        """A TCP connection to one of the bootstrap servers, within a second (or what is left of
+        the stop budget): librdkafka's synchronous calls wait for a coordinator that is not there."""
+        for server in self.config.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                              timeout=max(0.05, self._budget(1.0))):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    def _not_sent(self, what: str) -> None:
+        """Log what could not be sent to the broker; at a stop, also keep it for the final report."""
+        if self._deadline is None:
+            log.warning("not_sent", detail=what)
+        elif what not in self.stats.not_sent:
+            self.stats.not_sent.append(what)
+            log.warning("not_sent_at_shutdown", detail=what)
+
     def _shutdown(self, labels: dict[str, str], error: BaseException | None) -> None:
+        """Write the batch in hand, commit what the table holds to Kafka, close. The broker part is
+        bounded by `shutdown_timeout_s`: with the broker down, the offsets (which the table records)
+        and any dead letters are reported as not sent, and the stop is still clean (ADR #016)."""
         consumer = self._consumer
+        self._deadline = time.monotonic() + self.config.shutdown_timeout_s
         try:
             if consumer is not None and self._pending and error is None:
                 pending, self._pending = self._pending, []
-                self._submit(self._prepare(pending))
+                try:
+                    batch = self._prepare(pending)
+                except DeadLettersUndelivered as exc:
+                    batch = None
+                    self._not_sent(f"the last {len(pending)} messages read were not written ({exc}); nothing of "
+                                   "them is committed, so a restart reads them again")
+                if batch is not None:
+                    self._submit(batch)
             if error is None:
                 self._drain(sync=True)
             elif consumer is not None:
@@ -848,9 +1135,13 @@ class IcebergConsumer:
             if self._committer is not None:
                 self._committer.shutdown(wait=True)
             if consumer is not None:
+                self._update_lag(ask_broker=False)
                 consumer.close()
             if self._dlq_producer is not None:
-                self._dlq_producer.flush(10)
+                left = self._dlq_producer.flush(self._budget(10))
+                if left:
+                    self._not_sent(f"{left} dead letters not delivered to the DLQ topic; their batch was not "
+                                   "committed, so a restart reads those messages again")
                 self._dlq_producer = None
             self.decoder.close()
             self._duck.close()
@@ -858,7 +1149,7 @@ class IcebergConsumer:
             metrics.CONSUMERS_RUNNING.labels(**labels).dec()
             log.info("consumer_stopped", messages=self.stats.messages, rows=self.stats.rows_written,
                      batches=self.stats.batches, gaps=self.stats.gaps, dlq=self.stats.dlq,
-                     duplicates_skipped=self.stats.duplicates_skipped,
+                     duplicates_skipped=self.stats.duplicates_skipped, not_sent=self.stats.not_sent,
                      duration_seconds=round(self.stats.duration, 3), error=str(error) if error else None)
             if self.heartbeat is not None and error is None:
                 self.heartbeat(self.stats)

@@ -113,6 +113,20 @@ def uniform_bodies(values: list[bytes | None]) -> tuple[int, bytes] | None:
     return int.from_bytes(joined[1:5], "big"), buffer[keep].tobytes()
 
 
+class _ShortReadTracker(io.BytesIO):
+    """A body for fastavro that remembers the first read the body could not satisfy
+    (position, bytes wanted, bytes there): a truncated record, said as such."""
+
+    short: tuple[int, int, int] | None = None
+
+    def read(self, size: int | None = -1) -> bytes:
+        at = self.tell()
+        data = super().read(size)
+        if size is not None and size > 0 and len(data) < size and self.short is None:
+            self.short = (at, size, len(data))
+        return data
+
+
 class BatchDecoder:
     """Decodes batches for one data type (one decoder per consumer; not thread-safe)."""
 
@@ -282,13 +296,20 @@ class BatchDecoder:
         rows: list[dict[str, Any]] = []
         poison: list[Poison] = []
         for body, i in zip(bodies, idx, strict=True):
-            buf = io.BytesIO(body)
+            buf = _ShortReadTracker(body)
             try:
                 record = fastavro.schemaless_reader(buf, parsed, None)
-                if buf.tell() != len(body):
+                if buf.short is None and buf.tell() != len(body):
                     raise ValueError(f"{len(body) - buf.tell()} trailing bytes after the record")
             except Exception as exc:  # noqa: BLE001 - any reader error means this body is unreadable
-                poison.append(Poison(i, "undecodable", f"Avro body cannot be read with its schema: {exc}"))
+                if buf.short is None:
+                    poison.append(Poison(i, "undecodable", f"Avro body cannot be read with its schema: {exc}"))
+                    continue
+            if buf.short is not None:  # the body ends inside a value (also when the reader did not notice)
+                at, wanted, got = buf.short
+                poison.append(Poison(i, "undecodable",
+                                     f"truncated record: expected {wanted} bytes at byte {at} of the Avro body, "
+                                     f"found {got} (the body is {len(body)} bytes; cut short)"))
                 continue
             row = {name: record.get(name) for name in self.arrow_schema.names}
             row["source_partition"] = partitions[i]

@@ -109,6 +109,11 @@ def test_task_runs_until_status_is_stopping_and_records_the_run(k2_settings, kaf
     assert not thread.is_alive()
     consumer.refresh_from_db()
     assert consumer.status == "stopped" and consumer.stats["messages"] == 20
+    # per-partition lag lands in the row (issue 11 items 4-5, issue 13): caught up, committed, when
+    (entry,) = consumer.stats["partitions"]
+    assert {k: entry[k] for k in ("topic", "partition", "committed", "end", "lag")} == \
+        {"topic": topic_name, "partition": 0, "committed": 20, "end": 20, "lag": 0}
+    assert entry["last_commit_at"] and consumer.stats["lag"] == 0 and "member_id" in consumer.stats
     run = ConsumerRun.objects.get(consumer=consumer)
     assert run.ended_at is not None and run.messages == 20 and run.batches == 4
 

@@ -16,6 +16,7 @@ from ingestion.engine.consumer import ConsumerError, ConsumerStats
 
 # Test-only fault injection (the exactly-once crash test): SIGKILL after N Iceberg commits.
 KILL_ENV = "K2_TEST_KILL_AFTER_TABLE_COMMITS"
+KILL_DLQ_ENV = "K2_TEST_KILL_AFTER_DLQ_SENDS"  # the same, after N batches' dead letters were delivered
 
 
 class Command(BaseCommand):
@@ -57,6 +58,7 @@ class Command(BaseCommand):
             if opts[name] is not None and opts[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
         kill = os.environ.get(KILL_ENV)
+        kill_dlq = os.environ.get(KILL_DLQ_ENV)
         try:
             config = consumer_services.consumer_config(
                 data_type=data_type, topics=(opts["topic"],) if opts["topic"] else None,
@@ -64,7 +66,8 @@ class Command(BaseCommand):
                 max_batch_ms=opts["max_batch_ms"], max_messages=opts["max_messages"],
                 from_beginning=opts["from_beginning"], namespace=opts["namespace"],
                 progress_interval_s=opts["progress_interval"],
-                kill_after_table_commits=int(kill) if kill else None)
+                kill_after_table_commits=int(kill) if kill else None,
+                kill_after_dlq_sends=int(kill_dlq) if kill_dlq else None)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
@@ -89,4 +92,6 @@ class Command(BaseCommand):
         self.stdout.write(f"consume {data_type} finished: {stats.messages} messages, {stats.rows_written} rows, "
                           f"{stats.batches} batches, {stats.gaps} gaps, {stats.dlq} to the DLQ, "
                           f"{stats.duplicates_skipped} duplicates skipped, {stats.duration:.1f} s")
+        for what in stats.not_sent:  # a stop while the broker was down: nothing lost, but say so
+            self.stdout.write(f"consume {data_type}: not sent: {what}")
         sys.stdout.flush()
