@@ -30,6 +30,7 @@ from catalog.engine.schemas import KEY_FIELD, parsed_schema, schema_text, subjec
 from catalog.engine.wire import HEADER, MAGIC
 from ingestion.engine.csv_rows import HeaderError, RowError, RowParser, key_of
 from ingestion.engine.fast_encode import FastEncoder
+from ingestion.engine.topics import PARTITIONER
 from k2portal import metrics
 from k2portal.logging import get_logger
 
@@ -63,6 +64,7 @@ class ProducerSettings:
             "bootstrap.servers": self.bootstrap_servers,
             "enable.idempotence": True,
             "acks": "all",
+            "partitioner": PARTITIONER,
             "retries": self.retries,
             "max.in.flight.requests.per.connection": 5,
             "compression.type": self.compression,
