@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
+from catalog.engine.exchanges import ASX
+
 REQUIRED = {
     "trades": ("symbol", "company_id", "exchange_timestamp", "price", "volume", "qualifiers", "venue"),
     "quotes": ("symbol", "company_id", "exchange_timestamp", "bid_price", "bid_volume", "ask_price", "ask_volume"),
@@ -28,8 +30,9 @@ OPTIONAL = {
     "quotes": ("sequence_number", "exchange"),
     "reference_data": ("sector", "market_cap", "last_updated"),
 }
-# Exchange-local time for timestamps written without an offset (data model).
-EXCHANGE_TZ = {"asx": "Australia/Sydney"}
+# Exchange-local time for timestamps written without an offset (data model): the registry's time zone
+# (catalog.models.Exchange) is passed in; this built-in one serves callers that pass none.
+EXCHANGE_TZ = {ASX.code: ASX.timezone}
 
 # A symbol: 1 to 12 of upper-case ASCII letters, digits and dots (BHP, CBA, BRK.B, 360): the one documented
 # pattern. Lower case, spaces, control characters (NUL) and longer values are rejected with their line.
@@ -215,13 +218,17 @@ class RowParser:
     """
 
     def __init__(self, *, data_type: str, exchange: str, header: list[str], first_sequence: int = 1,
-                 now_micros: Callable[[], int] | None = None) -> None:
+                 now_micros: Callable[[], int] | None = None, timezone: str | None = None) -> None:
         self.data_type = data_type
         self.exchange = exchange.upper()
         self.columns = check_header(data_type, header)
         self.width = len(header)
         self.names = [h.strip() for h in header]
-        self.tz = ZoneInfo(EXCHANGE_TZ.get(exchange.lower(), "UTC"))
+        zone = timezone or EXCHANGE_TZ.get(exchange.lower())
+        if zone is None:
+            raise HeaderError(f"no time zone known for exchange {exchange!r}: pass the exchange registry's "
+                              f"(built in: {', '.join(EXCHANGE_TZ)})")
+        self.tz = ZoneInfo(zone)
         self.assign_sequence = data_type != "reference_data" and "sequence_number" not in self.columns
         self.first_sequence = first_sequence
         self.next_sequence: dict[str, int] = {}

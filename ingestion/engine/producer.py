@@ -238,7 +238,7 @@ class CsvProducer:
     """Produces one CSV file to its topic. `run` returns counts; it never raises for bad rows."""
 
     def __init__(self, *, settings: ProducerSettings, registry: Registry, data_type: str, exchange: str,
-                 asset_class: str = "equities", dlq_path: Path | None = None,
+                 timezone: str | None = None, asset_class: str = "equities", dlq_path: Path | None = None,
                  on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False,
                  shard: tuple[int, int] | None = None, check: bool = True) -> None:
         self.settings = settings
@@ -246,6 +246,7 @@ class CsvProducer:
         self.check = check
         self.data_type = data_type
         self.exchange = exchange.lower()
+        self.timezone = timezone  # the exchange registry's time zone; None: the built-in one (asx)
         self.asset_class = asset_class.lower()
         self.topic = topic_name(asset_class=self.asset_class, data_type=data_type, exchange=self.exchange)
         self.registry = registry
@@ -334,7 +335,7 @@ class CsvProducer:
         except csv.Error as exc:
             raise ProduceError(f"header (line 1): {exc}") from None
         try:
-            parser = RowParser(data_type=self.data_type, exchange=self.exchange, header=header)
+            parser = RowParser(data_type=self.data_type, exchange=self.exchange, header=header, timezone=self.timezone)
         except HeaderError as exc:
             raise ProduceError(f"header (line 1): {exc}") from None
         if self.check:
@@ -435,10 +436,10 @@ class CsvProducer:
 
 
 def produce_csv(*, csv_path: Path, settings: ProducerSettings, registry: Registry, data_type: str, exchange: str,
-                asset_class: str = "equities", dlq_path: Path | None = None,
+                timezone: str | None = None, asset_class: str = "equities", dlq_path: Path | None = None,
                 on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False) -> ProduceResult:
     """Produce one CSV file; see `CsvProducer`."""
-    return CsvProducer(settings=settings, registry=registry, data_type=data_type, exchange=exchange,
+    return CsvProducer(settings=settings, registry=registry, data_type=data_type, exchange=exchange, timezone=timezone,
                        asset_class=asset_class, dlq_path=dlq_path, on_progress=on_progress,
                        keep_latencies=keep_latencies).run(csv_path)
 
@@ -475,13 +476,15 @@ def _worker(index: int, count: int, schema_id: int, csv_path: Path, kwargs: dict
 
 
 def produce_csv_parallel(*, workers: int, csv_path: Path, settings: ProducerSettings, registry: Registry, data_type: str,
-                         exchange: str, asset_class: str = "equities", dlq_path: Path | None = None,
+                         exchange: str, timezone: str | None = None, asset_class: str = "equities",
+                         dlq_path: Path | None = None,
                          on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False) -> ProduceResult:
     """`produce_csv` split over `workers` processes by key hash (a symbol always in the same one,
     so its order is kept). Why: one CPython thread encodes about 80,000 rows/s; two cores do more.
     The header, broker and schema are checked once here, so errors are the same as with one process."""
     if workers <= 1:
         return produce_csv(csv_path=csv_path, settings=settings, registry=registry, data_type=data_type, exchange=exchange,
+                           timezone=timezone,
                            asset_class=asset_class, dlq_path=dlq_path, on_progress=on_progress, keep_latencies=keep_latencies)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -496,7 +499,7 @@ def produce_csv_parallel(*, workers: int, csv_path: Path, settings: ProducerSett
         except csv.Error as exc:
             raise ProduceError(f"header (line 1): {exc}") from None
     try:
-        RowParser(data_type=data_type, exchange=exchange, header=header)
+        RowParser(data_type=data_type, exchange=exchange, header=header, timezone=timezone)
     except HeaderError as exc:
         raise ProduceError(f"header (line 1): {exc}") from None
     check_broker(settings, topic)
@@ -506,7 +509,7 @@ def produce_csv_parallel(*, workers: int, csv_path: Path, settings: ProducerSett
     parts = [None if dlq_path is None else dlq_path.with_name(f"{dlq_path.name}.part{i}") for i in range(workers)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)) as pool:
         futures = [pool.submit(_worker, i, workers, schema_id, csv_path, {
-            "settings": settings, "data_type": data_type, "exchange": exchange, "asset_class": asset_class,
+            "settings": settings, "data_type": data_type, "exchange": exchange, "timezone": timezone, "asset_class": asset_class,
             "dlq_path": parts[i]}) for i in range(workers)]
         while not all(f.done() for f in futures):
             time.sleep(0.2)
