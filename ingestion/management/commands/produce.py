@@ -28,8 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--csv", required=True, type=Path, metavar="FILE",
                             help="the CSV file; header row required, columns as in the data model (docs: data-model.md)")
         parser.add_argument("--data-type", required=True, choices=DATA_TYPES, help="which kind of rows the file holds")
-        parser.add_argument("--exchange", required=True, help="exchange code from the exchange registry, e.g. asx or nzx (its time zone applies to timestamps "
-                                 "without an offset; an unknown code exits 2)")
+        parser.add_argument("--exchange", required=True, help="exchange code from the exchange registry, e.g. asx or nzx (its time zone "
+                                 "applies to timestamps without an offset; an unknown code exits 2)")
         parser.add_argument("--asset-class", default="equities", help="asset class in the topic name (default: equities)")
         parser.add_argument("--dlq-file", type=Path, metavar="PATH", default=None,
                             help="JSON-lines file for rejected rows (line, reason, error, original row) and undelivered "
