@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from catalog.models import AvroSchema, SchemaSubject, SubjectVersion
+from catalog.models import AvroSchema, Exchange, SchemaSubject, SubjectVersion
 
 
 class SubjectVersionInline(admin.TabularInline):
@@ -30,3 +30,11 @@ class SubjectVersionAdmin(admin.ModelAdmin):
     list_display = ("subject", "version", "schema", "registered_at")
     list_filter = ("subject",)
     readonly_fields = ("subject", "version", "schema", "registered_at")
+
+
+@admin.register(Exchange)
+class ExchangeAdmin(admin.ModelAdmin):
+    """The exchange registry: time zone (CSV timestamps without an offset, API dates, 1d bars) and session times."""
+
+    list_display = ("code", "name", "timezone", "session_open", "session_close", "weekend_days")
+    search_fields = ("code", "name")

@@ -8,6 +8,7 @@ from functools import cache
 from django.conf import settings
 from pyiceberg.catalog.sql import SqlCatalog
 
+from catalog.engine.exchanges import ASX, Exchange, lookup
 from catalog.engine.iceberg import CatalogConfig, load_catalog
 from catalog.engine.maintenance import SnapshotPolicy
 from k2portal.config import K2Config
@@ -48,3 +49,16 @@ def get_registry():  # type: ignore[no-untyped-def]
     from catalog.registry import EmbeddedRegistry
 
     return CachedRegistry(EmbeddedRegistry())
+
+
+def exchanges() -> dict[str, Exchange]:
+    """The exchange registry (Postgres), code → plain value for the engines. Read on each call: a few rows.
+    ASX is built in (the default exchange), so it is known even before the seeding migration ran."""
+    from catalog.models import Exchange as ExchangeRow
+
+    return {ASX.code: ASX} | {row.code: row.to_engine() for row in ExchangeRow.objects.all()}
+
+
+def exchange(code: str) -> Exchange:
+    """One registered exchange (any case); UnknownExchange naming the known codes otherwise."""
+    return lookup(exchanges(), code)

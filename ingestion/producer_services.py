@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from catalog.engine.schemas import DATA_TYPES, schema_text, subject_name, topic_name
 from ingestion.engine import topics as topic_engine
-from ingestion.engine.producer import ProduceResult, ProducerSettings, produce_csv_parallel
+from ingestion.engine.producer import ProduceError, ProduceResult, ProducerSettings, produce_csv_parallel
 from ingestion.models import Topic
 
 
@@ -79,8 +79,15 @@ def produce_file(*, csv_path: Path, data_type: str, exchange: str, asset_class: 
                  workers: int = 1) -> ProduceResult:
     """Produce one CSV file to `market.{asset_class}.{data_type}.{exchange}` through this process's registry
     (schema registered once here; with workers > 1 the rows are split over processes by symbol)."""
+    from catalog.engine.exchanges import UnknownExchange
+    from catalog.selectors import exchange as registered_exchange
     from catalog.selectors import get_registry
 
-    return produce_csv_parallel(workers=workers, csv_path=csv_path, data_type=data_type, exchange=exchange, asset_class=asset_class,
+    try:
+        zone = registered_exchange(exchange).timezone
+    except UnknownExchange as exc:
+        raise ProduceError(str(exc)) from None
+    return produce_csv_parallel(workers=workers, csv_path=csv_path, data_type=data_type, exchange=exchange, timezone=zone,
+                       asset_class=asset_class,
                        dlq_path=dlq_path, registry=get_registry(), on_progress=on_progress,
                        settings=producer_settings(delivery_timeout_ms=delivery_timeout_ms, connect_timeout_s=connect_timeout_s))

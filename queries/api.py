@@ -122,7 +122,7 @@ def parse_as_of(value: str | None) -> int | dt.datetime | None:
 def _range(*, date: dt.date | None, end_date: dt.date | None, start: dt.datetime | None, end: dt.datetime | None,
            exchange: str) -> Any:
     try:
-        return make_range(start=start, end=end, date=date, end_date=end_date, exchange=exchange)
+        return make_range(start=start, end=end, date=date, end_date=end_date, exchange=selectors.exchange(exchange))
     except OverflowError:
         raise BadQuery("the date range is outside the supported calendar (years 1–9999)", field="date") from None
 
@@ -173,7 +173,8 @@ def _ticks(request: HttpRequest, data_type: str, *, symbol: list[str] | None, da
     started = time.perf_counter()
     result = selectors.get_engine().ticks(
         data_type, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
-        symbols=_symbols(symbol), limit=limit, cursor=cursor, as_of=parse_as_of(as_of), order=order)
+        symbols=_symbols(symbol), limit=limit, cursor=cursor, as_of=parse_as_of(as_of), order=order,
+        exchange=selectors.exchange(exchange))
     return _result(request, result, fmt, data_type, started)
 
 
@@ -232,7 +233,7 @@ def ohlcv(request: HttpRequest, interval: Interval = Query("1m", description=DOC
     started = time.perf_counter()
     result = selectors.get_engine().ohlcv(
         interval=interval, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
-        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=exchange)
+        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=selectors.exchange(exchange))
     return _result(request, result, fmt, "ohlcv", started)
 
 

@@ -9,9 +9,10 @@ import threading
 from django.conf import settings
 from django.db.models import QuerySet
 
+from catalog.engine.exchanges import Exchange, UnknownExchange
 from catalog.engine.iceberg import NAMESPACE
 from queries.engine.connection import EngineConfig
-from queries.engine.errors import NotFound
+from queries.engine.errors import BadQuery, NotFound
 from queries.engine.market import MarketQueries
 from queries.engine.source import IcebergSource
 from queries.models import ApiKey, SavedQuery
@@ -75,3 +76,13 @@ def gap_list(*, exchange: str | None = None, data_type: str | None = None, symbo
               "received_sequence", "gap_size", "missing_remaining", "topic", "partition", "offset", "state",
               "filled_at", "acknowledged_at", "note")
     return list(qs.values(*fields)[offset:offset + limit])
+
+
+def exchange(code: str) -> Exchange:
+    """The registered exchange of an API request's `exchange=` (any case); 400 naming the known ones otherwise."""
+    from catalog.selectors import exchange as registered
+
+    try:
+        return registered(code)
+    except UnknownExchange as exc:
+        raise BadQuery(str(exc), field="exchange") from None

@@ -68,6 +68,7 @@ from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
 from ingestion.engine.progress import ProgressGate
 from ingestion.engine.sequence import SequenceTracker, table_last_sequences
+from ingestion.engine.topics import PARTITIONER
 from k2portal import metrics
 from k2portal.logging import get_logger
 from queries.engine.connection import EngineConfig, connect
@@ -880,7 +881,8 @@ class IcebergConsumer:
     def _send_to_dlq(self, fresh: list[Any], poison: list[Poison]) -> None:
         if self._dlq_producer is None:
             self._dlq_producer = Producer({"bootstrap.servers": self.config.bootstrap_servers,
-                                           "enable.idempotence": True, "acks": "all"})
+                                           "enable.idempotence": True, "acks": "all",
+                                           "partitioner": PARTITIONER})
         producer = self._dlq_producer
         failures = self._dlq_failures
 

@@ -8,12 +8,17 @@ so the caller can keep it in the DLQ file and carry on with the good rows.
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from zoneinfo import ZoneInfo
+
+from catalog.engine.exchanges import ASX
 
 REQUIRED = {
     "trades": ("symbol", "company_id", "exchange_timestamp", "price", "volume", "qualifiers", "venue"),
@@ -25,8 +30,19 @@ OPTIONAL = {
     "quotes": ("sequence_number", "exchange"),
     "reference_data": ("sector", "market_cap", "last_updated"),
 }
-# Exchange-local time for timestamps written without an offset (data model).
-EXCHANGE_TZ = {"asx": "Australia/Sydney"}
+# Exchange-local time for timestamps written without an offset (data model): the registry's time zone
+# (catalog.models.Exchange) is passed in; this built-in one serves callers that pass none.
+EXCHANGE_TZ = {ASX.code: ASX.timezone}
+
+# A symbol: 1 to 12 of upper-case ASCII letters, digits and dots (BHP, CBA, BRK.B, 360): the one documented
+# pattern. Lower case, spaces, control characters (NUL) and longer values are rejected with their line.
+SYMBOL_PATTERN = re.compile(r"[A-Z0-9.]{1,12}")
+LONG_MAX = 2**63 - 1  # Avro long / Iceberg long
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+# UTF-32 before UTF-16: the UTF-32 LE mark starts with the UTF-16 LE one.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_SNIFF_BYTES = 65_536
 
 _MAX_UNSCALED = 10**18  # decimal(18,6): at most 18 digits in all
 _SCALE = Decimal("0.000001")
@@ -35,6 +51,59 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class HeaderError(ValueError):
     """The file's header cannot be used: a required column is missing, or a column is unknown."""
+
+
+class FileEncodingError(ValueError):
+    """The file is not UTF-8 text (UTF-16/32, binary): refused before anything is produced."""
+
+
+def check_encoding(head: bytes) -> None:
+    """FileEncodingError when the file's first bytes show it is not UTF-8 text (a UTF-8 BOM is fine)."""
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            raise FileEncodingError(
+                f"the file is {name} text (it starts with a {name} byte order mark); K2 reads UTF-8 CSV files: convert it "
+                f"first, e.g. `iconv -f {name} -t UTF-8 in.csv > out.csv`")
+    head = head.removeprefix(codecs.BOM_UTF8)
+    first = head.split(b"\n", 1)[0]
+    if b"\x00" in first:
+        raise FileEncodingError("the header (line 1) holds NUL bytes: the file is binary, or UTF-16/UTF-32 without a "
+                                "byte order mark, not UTF-8 text; K2 reads UTF-8 CSV files")
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if len(first) == len(head) == _SNIFF_BYTES and exc.start >= len(first) - 3:
+            return  # a multi-byte character cut by the sniffing window, not a bad byte
+        raise FileEncodingError(
+            f"the header (line 1) is not UTF-8 text (byte 0x{first[exc.start]:02X} at offset {exc.start}): the file is "
+            "binary or in another encoding; K2 reads UTF-8 CSV files") from None
+
+
+def open_csv(path: Path) -> IO[str]:
+    """The file as text for `csv.reader`, after `check_encoding` on its first bytes.
+
+    A UTF-8 byte order mark is skipped. A byte that is not UTF-8 further on does not stop the file:
+    it is decoded as a lone surrogate (surrogateescape), and the row holding it is rejected with its
+    line (`RowParser.parse`, reason `bad_encoding`), so the other rows are still produced."""
+    with open(path, "rb") as raw:
+        check_encoding(raw.read(_SNIFF_BYTES))
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")  # noqa: SIM115 - the caller closes it
+
+
+def undecodable(fields: list[str]) -> tuple[int, int] | None:
+    """(field index, byte) of the first byte that was not UTF-8 (see `open_csv`), or None."""
+    for i, value in enumerate(fields):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = ord(value[exc.start])
+            return i, (char - 0xDC00 if 0xDC80 <= char <= 0xDCFF else char)
+    return None
+
+
+def printable(text: str) -> str:
+    """Text as read (`open_csv`), with each byte that was not UTF-8 shown as \\xNN: fit for a JSON DLQ line."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -81,6 +150,16 @@ def check_header(data_type: str, header: list[str]) -> dict[str, int]:
 def _text(value: str, column: str, reason: str) -> str:
     if not value.strip():
         raise _Bad(reason, f"{column} is empty")
+    return value
+
+
+def _symbol(value: str) -> str:
+    if not value.strip():
+        raise _Bad("empty_symbol", "symbol is empty")
+    if SYMBOL_PATTERN.fullmatch(value) is None:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise _Bad("bad_symbol", f"symbol {shown!r} is not 1 to 12 upper-case letters, digits or dots "
+                                 f"(pattern ^[A-Z0-9.]{{1,12}}$)")
     return value
 
 
@@ -139,12 +218,17 @@ class RowParser:
     """
 
     def __init__(self, *, data_type: str, exchange: str, header: list[str], first_sequence: int = 1,
-                 now_micros: Callable[[], int] | None = None) -> None:
+                 now_micros: Callable[[], int] | None = None, timezone: str | None = None) -> None:
         self.data_type = data_type
         self.exchange = exchange.upper()
         self.columns = check_header(data_type, header)
         self.width = len(header)
-        self.tz = ZoneInfo(EXCHANGE_TZ.get(exchange.lower(), "UTC"))
+        self.names = [h.strip() for h in header]
+        zone = timezone or EXCHANGE_TZ.get(exchange.lower())
+        if zone is None:
+            raise HeaderError(f"no time zone known for exchange {exchange!r}: pass the exchange registry's "
+                              f"(built in: {', '.join(EXCHANGE_TZ)})")
+        self.tz = ZoneInfo(zone)
         self.assign_sequence = data_type != "reference_data" and "sequence_number" not in self.columns
         self.first_sequence = first_sequence
         self.next_sequence: dict[str, int] = {}
@@ -155,6 +239,11 @@ class RowParser:
 
     def parse(self, fields: list[str], line: int) -> dict[str, Any]:
         """The record for one row; RowError(line, reason, message) when the row is unusable."""
+        bad_byte = undecodable(fields)
+        if bad_byte is not None:
+            index, byte = bad_byte
+            where = f"field {index + 1}" + (f" ({self.names[index]})" if index < len(self.names) else "")
+            raise RowError(line, "bad_encoding", f"{where} holds byte 0x{byte:02X}, which is not UTF-8 (files are read as UTF-8)")
         if len(fields) != self.width:
             reason = "missing_column" if len(fields) < self.width else "extra_column"
             raise RowError(line, reason, f"has {len(fields)} field(s), the header has {self.width}")
@@ -183,19 +272,19 @@ class RowParser:
 
     def _sequence(self, fields: list[str]) -> int | None:
         value = self._get(fields, "sequence_number")
-        return None if value is None else _int(value, "sequence_number", minimum=0)
+        return None if value is None else _int(value, "sequence_number", minimum=0, maximum=LONG_MAX)
 
     def _trade(self, f: list[str]) -> dict[str, Any]:
         c = self.columns
         buyer = self._get(f, "buyer_id")
         return {
-            "symbol": _text(f[c["symbol"]], "symbol", "empty_symbol"),
-            "company_id": _int(f[c["company_id"]], "company_id", minimum=-(2**31), maximum=2**31 - 1),
+            "symbol": _symbol(f[c["symbol"]]),
+            "company_id": _int(f[c["company_id"]], "company_id", minimum=INT_MIN, maximum=INT_MAX),
             "exchange": self._exchange(f),
             "exchange_timestamp": _timestamp(f[c["exchange_timestamp"]], "exchange_timestamp", self.tz),
             "price": _price(f[c["price"]], "price"),
-            "volume": _int(f[c["volume"]], "volume", minimum=0),
-            "qualifiers": _int(f[c["qualifiers"]], "qualifiers", minimum=-(2**31), maximum=2**31 - 1),
+            "volume": _int(f[c["volume"]], "volume", minimum=0, maximum=LONG_MAX),
+            "qualifiers": _int(f[c["qualifiers"]], "qualifiers", minimum=INT_MIN, maximum=INT_MAX),
             "venue": f[c["venue"]],
             "buyer_id": buyer or None,
             "ingestion_timestamp": self._now(),
@@ -209,14 +298,14 @@ class RowParser:
         if bid > ask:
             raise _Bad("crossed_quote", f"bid_price {bid.normalize()} is above ask_price {ask.normalize()}")
         return {
-            "symbol": _text(f[c["symbol"]], "symbol", "empty_symbol"),
-            "company_id": _int(f[c["company_id"]], "company_id", minimum=-(2**31), maximum=2**31 - 1),
+            "symbol": _symbol(f[c["symbol"]]),
+            "company_id": _int(f[c["company_id"]], "company_id", minimum=INT_MIN, maximum=INT_MAX),
             "exchange": self._exchange(f),
             "exchange_timestamp": _timestamp(f[c["exchange_timestamp"]], "exchange_timestamp", self.tz),
             "bid_price": bid,
-            "bid_volume": _int(f[c["bid_volume"]], "bid_volume", minimum=0),
+            "bid_volume": _int(f[c["bid_volume"]], "bid_volume", minimum=0, maximum=LONG_MAX),
             "ask_price": ask,
-            "ask_volume": _int(f[c["ask_volume"]], "ask_volume", minimum=0),
+            "ask_volume": _int(f[c["ask_volume"]], "ask_volume", minimum=0, maximum=LONG_MAX),
             "ingestion_timestamp": self._now(),
             "sequence_number": self._sequence(f),
         }
@@ -226,11 +315,11 @@ class RowParser:
         market_cap = self._get(f, "market_cap")
         updated = self._get(f, "last_updated")
         return {
-            "company_id": _int(f[c["company_id"]], "company_id", minimum=-(2**31), maximum=2**31 - 1),
-            "symbol": _text(f[c["symbol"]], "symbol", "empty_symbol"),
+            "company_id": _int(f[c["company_id"]], "company_id", minimum=INT_MIN, maximum=INT_MAX),
+            "symbol": _symbol(f[c["symbol"]]),
             "company_name": _text(f[c["company_name"]], "company_name", "empty_name"),
             "sector": self._get(f, "sector") or None,
-            "market_cap": _int(market_cap, "market_cap", minimum=0) if market_cap else None,
+            "market_cap": _int(market_cap, "market_cap", minimum=0, maximum=LONG_MAX) if market_cap else None,
             "last_updated": _timestamp(updated, "last_updated", self.tz) if updated else self._now(),
         }
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from ingestion.engine.csv_rows import RowParser, to_micros
+from ingestion.engine.csv_rows import SYMBOL_PATTERN, RowParser, to_micros
 
 _PRICE = re.compile(r"(\d{1,12})(?:\.(\d{1,6}))?\Z")
 _PAD = ("000000", "00000", "0000", "000", "00", "0", "")
@@ -100,6 +100,7 @@ class FastEncoder:
         self.i_exchange = parser.columns.get("exchange")
         self.i_buyer = parser.columns.get("buyer_id")
         self._now = now_micros or self._now_ms
+        self._symbols: set[str] = set()  # symbols that matched SYMBOL_PATTERN: one set lookup a row, not a regex
         self._last_ms = -1
         self._last_now = b""
         self.encode: Callable[[list[str], int], tuple[bytes, bytearray] | None] = {
@@ -135,8 +136,10 @@ class FastEncoder:
         """symbol, company_id, exchange and exchange_timestamp: the four fields that lead both records."""
         c = self.c
         symbol = f[self.i_symbol]
-        if not symbol.strip():
-            raise Fallback
+        if symbol not in self._symbols:
+            if SYMBOL_PATTERN.fullmatch(symbol) is None:
+                raise Fallback
+            self._symbols.add(symbol)
         data = symbol.encode()
         buf = bytearray(5)  # room for the wire-format header, filled by the caller
         buf += _SMALL[len(data) << 1] if len(data) < 8192 else _varint_slow(len(data) << 1)
@@ -181,7 +184,7 @@ class FastEncoder:
             buf += self._now_bytes()
             # Checks done; only now take a sequence number (a rejected row must not use one).
             self._sequence(buf, f, symbol)
-        except Fallback:
+        except (Fallback, UnicodeEncodeError):  # a byte that was not UTF-8 (csv_rows.open_csv): the parser names it
             return None
         return symbol.encode(), buf
 
@@ -199,6 +202,6 @@ class FastEncoder:
             _varint(buf, _int(f[c["ask_volume"]], 0))
             buf += self._now_bytes()
             self._sequence(buf, f, symbol)
-        except Fallback:
+        except (Fallback, UnicodeEncodeError):  # a byte that was not UTF-8 (csv_rows.open_csv): the parser names it
             return None
         return symbol.encode(), buf

@@ -28,8 +28,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from catalog.engine.schemas import KEY_FIELD, parsed_schema, schema_text, subject_name, topic_name
 from catalog.engine.wire import HEADER, MAGIC
-from ingestion.engine.csv_rows import HeaderError, RowError, RowParser, key_of
+from ingestion.engine.csv_rows import FileEncodingError, HeaderError, RowError, RowParser, key_of, open_csv, printable
 from ingestion.engine.fast_encode import FastEncoder
+from ingestion.engine.topics import PARTITIONER
 from k2portal import metrics
 from k2portal.logging import get_logger
 
@@ -63,6 +64,7 @@ class ProducerSettings:
             "bootstrap.servers": self.bootstrap_servers,
             "enable.idempotence": True,
             "acks": "all",
+            "partitioner": PARTITIONER,
             "retries": self.retries,
             "max.in.flight.requests.per.connection": 5,
             "compression.type": self.compression,
@@ -128,7 +130,43 @@ class DlqFile:
 def _raw_row(fields: list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow(fields)
-    return buf.getvalue()
+    return printable(buf.getvalue())
+
+
+class RawLines:
+    """The text of physical lines by number, read forward on a second handle: for a row the csv
+    module could not split (a field over its size limit), whose fields are never returned.
+    Asked in increasing line order, it reads the file once in all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+        self._at = 0  # lines consumed so far
+
+    def get(self, line: int) -> str:
+        if self._fh is None or line <= self._at:
+            self.close()
+            self._fh, self._at = open(self.path, "rb"), 0  # noqa: SIM115 - closed in close()
+        raw = b""
+        while self._at < line:
+            raw = self._fh.readline()
+            self._at += 1
+            if not raw:
+                return ""
+        return printable(raw.decode("utf-8", "surrogateescape").rstrip("\r\n"))
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def open_input(csv_path: Path) -> IO[str]:
+    """`csv_rows.open_csv`, with a file that is not UTF-8 text refused as a ProduceError (nothing is sent)."""
+    try:
+        return open_csv(csv_path)
+    except FileEncodingError as exc:
+        raise ProduceError(str(exc)) from None
 
 
 def check_broker(settings: ProducerSettings, topic: str) -> int:
@@ -200,7 +238,7 @@ class CsvProducer:
     """Produces one CSV file to its topic. `run` returns counts; it never raises for bad rows."""
 
     def __init__(self, *, settings: ProducerSettings, registry: Registry, data_type: str, exchange: str,
-                 asset_class: str = "equities", dlq_path: Path | None = None,
+                 timezone: str | None = None, asset_class: str = "equities", dlq_path: Path | None = None,
                  on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False,
                  shard: tuple[int, int] | None = None, check: bool = True) -> None:
         self.settings = settings
@@ -208,6 +246,7 @@ class CsvProducer:
         self.check = check
         self.data_type = data_type
         self.exchange = exchange.lower()
+        self.timezone = timezone  # the exchange registry's time zone; None: the built-in one (asx)
         self.asset_class = asset_class.lower()
         self.topic = topic_name(asset_class=self.asset_class, data_type=data_type, exchange=self.exchange)
         self.registry = registry
@@ -263,16 +302,29 @@ class CsvProducer:
     def run(self, csv_path: Path) -> ProduceResult:
         """Read, validate, produce and wait for every delivery report (or the delivery timeout)."""
         start = time.perf_counter()
+        self._raw_lines = RawLines(csv_path)
         try:
-            with open(csv_path, newline="", encoding="utf-8") as fh:
+            with open_input(csv_path) as fh:
                 self._run(fh)
         finally:
             self.dlq.close()
+            self._raw_lines.close()
             self.result.seconds = time.perf_counter() - start
         log.info("produce_finished", topic=self.topic, file=str(csv_path), rows_read=self.result.rows_read,
                  produced=self.result.produced, acked=self.result.acked, rejected=self.result.rejected,
                  failed=self.result.failed, seconds=round(self.result.seconds, 3))
         return self.result
+
+    def _unsplittable(self, error: csv.Error, line: int) -> None:
+        """A row the csv module refused (a field over its size limit): rejected with its line, kept in the DLQ."""
+        message = str(error)
+        reason = "field_too_large" if "field limit" in message else "bad_csv"
+        if reason == "field_too_large":
+            message += " bytes: a field is larger than any market-data value"
+        self.result.rejected += 1
+        self.result.reject_reasons[reason] += 1
+        metrics.ROWS_REJECTED.labels(**self._labels, reason=reason).inc()
+        self.dlq.write(line=line, reason=reason, error=message, row=self._raw_lines.get(line))
 
     def _run(self, fh: IO[str]) -> None:
         reader = csv.reader(fh)
@@ -280,8 +332,10 @@ class CsvProducer:
             header = next(reader)
         except StopIteration:
             raise ProduceError("the file is empty: a header row is required (see the data model's CSV formats)") from None
+        except csv.Error as exc:
+            raise ProduceError(f"header (line 1): {exc}") from None
         try:
-            parser = RowParser(data_type=self.data_type, exchange=self.exchange, header=header)
+            parser = RowParser(data_type=self.data_type, exchange=self.exchange, header=header, timezone=self.timezone)
         except HeaderError as exc:
             raise ProduceError(f"header (line 1): {exc}") from None
         if self.check:
@@ -302,50 +356,62 @@ class CsvProducer:
         shard_of: dict[str, int] = {}
         rows_read = produced = 0  # locals in the hot loop; written back to the result in `finally`
         try:
-            for fields in reader:
-                if shard_count > 1:
-                    # Every row of a key (symbol) goes to one shard, so per-symbol order is kept.
-                    key_text = fields[key_index] if len(fields) > key_index else ""
-                    mine = shard_of.get(key_text)
-                    if mine is None:
-                        mine = shard_of[key_text] = zlib.crc32(key_text.encode()) % shard_count
-                    if mine != shard_index:
-                        continue
-                rows_read += 1
-                encoded = fast(fields, 0)
-                if encoded is not None:  # the common case: validated and encoded in one pass
-                    key, buf = encoded
-                    buf[:5] = prefix
-                    value = bytes(buf)
-                else:
-                    if not fields:  # a blank line
-                        self._reject(RowError(reader.line_num, "blank_line", "is blank"), fields)
-                        continue
-                    try:
-                        record = parse(fields, reader.line_num)
-                    except RowError as error:
-                        self._reject(error, fields)
-                        continue
-                    out = io.BytesIO()
-                    out.write(prefix)
-                    write(out, schema, record)
-                    value = out.getvalue()
-                    key = key_for(data_type, record)
-                while True:
-                    try:
-                        produce(topic, value, key)
-                        break
-                    except BufferError:  # local queue full: serve delivery reports, then retry
-                        poll(0.05)
-                        self._raise_if_fatal()
-                produced += 1
-                if produced % 1000 == 0:
-                    poll(0)
-                    self._sync_metrics()
-                    self._raise_if_fatal()
-                if self.on_progress is not None and rows_read % progress_every == 0:
-                    self.on_progress(fh.buffer.tell() if hasattr(fh, "buffer") else 0)
-                    self._raise_if_fatal()
+            while True:  # the for loop restarts after a row the csv module cannot split (no cost per row)
+                try:
+                    for fields in reader:
+                        if shard_count > 1:
+                            # Every row of a key (symbol) goes to one shard, so per-symbol order is kept.
+                            key_text = fields[key_index] if len(fields) > key_index else ""
+                            mine = shard_of.get(key_text)
+                            if mine is None:
+                                mine = shard_of[key_text] = zlib.crc32(key_text.encode("utf-8", "surrogateescape")) % shard_count
+                            if mine != shard_index:
+                                continue
+                        rows_read += 1
+                        encoded = fast(fields, 0)
+                        if encoded is not None:  # the common case: validated and encoded in one pass
+                            key, buf = encoded
+                            buf[:5] = prefix
+                            value = bytes(buf)
+                        else:
+                            if not fields:  # a blank line
+                                self._reject(RowError(reader.line_num, "blank_line", "is blank"), fields)
+                                continue
+                            try:
+                                record = parse(fields, reader.line_num)
+                            except RowError as error:
+                                self._reject(error, fields)
+                                continue
+                            out = io.BytesIO()
+                            out.write(prefix)
+                            try:
+                                write(out, schema, record)
+                            except (ValueError, TypeError, OverflowError) as exc:  # the schema cannot hold a value
+                                self._reject(RowError(reader.line_num, "unencodable", f"cannot be encoded as Avro: {exc}"),
+                                             fields)
+                                continue
+                            value = out.getvalue()
+                            key = key_for(data_type, record)
+                        while True:
+                            try:
+                                produce(topic, value, key)
+                                break
+                            except BufferError:  # local queue full: serve delivery reports, then retry
+                                poll(0.05)
+                                self._raise_if_fatal()
+                        produced += 1
+                        if produced % 1000 == 0:
+                            poll(0)
+                            self._sync_metrics()
+                            self._raise_if_fatal()
+                        if self.on_progress is not None and rows_read % progress_every == 0:
+                            self.on_progress(fh.buffer.tell() if hasattr(fh, "buffer") else 0)
+                            self._raise_if_fatal()
+                    break
+                except csv.Error as error:
+                    if shard_index == 0:  # its key is unknown: the first shard keeps it
+                        rows_read += 1
+                        self._unsplittable(error, reader.line_num)
         finally:
             result.rows_read, result.produced = rows_read, produced
             self._drain(producer)
@@ -370,10 +436,10 @@ class CsvProducer:
 
 
 def produce_csv(*, csv_path: Path, settings: ProducerSettings, registry: Registry, data_type: str, exchange: str,
-                asset_class: str = "equities", dlq_path: Path | None = None,
+                timezone: str | None = None, asset_class: str = "equities", dlq_path: Path | None = None,
                 on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False) -> ProduceResult:
     """Produce one CSV file; see `CsvProducer`."""
-    return CsvProducer(settings=settings, registry=registry, data_type=data_type, exchange=exchange,
+    return CsvProducer(settings=settings, registry=registry, data_type=data_type, exchange=exchange, timezone=timezone,
                        asset_class=asset_class, dlq_path=dlq_path, on_progress=on_progress,
                        keep_latencies=keep_latencies).run(csv_path)
 
@@ -410,26 +476,30 @@ def _worker(index: int, count: int, schema_id: int, csv_path: Path, kwargs: dict
 
 
 def produce_csv_parallel(*, workers: int, csv_path: Path, settings: ProducerSettings, registry: Registry, data_type: str,
-                         exchange: str, asset_class: str = "equities", dlq_path: Path | None = None,
+                         exchange: str, timezone: str | None = None, asset_class: str = "equities",
+                         dlq_path: Path | None = None,
                          on_progress: Callable[[int], None] | None = None, keep_latencies: bool = False) -> ProduceResult:
     """`produce_csv` split over `workers` processes by key hash (a symbol always in the same one,
     so its order is kept). Why: one CPython thread encodes about 80,000 rows/s; two cores do more.
     The header, broker and schema are checked once here, so errors are the same as with one process."""
     if workers <= 1:
         return produce_csv(csv_path=csv_path, settings=settings, registry=registry, data_type=data_type, exchange=exchange,
+                           timezone=timezone,
                            asset_class=asset_class, dlq_path=dlq_path, on_progress=on_progress, keep_latencies=keep_latencies)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     start = time.perf_counter()
     topic = topic_name(asset_class=asset_class, data_type=data_type, exchange=exchange)
-    with open(csv_path, newline="", encoding="utf-8") as fh:
+    with open_input(csv_path) as fh:
         try:
             header = next(csv.reader(fh))
         except StopIteration:
             raise ProduceError("the file is empty: a header row is required (see the data model's CSV formats)") from None
+        except csv.Error as exc:
+            raise ProduceError(f"header (line 1): {exc}") from None
     try:
-        RowParser(data_type=data_type, exchange=exchange, header=header)
+        RowParser(data_type=data_type, exchange=exchange, header=header, timezone=timezone)
     except HeaderError as exc:
         raise ProduceError(f"header (line 1): {exc}") from None
     check_broker(settings, topic)
@@ -439,7 +509,7 @@ def produce_csv_parallel(*, workers: int, csv_path: Path, settings: ProducerSett
     parts = [None if dlq_path is None else dlq_path.with_name(f"{dlq_path.name}.part{i}") for i in range(workers)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)) as pool:
         futures = [pool.submit(_worker, i, workers, schema_id, csv_path, {
-            "settings": settings, "data_type": data_type, "exchange": exchange, "asset_class": asset_class,
+            "settings": settings, "data_type": data_type, "exchange": exchange, "timezone": timezone, "asset_class": asset_class,
             "dlq_path": parts[i]}) for i in range(workers)]
         while not all(f.done() for f in futures):
             time.sleep(0.2)

@@ -14,6 +14,9 @@ log = get_logger(__name__, component="topics")
 
 DEFAULT_PARTITIONS = {"asx": 30}  # ADR #009: 30 partitions for ASX (about 1000 symbols)
 DLQ_PARTITIONS = 1
+# Java clients' default partitioner (murmur2 of the key, modulo the partition count), so a key lands in the
+# same partition whichever client produced it; librdkafka's own default (consistent_random, CRC32) differs.
+PARTITIONER = "murmur2_random"
 
 
 class TopicError(RuntimeError):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from catalog.engine.exchanges import Exchange
 from queries.engine.connection import EngineConfig, connect, scan_sql
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.source import ResolvedTable, SnapshotInfo, TableSource
@@ -66,6 +67,14 @@ def symbol_clause(symbols: Sequence[str] | None) -> str:
         return ""
     quoted = ", ".join(f"'{s}'" for s in check_symbols(symbols))
     return f" AND symbol IN ({quoted})"
+
+
+def exchange_clause(exchange: Exchange | None) -> str:
+    """Rows of one exchange (records carry the code in upper case); the code is a registry value
+    matching [a-z0-9]{1,16}, never request text, so it is safe to quote."""
+    if exchange is None:
+        return ""
+    return f" AND exchange = '{exchange.record_code}'"
 
 
 def encode_cursor(payload: dict) -> str:
@@ -141,8 +150,8 @@ class MarketQueries:
     # trades and quotes -------------------------------------------------------------------
 
     def tick_sql(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None, limit: int,
-                 cursor: dict | None, resolved: ResolvedTable, order: str = "asc") -> str:
-        where = range_clause(rng) + symbol_clause(symbols)
+                 cursor: dict | None, resolved: ResolvedTable, order: str = "asc", exchange: Exchange | None = None) -> str:
+        where = range_clause(rng) + symbol_clause(symbols) + exchange_clause(exchange)
         op = ">" if order == "asc" else "<"
         if cursor:
             where += (f" AND (exchange_timestamp, symbol, source_partition, source_offset) {op} "
@@ -152,9 +161,10 @@ class MarketQueries:
         return f"SELECT * FROM {scan_expr(resolved)} WHERE {where} ORDER BY {order_by} LIMIT {limit + 1}"
 
     def ticks(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None = None, limit: int | None = None,
-              cursor: str | None = None, as_of: int | dt.datetime | None = None, order: str = "asc") -> QueryResult:
-        """One page of trades or quotes in (exchange_timestamp, symbol, partition, offset) order;
-        the cursor carries the snapshot, so later pages read the same table state."""
+              cursor: str | None = None, as_of: int | dt.datetime | None = None, order: str = "asc",
+              exchange: Exchange | None = None) -> QueryResult:
+        """One page of trades or quotes in (exchange_timestamp, symbol, partition, offset) order, of one
+        exchange when given (else all); the cursor carries the snapshot, so later pages read the same table state."""
         if data_type not in ("trades", "quotes"):
             raise BadQuery(f"ticks are trades or quotes, not {data_type!r}", field="data_type")
         if order not in ("asc", "desc"):
@@ -169,7 +179,8 @@ class MarketQueries:
         resolved = self.source.resolve(data_type, as_of)
         if resolved.snapshot_id is None:
             return QueryResult(pa.Table.from_batches([], schema=_empty_schema(resolved)), data_type, None)
-        sql = self.tick_sql(data_type, rng=rng, symbols=symbols, limit=limit, cursor=position, resolved=resolved, order=order)
+        sql = self.tick_sql(data_type, rng=rng, symbols=symbols, limit=limit, cursor=position, resolved=resolved, order=order,
+                            exchange=exchange)
         table = self._arrow(sql)
         next_cursor = None
         if table.num_rows > limit:
@@ -189,11 +200,11 @@ class MarketQueries:
     # OHLCV --------------------------------------------------------------------------------
 
     def ohlcv_sql(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None, resolved: ResolvedTable,
-                  exchange: str = DEFAULT_EXCHANGE) -> str:
+                  exchange: Exchange | None = None) -> str:
         if interval not in INTERVALS:
             raise BadQuery(f"interval {interval!r} is not supported: use one of {', '.join(INTERVALS)}", field="interval")
         if interval == "1d":
-            zone = exchange_zone(exchange).key
+            zone = exchange_zone(exchange or DEFAULT_EXCHANGE).key
             bucket = f"timezone('{zone}', date_trunc('day', timezone('{zone}', exchange_timestamp)))"
         else:
             bucket = f"time_bucket(INTERVAL '{INTERVALS[interval]} seconds', exchange_timestamp)"
@@ -205,7 +216,7 @@ class MarketQueries:
                 SELECT symbol, {bucket} AS bar_start, price, volume,
                        {{'t': exchange_timestamp, 's': coalesce(sequence_number, -1)}} AS k
                 FROM {scan_expr(resolved)}
-                WHERE {range_clause(rng)}{symbol_clause(symbols)}
+                WHERE {range_clause(rng)}{symbol_clause(symbols)}{exchange_clause(exchange)}
             ), b AS (
                 SELECT symbol, bar_start, arg_min(price, k) AS open, max(price) AS high, min(price) AS low,
                        arg_max(price, k) AS close, sum(volume)::BIGINT AS volume,
@@ -222,9 +233,10 @@ class MarketQueries:
         """
 
     def ohlcv(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None = None,
-              as_of: int | dt.datetime | None = None, exchange: str = DEFAULT_EXCHANGE) -> QueryResult:
+              as_of: int | dt.datetime | None = None, exchange: Exchange | None = None) -> QueryResult:
         """Bars with at least one trade (empty bars are absent, not zero-filled). Intraday bars
-        are aligned to UTC clock boundaries; 1d bars are exchange-local trading days."""
+        are aligned to UTC clock boundaries; 1d bars are trading days in the exchange's time zone.
+        Given an exchange, only its trades count; without one, all trades, with ASX days."""
         resolved = self.source.resolve("trades", as_of)
         if resolved.snapshot_id is None:
             return QueryResult(OHLCV_SCHEMA.empty_table(), "trades", None)

@@ -1,7 +1,9 @@
 """Time ranges: UTC instants, or exchange-local dates turned into UTC ranges.
 
 Iceberg partitions are UTC days; an ASX session (10:00–16:00 Sydney) spans two UTC dates,
-so a trading date is the half-open UTC range [local midnight, next local midnight).
+so a trading date is the half-open UTC range [local midnight, next local midnight) in the
+exchange's time zone. The exchange comes from the registry (`catalog.models.Exchange`) as a
+plain `Exchange` value; ASX is the default.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from catalog.engine.exchanges import ASX, Exchange
 from queries.engine.errors import BadQuery
 
-EXCHANGE_TIMEZONES = {"ASX": "Australia/Sydney"}
-DEFAULT_EXCHANGE = "ASX"
+DEFAULT_EXCHANGE = ASX
 
 
 @dataclass(frozen=True)
@@ -32,15 +34,11 @@ class TimeRange:
         return pieces
 
 
-def exchange_zone(exchange: str = DEFAULT_EXCHANGE) -> ZoneInfo:
-    try:
-        return ZoneInfo(EXCHANGE_TIMEZONES[exchange.upper()])
-    except KeyError:
-        raise BadQuery(f"unknown exchange {exchange!r}: known exchanges are {', '.join(EXCHANGE_TIMEZONES)}",
-                       field="exchange") from None
+def exchange_zone(exchange: Exchange = DEFAULT_EXCHANGE) -> ZoneInfo:
+    return exchange.zone
 
 
-def local_date_range(day: dt.date, exchange: str = DEFAULT_EXCHANGE, days: int = 1) -> TimeRange:
+def local_date_range(day: dt.date, exchange: Exchange = DEFAULT_EXCHANGE, days: int = 1) -> TimeRange:
     zone = exchange_zone(exchange)
     start = dt.datetime.combine(day, dt.time(), tzinfo=zone)
     end = dt.datetime.combine(day + dt.timedelta(days=days), dt.time(), tzinfo=zone)
@@ -56,7 +54,7 @@ def utc(value: dt.datetime, field: str) -> dt.datetime:
 
 def make_range(*, start: dt.datetime | None = None, end: dt.datetime | None = None,
                date: dt.date | None = None, end_date: dt.date | None = None,
-               exchange: str = DEFAULT_EXCHANGE, max_days: int | None = None) -> TimeRange:
+               exchange: Exchange = DEFAULT_EXCHANGE, max_days: int | None = None) -> TimeRange:
     """The UTC range of a request: `start`/`end` UTC instants, or `date` [..`end_date`]
     exchange-local trading dates (inclusive). Exactly one of the two forms."""
     if date is not None:

@@ -11,7 +11,7 @@ import fastavro
 import pytest
 
 from catalog.engine.schemas import parsed_schema
-from ingestion.engine.csv_rows import RowParser
+from ingestion.engine.csv_rows import RowError, RowParser
 from ingestion.engine.fast_encode import FastEncoder
 from ingestion.engine.sample import write_sample
 
@@ -51,8 +51,8 @@ def test_fast_bytes_equal_fastavro_bytes_for_generated_rows(sample_dir: Path, da
 EDGE_TRADES = [
     ["BHP", "1001", "2014-03-03T10:00:00", "37.8", "0", "-3", "ASX", ""],
     ["QAN", "-7", "2014-03-03T10:00:00.000001+11:00", "0.001", "9223372036854775", "2147483647", "", "B1"],
-    ["ÅBC", "2147483647", "2014-03-03T10:00:00Z", "999999999999.999999", "1", "0", "Ω venue", "ß"],
-    ["X" * 9000, "1", "2014-03-03T10:00:00", "128", "128", "0", "ASX", ""],  # a 9,000-byte symbol: long varint length
+    ["BRK.B", "2147483647", "2014-03-03T10:00:00Z", "999999999999.999999", "1", "0", "Ω venue", "ß"],
+    ["ABCDEFGHIJKL", "1", "2014-03-03T10:00:00", "128", "128", "0", "V" * 9000, ""],  # a 9,000-byte venue: long varint length
 ]
 
 
@@ -64,6 +64,17 @@ def test_fast_bytes_equal_fastavro_bytes_at_the_edges() -> None:
         encoded = fast.encode(row, 2)
         assert encoded is not None, row
         assert bytes(encoded[1][5:]) == fastavro_bytes("trades", reference.parse(row, 2)), row
+
+
+@pytest.mark.parametrize("symbol", ["bhp", "BH P", "ÅBC", "X" * 13, "BHP\x00", "", "BH\udcffP"])
+def test_symbols_outside_the_pattern_go_to_the_general_parser_which_rejects_them(symbol: str) -> None:
+    header = ["symbol", "company_id", "exchange_timestamp", "price", "volume", "qualifiers", "venue"]
+    parser = RowParser(data_type="trades", exchange="asx", header=header)
+    row = [symbol, "1", "2014-03-03T10:00:00", "37.80", "1", "0", "ASX"]
+    assert FastEncoder(parser).encode(row, 2) is None
+    with pytest.raises(RowError) as caught:
+        parser.parse(row, 2)
+    assert caught.value.reason in {"bad_symbol", "empty_symbol", "bad_encoding"}
 
 
 @pytest.mark.parametrize("price", ["1e3", "0", "-1", "37.1234567", "abc", " 37.80", "1234567890123"])

@@ -22,13 +22,14 @@ class Command(BaseCommand):
             "Rows are validated first; a bad row is rejected with its line number and reason, written to the DLQ "
             "file and counted, and the other rows are still produced. Ends with one summary line. Exit status: 0 when "
             "every row was acknowledged by the broker, 1 when any row was rejected or not acknowledged, 2 when the "
-            "file could not be produced at all (bad header, broker unreachable, missing topic).")
+            "file could not be produced at all (not UTF-8 text, bad header, unknown exchange, broker unreachable, missing topic).")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--csv", required=True, type=Path, metavar="FILE",
                             help="the CSV file; header row required, columns as in the data model (docs: data-model.md)")
         parser.add_argument("--data-type", required=True, choices=DATA_TYPES, help="which kind of rows the file holds")
-        parser.add_argument("--exchange", required=True, help="exchange code, e.g. asx (also the time zone of timestamps without an offset)")
+        parser.add_argument("--exchange", required=True, help="exchange code from the exchange registry, e.g. asx or nzx (its time zone "
+                                 "applies to timestamps without an offset; an unknown code exits 2)")
         parser.add_argument("--asset-class", default="equities", help="asset class in the topic name (default: equities)")
         parser.add_argument("--dlq-file", type=Path, metavar="PATH", default=None,
                             help="JSON-lines file for rejected rows (line, reason, error, original row) and undelivered "

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from catalog.engine import wire
 from catalog.engine.schemas import parsed_schema, schema_text, subject_name
 from catalog.selectors import get_registry
+from ingestion.engine.topics import PARTITIONER
 from queries import selectors
 from queries.api import parse_as_of
 from queries.engine.errors import QueryError
@@ -47,7 +48,7 @@ class Command(BaseCommand):
         schema_id = get_registry().register(subject_name(topic), schema_text(data_type))
         schema = parsed_schema(data_type)
         producer = Producer({"bootstrap.servers": opts["bootstrap"] or settings.K2.bootstrap_servers,
-                             "enable.idempotence": True, "linger.ms": 20})
+                             "enable.idempotence": True, "linger.ms": 20, "partitioner": PARTITIONER})
         symbols = [s for s in opts["symbols"].split(",") if s] or None
         try:
             batches = replay_batches(selectors.get_engine(), data_type=data_type, rng=rng, symbols=symbols, as_of=as_of,
