@@ -210,3 +210,38 @@ def test_healthz_warehouse_check_writes_to_the_s3_bucket_and_names_a_missing_one
     s3_warehouse_settings.K2 = dataclasses.replace(s3_warehouse_settings.K2, warehouse=f"s3://{s3_bucket}-gone/k2")
     with pytest.raises(Exception, match=f"{s3_bucket}-gone"):
         check_warehouse()
+
+
+def test_saved_sql_reads_the_s3_tables_but_nothing_else_in_the_bucket(iceberg_tables, catalog_config, s3_endpoint,
+                                                                      s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    from queries.engine.connection import EngineConfig
+    from queries.engine.errors import SandboxViolation
+    from queries.engine.market import MarketQueries
+    from queries.engine.source import IcebergSource
+    from tests.query.conftest import trade_rows
+
+    iceberg_tables["trades"].append(trade_rows([{"symbol": "BHP", "ts": dt.datetime(2024, 3, 11, 1, tzinfo=dt.UTC),
+                                                 "price": "45.100000", "volume": 7, "seq": 1}]))
+    _s3(s3_endpoint).put_object(Bucket=s3_bucket, Key="private/secret.csv", Body=b"a,b\n1,2\n")
+    engine = MarketQueries(IcebergSource(load_catalog(catalog_config), catalog_config.namespace), EngineConfig(threads=1))
+    assert engine.config.s3 == catalog_config.s3  # taken from the catalog: DuckDB reads as pyiceberg writes
+    ok = sandbox.run(source=engine.source, sql="SELECT symbol, volume FROM trades", declarations={}, config=engine.config)
+    assert ok.table.to_pylist() == [{"symbol": "BHP", "volume": 7}]
+    for sql in (f"SELECT * FROM read_csv('s3://{s3_bucket}/private/secret.csv')",
+                f"SELECT * FROM read_csv('s3://{s3_bucket}/warehouse/../private/secret.csv')",
+                f"SELECT * FROM 's3://{s3_bucket}/warehouse/../private/secret.csv'",
+                f"SELECT * FROM trades WHERE symbol IN (SELECT a FROM read_csv('s3://{s3_bucket}/warehouse/../private/x'))"):
+        with pytest.raises(SandboxViolation):
+            sandbox.run(source=engine.source, sql=sql, declarations={}, config=engine.config)
+
+
+def test_only_sql_catalog_tables_take_the_audited_fast_commit_path(iceberg_tables) -> None:  # type: ignore[no-untyped-def]
+    """A REST catalog's tables commit through plain pyiceberg (the fast path mirrors SqlCatalog's
+    commit): a table of another catalog (here pyiceberg's read-only StaticTable) is not fast-pathed."""
+    from pyiceberg.table import StaticTable
+
+    from catalog.engine import fast_commit
+
+    table = iceberg_tables["trades"]
+    assert fast_commit.uses_fast_path(table)
+    assert not fast_commit.uses_fast_path(StaticTable.from_metadata(table.metadata_location, properties=dict(table.io.properties)))
