@@ -245,3 +245,43 @@ def test_only_sql_catalog_tables_take_the_audited_fast_commit_path(iceberg_table
     table = iceberg_tables["trades"]
     assert fast_commit.uses_fast_path(table)
     assert not fast_commit.uses_fast_path(StaticTable.from_metadata(table.metadata_location, properties=dict(table.io.properties)))
+
+
+def test_manage_py_takes_the_s3_warehouse_from_the_environment(iceberg_uri, s3_endpoint, s3_bucket, unique) -> None:  # type: ignore[no-untyped-def]
+    """The documented variables alone (K2_WAREHOUSE, K2_S3_ENDPOINT, AWS_*) get a separate process
+    writing the tables' metadata into the bucket; a bucket that does not exist is a clear error."""
+    import os
+    import subprocess
+    import sys
+
+    from k2portal.config import BASE_DIR
+
+    namespace = f"t_{unique}"
+    env = {**os.environ, "K2_ICEBERG_CATALOG_URI": iceberg_uri, "K2_WAREHOUSE": f"s3://{s3_bucket}/warehouse",
+           "K2_S3_ENDPOINT": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_TEST_KEY, "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run([sys.executable, "manage.py", "init_catalog", "--namespace", namespace], cwd=BASE_DIR,
+                          env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        keys = set(_objects(s3_endpoint, s3_bucket))
+        for data_type in ("trades", "quotes", "reference_data"):
+            assert any(k.startswith(f"s3://{s3_bucket}/warehouse/{namespace}/{data_type}/metadata/")
+                       and k.endswith(".metadata.json") for k in keys), keys
+        gone = subprocess.run([sys.executable, "manage.py", "init_catalog", "--namespace", f"{namespace}_b"],
+                              cwd=BASE_DIR, env={**env, "K2_WAREHOUSE": f"s3://{s3_bucket}-gone/warehouse"},
+                              capture_output=True, text=True, timeout=120)
+        assert gone.returncode != 0 and f"{s3_bucket}-gone" in gone.stderr and "K2_S3_ENDPOINT" in gone.stderr
+    finally:
+        catalog = load_catalog(CatalogConfig(uri=iceberg_uri, warehouse=f"s3://{s3_bucket}/warehouse", s3=S3Options(
+            endpoint=s3_endpoint, path_style=True, access_key_id=S3_TEST_KEY, secret_access_key=S3_TEST_SECRET)))
+        for ns in (namespace, f"{namespace}_b"):
+            for data_type in ("trades", "quotes", "reference_data"):
+                try:
+                    catalog.drop_table(f"{ns}.{data_type}")
+                except Exception:  # noqa: BLE001 - best-effort cleanup
+                    pass
+            try:
+                catalog.drop_namespace(ns)
+            except Exception:  # noqa: BLE001
+                pass
