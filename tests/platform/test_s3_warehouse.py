@@ -285,3 +285,19 @@ def test_manage_py_takes_the_s3_warehouse_from_the_environment(iceberg_uri, s3_e
                 catalog.drop_namespace(ns)
             except Exception:  # noqa: BLE001
                 pass
+
+
+def test_the_compose_portal_environment_configures_minio_for_pyiceberg_and_duckdb() -> None:
+    import yaml
+
+    from k2portal.config import BASE_DIR
+
+    compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
+    env = {k: str(v) for k, v in compose["x-portal-env"].items()}
+    env = {k: ("x" * 50 if v.startswith("${SECRET_KEY") else v) for k, v in env.items()}
+    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = "k2admin", "k2password"  # compose's ${...:-default}s
+    cfg = load(env)
+    assert cfg.warehouse.startswith("s3://") and cfg.s3 is not None
+    assert (cfg.s3.endpoint, cfg.s3.path_style) == ("http://minio:9000", True)
+    assert "ENDPOINT 'minio:9000'" in cfg.s3.duckdb_secret_sql() and "USE_SSL false" in cfg.s3.duckdb_secret_sql()
+    assert cfg.s3.fileio_properties()["s3.endpoint"] == "http://minio:9000"
