@@ -6,7 +6,7 @@ import datetime as dt
 from functools import cache
 
 from django.conf import settings
-from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.catalog import Catalog
 
 from catalog.engine.exchanges import ASX, Exchange, lookup
 from catalog.engine.iceberg import CatalogConfig, load_catalog
@@ -15,10 +15,13 @@ from k2portal.config import K2Config
 
 
 def catalog_config(namespace: str | None = None) -> CatalogConfig:
+    """The catalog from settings: K2_ICEBERG_CATALOG_URI (SQL or REST), K2_WAREHOUSE, and the S3
+    settings (K2_S3_*, AWS_*) when the warehouse is on S3."""
     k2 = settings.K2
+    s3 = getattr(k2, "s3", None)
     if namespace:
-        return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse, namespace=namespace)
-    return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse)
+        return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse, namespace=namespace, s3=s3)
+    return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse, s3=s3)
 
 
 def snapshot_policy(k2: K2Config | None = None) -> SnapshotPolicy:
@@ -32,7 +35,7 @@ def snapshot_policy(k2: K2Config | None = None) -> SnapshotPolicy:
 
 
 @cache
-def get_catalog() -> SqlCatalog:
+def get_catalog() -> Catalog:
     """One catalog per process (its SQLAlchemy engine pools connections)."""
     return load_catalog(catalog_config())
 

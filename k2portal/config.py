@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from catalog.engine.storage import DEFAULT_REGION, S3Options, is_s3
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -42,9 +44,18 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("K2_SCHEMA_REGISTRY_BASIC_AUTH", None,
              "user:password for the registry at K2_SCHEMA_REGISTRY_URL (K2's own: any user, an API key with schemas:write)"),
     Variable("K2_ICEBERG_CATALOG_URI", None,
-             "an SQLAlchemy URL (postgresql+psycopg://…) for the Iceberg SQL catalog `k2`; unset: the DATABASE_URL database"),
+             "an SQLAlchemy URL (postgresql+psycopg://…) for the Iceberg SQL catalog `k2`, or the http(s):// URL of an "
+             "Iceberg REST catalog; unset: the DATABASE_URL database"),
     Variable("K2_WAREHOUSE", "var/warehouse",
              "a local path, a file:// URI or an s3:// URI where Iceberg data files live"),
+    Variable("K2_S3_ENDPOINT", None,
+             "http(s):// URL of an S3-compatible server (MinIO) for an s3:// warehouse; unset: AWS S3"),
+    Variable("K2_S3_REGION", "us-east-1", "the S3 region of the warehouse bucket"),
+    Variable("K2_S3_PATH_STYLE", None,
+             "1/true/yes or 0/false/no: path-style bucket addressing; unset: on when K2_S3_ENDPOINT is set, else off"),
+    Variable("AWS_ACCESS_KEY_ID", None, "the S3 access key of an s3:// warehouse (pyiceberg and DuckDB)"),
+    Variable("AWS_SECRET_ACCESS_KEY", None, "the S3 secret key of an s3:// warehouse"),
+    Variable("AWS_SESSION_TOKEN", None, "an S3 session token, with temporary credentials"),
     Variable("K2_CONSUMER_BATCH_SIZE", "1000", "a positive integer (ADR #015)"),
     Variable("K2_CONSUMER_MAX_BATCH_MS", "500",
              "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)"),
@@ -163,6 +174,18 @@ def parse_size(env: Mapping[str, str], name: str) -> str | None:
     return value.strip()
 
 
+def parse_s3(env: Mapping[str, str], warehouse: str) -> S3Options | None:
+    """The S3 settings when the warehouse is on S3 or K2_S3_ENDPOINT is set, else None."""
+    endpoint = parse_url(env, "K2_S3_ENDPOINT", ("http", "https"))
+    if endpoint is None and not is_s3(warehouse):
+        return None
+    path_style = parse_bool(env, "K2_S3_PATH_STYLE")
+    return S3Options(endpoint=endpoint, region=(_get(env, "K2_S3_REGION") or DEFAULT_REGION).strip(),
+                     path_style=bool(endpoint) if path_style is None else path_style,
+                     access_key_id=_get(env, "AWS_ACCESS_KEY_ID"), secret_access_key=_get(env, "AWS_SECRET_ACCESS_KEY"),
+                     session_token=_get(env, "AWS_SESSION_TOKEN"))
+
+
 def parse_warehouse(env: Mapping[str, str], name: str) -> str:
     value = _get(env, name) or "var/warehouse"
     if "://" in value:
@@ -210,6 +233,7 @@ class K2Config:
     secret_key: str | None
     debug: bool
     allowed_hosts: list[str]
+    s3: S3Options | None = None  # K2_S3_* and AWS_* (catalog.engine.storage), for an s3:// warehouse
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -237,7 +261,8 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
     database_url = parse_url(env, "DATABASE_URL", ("postgres", "postgresql", "pgsql"))
     assert database_url is not None
     catalog_uri = parse_url(env, "K2_ICEBERG_CATALOG_URI",
-                            ("postgresql+psycopg", "postgresql", "postgresql+psycopg2", "sqlite"))
+                            ("postgresql+psycopg", "postgresql", "postgresql+psycopg2", "sqlite", "http", "https"))
+    warehouse = parse_warehouse(env, "K2_WAREHOUSE")
     parse_bootstrap(env, "K2_WEB_ADDR")  # validated here; read by the Procfile
     parse_positive_int(env, "K2_CONSUMER_SLOTS", maximum=64)
     level = (_get(env, "K2_LOG_LEVEL") or "INFO").upper()
@@ -255,7 +280,7 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         schema_registry_url=parse_url(env, "K2_SCHEMA_REGISTRY_URL", ("http", "https")),
         schema_registry_basic_auth=_get(env, "K2_SCHEMA_REGISTRY_BASIC_AUTH"),
         iceberg_catalog_uri=catalog_uri or catalog_uri_from_database_url(database_url),
-        warehouse=parse_warehouse(env, "K2_WAREHOUSE"),
+        warehouse=warehouse,
         consumer_batch_size=parse_positive_int(env, "K2_CONSUMER_BATCH_SIZE") or 1000,
         consumer_max_batch_ms=parse_positive_int(env, "K2_CONSUMER_MAX_BATCH_MS") or 500,
         snapshot_retention_hours=parse_positive_int(env, "K2_SNAPSHOT_RETENTION_HOURS") or 168,
@@ -277,4 +302,5 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         secret_key=_get(env, "SECRET_KEY"),
         debug=bool(parse_bool(env, "DEBUG")),
         allowed_hosts=[h.strip() for h in (_get(env, "ALLOWED_HOSTS") or "").split(",") if h.strip()],
+        s3=parse_s3(env, warehouse),
     )

@@ -50,13 +50,22 @@ def check_catalog() -> str:
 
 
 def check_warehouse() -> str:
+    """A local warehouse: write and delete a probe file. Elsewhere (s3://): write, stat and delete
+    a probe object through pyiceberg's FileIO with the settings the writers use (endpoint,
+    region, path style, credentials), so a missing bucket, a wrong key or an unreachable endpoint all fail here."""
     warehouse = settings.K2.warehouse
     parsed = urlparse(warehouse)
     if parsed.scheme != "file":
-        from pyarrow import fs
+        from pyiceberg.io import load_file_io
 
-        filesystem, path = fs.FileSystem.from_uri(warehouse)
-        filesystem.get_file_info(path)
+        s3 = getattr(settings.K2, "s3", None)
+        io = load_file_io(s3.fileio_properties() if s3 else {}, warehouse)
+        probe_uri = f"{warehouse.rstrip('/')}/.healthz-{uuid.uuid4().hex}"
+        with io.new_output(probe_uri).create(overwrite=True) as out:
+            out.write(b"ok")
+        if not io.new_input(probe_uri).exists():
+            raise OSError(f"wrote {probe_uri} but cannot read it back")
+        io.delete(probe_uri)
         return "ok"
     path = Path(parsed.path)
     path.mkdir(parents=True, exist_ok=True)

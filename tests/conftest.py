@@ -6,8 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ import psycopg
 import pytest
 
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
+from catalog.engine.storage import S3Options
 from ingestion.engine import broker
 
 PG_ADMIN = os.environ.get("K2_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -73,6 +78,57 @@ def catalog_config(iceberg_uri: str, warehouse_dir: Path, unique: str) -> Catalo
     return CatalogConfig(uri=iceberg_uri, warehouse=warehouse_dir.as_uri(), namespace=f"t_{unique}")
 
 
+S3_TEST_KEY, S3_TEST_SECRET = "k2-test-key", "k2-test-secret"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-compatible HTTP server for this test worker's session: moto's standalone server
+    (`python -m moto.server`) on a free 127.0.0.1 port, in a subprocess."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("s3") / "moto.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto server did not start on port {port}; see {log.name}") from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    try:  # its own process group: whatever the server started goes with it
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    log.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, unique: str) -> str:
+    """A new bucket of this test's own on the S3 server."""
+    import boto3
+
+    name = f"k2-{unique}"
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_TEST_KEY, aws_secret_access_key=S3_TEST_SECRET,
+                 region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_catalog_config(iceberg_uri: str, s3_endpoint: str, s3_bucket: str, unique: str) -> CatalogConfig:
+    """Like `catalog_config`, with the warehouse in an s3:// bucket of the test S3 server."""
+    s3 = S3Options(endpoint=s3_endpoint, region="us-east-1", path_style=True, access_key_id=S3_TEST_KEY,
+                   secret_access_key=S3_TEST_SECRET)
+    return CatalogConfig(uri=iceberg_uri, warehouse=f"s3://{s3_bucket}/warehouse", namespace=f"t_{unique}", s3=s3)
+
+
 @pytest.fixture
 def iceberg_tables(catalog_config: CatalogConfig) -> Iterator[dict]:
     catalog = load_catalog(catalog_config)
@@ -98,6 +154,7 @@ def k2_settings(settings, kafka_bootstrap: str, catalog_config: CatalogConfig): 
         kafka_session_timeout_ms=6000,
         iceberg_catalog_uri=catalog_config.uri,
         warehouse=catalog_config.warehouse,
+        s3=catalog_config.s3,
     )
     from catalog import selectors
 

@@ -70,6 +70,13 @@ and again before the first fast commit of a process (`verify_pyiceberg()` raises
 `FastCommitUnsupported`): a pyiceberg upgrade fails loudly at deploy instead of silently
 changing behaviour. Re-audit, then update `_SOURCE_HASHES`.
 
+Only for the SQL catalog: the audit covers `SqlCatalog.commit_table`, which writes the metadata
+JSON itself. With any other catalog (an Iceberg REST catalog: the server writes the metadata
+file, K2 only sends the updates) `append` and `expire_snapshots` are plain pyiceberg
+(`Table.append`, `ExpireSnapshots`): same snapshots and summaries (the consumer's offsets ride
+in them either way), without the shortcut, so each commit's cost grows with the snapshot count
+as pyiceberg's does (`uses_fast_path`).
+
 Plain Python, no Django import.
 """
 
@@ -456,13 +463,24 @@ class _ShallowTransaction(Transaction):
         return _ORIGINAL_UPDATE_TABLE_METADATA(self._table.metadata, self._updates)
 
 
+def uses_fast_path(table: Table) -> bool:
+    """True for a table of pyiceberg's SQL catalog (the commit path audited above); any other
+    catalog (REST) takes pyiceberg's own commit."""
+    return isinstance(getattr(table, "catalog", None), SqlCatalog)
+
+
 def append(table: Table, df: pa.Table, snapshot_properties: dict[str, str] | None = None) -> None:
     """`table.append(df, snapshot_properties=...)` (pyiceberg 0.12.0 `Table.append`, main branch),
     without the per-append deep copies of the table metadata and without pyiceberg's commit
     retry: a concurrent commit raises `CommitFailedException` (its files are cleaned up), and the
     caller (`IcebergWriter`) decides whether the rows are already in the table before trying
     again. Same files, same snapshot, same summary; raises `FastCommitUnsupported` when pyiceberg
-    is not the audited version."""
+    is not the audited version. Not an SQL catalog's table (REST): plain
+    `table.append`, with pyiceberg's own commit retry."""
+
+    if not uses_fast_path(table):
+        table.append(df, snapshot_properties=snapshot_properties or {})
+        return
     verify_pyiceberg()
     token = _ACTIVE.set(True)
     held = _HELD.set((table.metadata_location, table.metadata))
@@ -477,7 +495,10 @@ def append(table: Table, df: pa.Table, snapshot_properties: dict[str, str] | Non
 def expire_snapshots(table: Table, snapshot_ids: list[int]) -> None:
     """`table.maintenance.expire_snapshots().by_ids(snapshot_ids).commit()` in O(N) instead of
     O(N²) (see the module docstring): same checks (each id exists and is not a branch or tag
-    head), same `RemoveSnapshotsUpdate`, same commit."""
+    head), same `RemoveSnapshotsUpdate`, same commit. Not an SQL catalog's table: pyiceberg's own."""
+    if not uses_fast_path(table):
+        table.maintenance.expire_snapshots().by_ids(snapshot_ids).commit()
+        return
     verify_pyiceberg()
     token = _ACTIVE.set(True)
     held = _HELD.set((table.metadata_location, table.metadata))

@@ -1,8 +1,9 @@
-"""The Iceberg SQL catalog `k2` and the market_data tables (data model, ADR #002).
+"""The Iceberg catalog `k2` and the market_data tables (data model, ADR #002).
 
-The catalog is pyiceberg's SQL catalog: the Iceberg JDBC-catalog tables in Postgres, so
-Spark, Trino or Flink can read the same tables. Data files are Parquet (zstd) under the
-warehouse. Tables are partitioned by `day(exchange_timestamp)` (field `exchange_date`, UTC
+The catalog is pyiceberg's SQL catalog (the Iceberg JDBC-catalog tables in Postgres), or, for
+an http(s):// URI, an Iceberg REST catalog; either way Spark, Trino or Flink can read the same
+tables. Data files are Parquet (zstd) under the warehouse (local disk or S3: the catalog gets
+the S3 FileIO properties, see `catalog.engine.storage`). Tables are partitioned by `day(exchange_timestamp)` (field `exchange_date`, UTC
 days) and carry the sort order symbol, exchange_timestamp, sequence_number: pyiceberg
 records a sort order but does not sort on write, so the writer sorts each batch.
 """
@@ -28,6 +29,8 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
+
+from catalog.engine.storage import S3Options
 
 CATALOG_NAME = "k2"
 NAMESPACE = "market_data"
@@ -61,11 +64,26 @@ class CatalogConfig:
     warehouse: str
     namespace: str = NAMESPACE
     name: str = CATALOG_NAME
+    s3: S3Options | None = None  # how to reach an s3:// warehouse (endpoint, region, credentials)
+
+    @property
+    def is_rest(self) -> bool:
+        return is_rest_uri(self.uri)
 
 
-def load_catalog(config: CatalogConfig) -> SqlCatalog:
-    """The SQL catalog; its tables are created in the database on first use."""
-    return SqlCatalog(config.name, uri=config.uri, warehouse=config.warehouse)
+def is_rest_uri(uri: str) -> bool:
+    return uri.split("://", 1)[0].lower() in ("http", "https")
+
+
+def load_catalog(config: CatalogConfig) -> Catalog:
+    """The SQL catalog (its tables are created in the database on first use), or pyiceberg's
+    RestCatalog for an http(s):// URI; with the S3 FileIO properties when `config.s3` is set."""
+    properties = {"warehouse": config.warehouse, **(config.s3.fileio_properties() if config.s3 else {})}
+    if is_rest_uri(config.uri):
+        from pyiceberg.catalog.rest import RestCatalog
+
+        return RestCatalog(config.name, uri=config.uri, **properties)
+    return SqlCatalog(config.name, uri=config.uri, **properties)
 
 
 def _trade_schema() -> Schema:

@@ -47,7 +47,7 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from catalog.engine import fast_commit
+from catalog.engine import fast_commit, storage
 from catalog.engine.iceberg import SORT_COLUMNS
 from catalog.engine.writer import OFFSETS_KEY, OFFSETS_PREFIX, snapshot_records
 
@@ -372,14 +372,16 @@ def remove_orphan_files(table: Table, *, older_than: dt.timedelta, now: dt.datet
     """Delete files under the table's location that nothing in the table refers to any more (data
     files replaced by compaction whose snapshots have expired, files of failed commits, old
     metadata JSON files) and that are older than `older_than`, so a commit still being written is
-    never touched. Works on any warehouse pyarrow can list (local disk, s3://)."""
+    never touched. Works on any warehouse pyarrow can list (local disk, s3:// through the table's
+    FileIO, so an S3-compatible endpoint and its credentials apply)."""
     from pyarrow import fs as pafs
 
     now = now or dt.datetime.now(dt.UTC)
     cutoff = now - older_than
     referenced = {_normalise(path) for path in referenced_files(table)}
     result = OrphanResult(table=".".join(table.name()), referenced=len(referenced))
-    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    # the table's own FileIO filesystem: for s3:// it carries the endpoint, region and credentials
+    filesystem, root = storage.filesystem(table.location(), table.io)
     scheme = table.location().split("://", 1)[0] + "://" if "://" in table.location() else ""
     for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.File:

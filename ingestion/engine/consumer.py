@@ -64,6 +64,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from catalog.engine.iceberg import NAMESPACE, SORT_COLUMNS, table_identifier
 from catalog.engine.maintenance import SnapshotPolicy
 from catalog.engine.schemas import check_data_type, consumer_group, dlq_topic, parse_topic
+from catalog.engine.storage import s3_options_of
 from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
 from ingestion.engine.progress import ProgressGate
@@ -328,7 +329,7 @@ class IcebergConsumer:
         self._lag_series: dict[tuple[str, int], tuple[str, ...]] = {}  # metric label values set
         self._deadline: float | None = None  # time.monotonic() by which a stop is done with the broker
         # one DuckDB connection: batch decoding, and reading last sequence numbers from the table
-        self._duck = connect(EngineConfig(threads=1))
+        self._duck = connect(EngineConfig(threads=1, s3=s3_options_of(catalog)))
         self.decoder = BatchDecoder(data_type=config.data_type, registry=registry, con=self._duck)
         self.tracker = SequenceTracker(capacity=config.tracker_capacity, recover=self._recover_sequences)
         self.writer: IcebergWriter | None = None

@@ -3,7 +3,9 @@
 ADR #001: nothing is downloaded at run time. The extensions come from the PyPI wheels
 `duckdb-extension-avro` and `duckdb-extension-iceberg` (same version as DuckDB); the
 connection has extension auto-install and auto-load off, and avro is loaded before
-iceberg (iceberg reads Avro manifests through it).
+iceberg (iceberg reads Avro manifests through it). With an s3:// warehouse (`EngineConfig.s3`)
+`httpfs` (wheel `duckdb-extension-httpfs`) is loaded too and the connection gets an S3 secret
+(endpoint, path style, region, credentials: `catalog.engine.storage.S3Options`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from catalog.engine.storage import S3Options
 
 
 class ExtensionMissing(RuntimeError):
@@ -28,6 +32,7 @@ class EngineConfig:
     max_limit: int = 100_000
     max_bars: int = 100_000
     replay_batch_rows: int = 65_536
+    s3: S3Options | None = None  # set for an s3:// warehouse: httpfs is loaded and a secret created
 
 
 def extension_path(name: str) -> Path:
@@ -49,7 +54,8 @@ def scan_sql(metadata_location: str, snapshot_id: int | None = None) -> str:
 
 
 def connect(config: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB database with avro + iceberg loaded, UTC session time zone."""
+    """An in-memory DuckDB database with avro + iceberg loaded (+ httpfs and an S3 secret when
+    `config.s3` is set), UTC session time zone."""
     config = config or EngineConfig()
     settings: dict[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if config.threads:
@@ -59,5 +65,8 @@ def connect(config: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
     conn = duckdb.connect(database=":memory:", config=settings)
     conn.execute(f"LOAD '{extension_path('avro')}'")
     conn.execute(f"LOAD '{extension_path('iceberg')}'")
+    if config.s3 is not None:
+        conn.execute(f"LOAD '{extension_path('httpfs')}'")
+        conn.execute(config.s3.duckdb_secret_sql())
     conn.execute("SET TimeZone = 'UTC'")
     return conn

@@ -16,12 +16,13 @@ import json
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import pyarrow as pa
 
 from catalog.engine.exchanges import Exchange
+from catalog.engine.storage import s3_options_of
 from queries.engine.connection import EngineConfig, connect, scan_sql
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.source import ResolvedTable, SnapshotInfo, TableSource
@@ -118,7 +119,10 @@ class MarketQueries:
 
     def __init__(self, source: TableSource, config: EngineConfig | None = None) -> None:
         self.source = source
-        self.config = config or EngineConfig()
+        config = config or EngineConfig()
+        if config.s3 is None and hasattr(source, "catalog"):  # an s3:// warehouse: read it as the catalog writes it
+            config = replace(config, s3=s3_options_of(source.catalog))
+        self.config = config
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 

@@ -131,7 +131,46 @@ def check_statement(sql: str) -> duckdb.Statement:
         raise SandboxViolation(f"saved SQL is read-only: a {kind} statement is not allowed; write one SELECT "
                                "(or WITH … SELECT) statement", field="sql")
     referenced_tables(statement.query)
+    _check_sources(sql)
     return statement
+
+
+# Table functions saved SQL may call: none of them reads a file or a URL.
+_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_sources(sql: str) -> None:
+    """Saved SQL reads the three views (and its own CTEs), never a file: no file-reading table
+    function (read_csv, read_parquet, glob, iceberg_scan, …) and no path used as a table name.
+    `allowed_directories` alone is not enough on S3: DuckDB compares the URL as text, so
+    's3://bucket/warehouse/../elsewhere' passes its check and the HTTP layer then resolves the '..'."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        con.close()
+    if tree.get("error"):
+        raise BadQuery(f"the SQL cannot be checked: {tree.get('error_message', 'unsupported statement')}", field="sql")
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") == "TABLE_FUNCTION":
+            name = str((node.get("function") or {}).get("function_name", "")).lower()
+            if name not in _TABLE_FUNCTIONS:
+                raise SandboxViolation(f"refused by the sandbox: saved SQL may not call the table function {name}(): it reads only trades, "
+                                       "quotes and reference_data", field="sql")
+        elif node.get("type") == "BASE_TABLE":
+            name = str(node.get("table_name", ""))
+            if not _IDENTIFIER.match(name) or node.get("schema_name") or node.get("catalog_name"):
+                raise SandboxViolation(f"refused by the sandbox: saved SQL may not read {name!r}: it reads only trades, quotes and "
+                                       "reference_data", field="sql")
+        stack.extend(node.values())
 
 
 def coerce_param(name: str, kind: str, value: Any) -> Any:
@@ -281,6 +320,7 @@ def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str
     conn = connect(config)
     hidden = _allowed_dirs(source.warehouse())
     snapshot_ids: dict[str, int | None] = {}
+    locations: list[str] = []  # the tables' own directories (a REST catalog's warehouse may be a name)
     try:
         conn.execute("SET temp_directory = ''")  # nothing spills to disk: the memory limit is the bound
         for data_type in DATA_TYPES:
@@ -298,11 +338,14 @@ def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str
                     resolved = None
             if resolved is not None:
                 snapshot_ids[data_type] = resolved.snapshot_id
+                if resolved.table is not None:
+                    locations.append(resolved.table.location())
             if resolved is None or resolved.snapshot_id is None:
                 conn.register(f"_empty_{data_type}", _empty(data_type))
                 conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM _empty_{data_type}")
             else:
                 conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM {scan_expr(resolved)}")
+        hidden = sorted({d for where in (source.warehouse(), *locations) for d in _allowed_dirs(where)})
         _lock(conn, hidden)
         timer = threading.Timer(max(deadline - time.monotonic(), 0.001), conn.interrupt)
         timer.daemon = True

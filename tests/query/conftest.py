@@ -63,7 +63,7 @@ def generated(trades_table) -> pa.Table:  # type: ignore[no-untyped-def]
 def query_settings(settings, catalog_config, iceberg_tables):  # type: ignore[no-untyped-def]
     """Django settings whose catalog and namespace are this test's (no Kafka needed)."""
     settings.K2 = dataclasses.replace(settings.K2, iceberg_catalog_uri=catalog_config.uri,
-                                      warehouse=catalog_config.warehouse)
+                                      warehouse=catalog_config.warehouse, s3=catalog_config.s3)
     settings.K2_ICEBERG_NAMESPACE = catalog_config.namespace
     from catalog import selectors
 

@@ -23,7 +23,8 @@ class Command(BaseCommand):
             tables = ensure_tables(load_catalog(config), opts["namespace"])
         except Exception as exc:  # noqa: BLE001 - one clear line for an unreachable catalog
             raise CommandError(f"cannot initialise the Iceberg catalog at {config.uri} ({type(exc).__name__}: {exc}); "
-                               "check K2_ICEBERG_CATALOG_URI / DATABASE_URL and that Postgres is running") from None
+                               "check K2_ICEBERG_CATALOG_URI / DATABASE_URL and that Postgres is running, and for an "
+                               "s3:// warehouse K2_WAREHOUSE, K2_S3_ENDPOINT and the AWS_* credentials") from None
         for name, table in tables.items():
             snapshot = table.current_snapshot()
             self.stdout.write(f"{opts['namespace']}.{name}: ready ({'no snapshot yet' if snapshot is None else f'snapshot {snapshot.snapshot_id}'})")
