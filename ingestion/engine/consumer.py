@@ -63,7 +63,7 @@ from catalog.engine.iceberg import NAMESPACE, SORT_COLUMNS, table_identifier
 from catalog.engine.maintenance import SnapshotPolicy
 from catalog.engine.schemas import check_data_type, consumer_group, dlq_topic, parse_topic
 from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
-from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
+from ingestion.engine.decode import INDEX_COLUMN, POISON_REASONS, BatchDecoder, Poison, SchemaSource
 from ingestion.engine.sequence import SequenceTracker, table_last_sequences
 from k2portal import metrics
 from k2portal.logging import get_logger
@@ -444,7 +444,10 @@ class IcebergConsumer:
         log.info("consumer_starting", mode=mode, group=self.config.group, subscription=self.config.subscription,
                  batch_size=self.config.batch_size, max_batch_ms=self.config.max_batch_ms,
                  max_messages=self.config.max_messages)
+        metrics.initialise_known_series(exchanges=(labels["exchange"],), asset_classes=(labels["asset_class"],),
+                                        data_types=(self.config.data_type,), dlq_reasons=POISON_REASONS)
         metrics.CONSUMERS_RUNNING.labels(**labels).inc()
+        self._beat()
         _freeze_long_lived(full=True)
         last_report = last_freeze = time.monotonic()
         last_stop_check = 0.0
@@ -816,7 +819,13 @@ class IcebergConsumer:
         except KafkaException:
             return None
 
+    def _beat(self) -> None:
+        label_topic = (self.config.topics or ("",))[0]
+        metrics.CONSUMER_HEARTBEAT.labels(**_labels(label_topic, self.config.data_type),
+                                          group=self.config.group).set(time.time())
+
     def _report_progress(self) -> None:
+        self._beat()
         self.stats.lag = self.lag()
         if self.stats.lag is not None and self.config.topics:
             metrics.CONSUMER_LAG.labels(**_labels(self.config.topics[0], self.config.data_type),
