@@ -149,6 +149,10 @@ def test_real_prometheus_sees_the_gap_alert_pending_and_the_dead_letter_alert_fi
         seen = _wait("the initialised gap counter", lambda: _api(base, "/api/v1/query", query=selector)["result"],
                      60, proc)
         assert seen[0]["value"][1] == "0"
+        # ... and the consumer's heartbeat, a recent Unix time
+        beat = _api(base, "/api/v1/query",
+                    query=f'k2_consumer_last_heartbeat_timestamp_seconds{{exchange="{exchange}"}}')["result"]
+        assert beat and abs(float(beat[0]["value"][1]) - time.time()) < 60
         # 1, 2, 3, 9: one gap in four messages; then one message that is not Avro at all.
         produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", s) for s in (1, 2, 3, 9)]))
         produce(kafka_bootstrap, topic, [(b"BHP", b"not avro")])
