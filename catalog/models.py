@@ -26,6 +26,9 @@ class SchemaSubject(models.Model):
     compatibility = models.CharField(max_length=32, default="BACKWARD")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        permissions = [("write_schemas", "Can register, reconfigure and delete schemas through the registry API")]
+
     def __str__(self) -> str:
         return self.name
 
@@ -35,6 +38,7 @@ class SubjectVersion(models.Model):
     version = models.PositiveIntegerField()
     schema = models.ForeignKey(AvroSchema, on_delete=models.PROTECT, related_name="versions")
     registered_at = models.DateTimeField(auto_now_add=True)
+    deleted = models.BooleanField(default=False, help_text="Soft-deleted (Confluent DELETE without permanent=true).")
 
     class Meta:
         constraints = [

@@ -44,7 +44,7 @@ def get_registry():  # type: ignore[no-untyped-def]
 
     url = settings.K2.schema_registry_url
     if url:
-        return CachedRegistry(ConfluentRegistry(url))
+        return CachedRegistry(ConfluentRegistry(url, basic_auth=getattr(settings.K2, "schema_registry_basic_auth", None)))
     from catalog.registry import EmbeddedRegistry
 
     return CachedRegistry(EmbeddedRegistry())

@@ -1,6 +1,6 @@
 """Routes of the Confluent-compatible schema registry (mounted at /schema-registry/)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from catalog import registry_api as v
 
@@ -19,4 +19,5 @@ urlpatterns = [
     path("compatibility/subjects/<str:subject>/versions", v.compatibility),
     path("config", v.config),
     path("config/<str:subject>", v.config),
+    re_path(r"^.*$", v.not_found),  # Confluent's JSON 404, not the portal's HTML page
 ]

@@ -45,11 +45,14 @@ class ConsumerAdmin(admin.ModelAdmin):
             except consumer_services.ConsumerTransitionError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
 
-    @admin.action(description="Start selected consumers")
+    def has_operate_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.has_perm("ingestion.operate_consumer")
+
+    @admin.action(description="Start selected consumers", permissions=["operate"])
     def start_selected(self, request, queryset) -> None:  # noqa: ANN001
         self._apply(request, queryset, consumer_services.start_consumer, "starting")
 
-    @admin.action(description="Stop selected consumers")
+    @admin.action(description="Stop selected consumers", permissions=["operate"])
     def stop_selected(self, request, queryset) -> None:  # noqa: ANN001
         self._apply(request, queryset, consumer_services.stop_consumer, "stopping")
 
@@ -77,7 +80,10 @@ class SequenceGapAdmin(admin.ModelAdmin):
     date_hierarchy = "detected_at"
     actions = ("acknowledge_selected",)
 
-    @admin.action(description="Acknowledge selected gaps (with a note)")
+    def has_acknowledge_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.has_perm("ingestion.acknowledge_gap")
+
+    @admin.action(description="Acknowledge selected gaps (with a note)", permissions=["acknowledge"])
     def acknowledge_selected(self, request, queryset):  # noqa: ANN001, ANN201
         """An intermediate page asks for the note; posting it acknowledges the gaps."""
         from django.template.response import TemplateResponse

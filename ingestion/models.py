@@ -48,6 +48,9 @@ class Consumer(models.Model):
     stats = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        permissions = [("operate_consumer", "Can start, stop and reset consumers and reset their offsets")]
+
     def __str__(self) -> str:
         return self.name
 
@@ -96,6 +99,7 @@ class SequenceGap(models.Model):
 
     class Meta:
         ordering = ["-detected_at"]
+        permissions = [("acknowledge_gap", "Can acknowledge sequence gaps")]
         constraints = [
             models.UniqueConstraint(fields=["exchange", "data_type", "symbol", "expected_sequence"],
                                     name="uniq_gap_per_stream_start"),

@@ -39,6 +39,8 @@ VARIABLES: tuple[Variable, ...] = (
              "consumer session.timeout.ms (integer ≥ 1000); default 6000 on the embedded broker, Kafka's own default otherwise"),
     Variable("K2_SCHEMA_REGISTRY_URL", None,
              "http(s):// URL of a Confluent Schema Registry; unset uses K2's embedded registry in Postgres"),
+    Variable("K2_SCHEMA_REGISTRY_BASIC_AUTH", None,
+             "user:password for the registry at K2_SCHEMA_REGISTRY_URL (K2's own: any user, an API key with schemas:write)"),
     Variable("K2_ICEBERG_CATALOG_URI", None,
              "an SQLAlchemy URL (postgresql+psycopg://…) for the Iceberg SQL catalog `k2`; unset: the DATABASE_URL database"),
     Variable("K2_WAREHOUSE", "var/warehouse",
@@ -48,6 +50,11 @@ VARIABLES: tuple[Variable, ...] = (
              "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)"),
     Variable("K2_DUCKDB_THREADS", None, "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)"),
     Variable("K2_DUCKDB_MEMORY_LIMIT", None, "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)"),
+    Variable("K2_QUERY_MEMORY_LIMIT", "1GB", "a DuckDB size: the memory limit of each saved-query run (its own DuckDB database)"),
+    Variable("K2_QUERY_MAX_RESULT_BYTES", "268435456",
+             "a positive integer: a saved-query result larger than this many bytes (Arrow, before encoding) is refused (422)"),
+    Variable("K2_QUERY_MAX_CONCURRENT_RUNS", "2",
+             "a positive integer: saved-query runs one API key (or user) may have in flight at once (429 beyond)"),
     Variable("K2_SNAPSHOT_RETENTION_HOURS", "168",
              "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
     Variable("K2_SNAPSHOT_FULL_DETAIL_MINUTES", "1",
@@ -177,6 +184,7 @@ class K2Config:
     embedded_broker_port: int
     kafka_session_timeout_ms: int | None
     schema_registry_url: str | None
+    schema_registry_basic_auth: str | None
     iceberg_catalog_uri: str
     warehouse: str
     consumer_batch_size: int
@@ -189,6 +197,9 @@ class K2Config:
     orphan_min_age_minutes: int
     maintenance_interval_minutes: int
     duckdb_memory_limit: str | None
+    query_memory_limit: str
+    query_max_result_bytes: int
+    query_max_concurrent_runs: int
     log_json: bool | None
     log_level: str
     admin_password: str | None
@@ -239,6 +250,7 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         embedded_broker_port=parse_positive_int(env, "K2_EMBEDDED_BROKER_PORT", maximum=65535) or 19092,
         kafka_session_timeout_ms=parse_positive_int(env, "K2_KAFKA_SESSION_TIMEOUT_MS", minimum=1000),
         schema_registry_url=parse_url(env, "K2_SCHEMA_REGISTRY_URL", ("http", "https")),
+        schema_registry_basic_auth=_get(env, "K2_SCHEMA_REGISTRY_BASIC_AUTH"),
         iceberg_catalog_uri=catalog_uri or catalog_uri_from_database_url(database_url),
         warehouse=parse_warehouse(env, "K2_WAREHOUSE"),
         consumer_batch_size=parse_positive_int(env, "K2_CONSUMER_BATCH_SIZE") or 1000,
@@ -251,6 +263,9 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         maintenance_interval_minutes=parse_positive_int(env, "K2_MAINTENANCE_INTERVAL_MINUTES") or 15,
         duckdb_threads=parse_positive_int(env, "K2_DUCKDB_THREADS", maximum=1024),
         duckdb_memory_limit=parse_size(env, "K2_DUCKDB_MEMORY_LIMIT"),
+        query_memory_limit=parse_size(env, "K2_QUERY_MEMORY_LIMIT") or "1GB",
+        query_max_result_bytes=parse_positive_int(env, "K2_QUERY_MAX_RESULT_BYTES") or 268_435_456,
+        query_max_concurrent_runs=parse_positive_int(env, "K2_QUERY_MAX_CONCURRENT_RUNS", maximum=1000) or 2,
         log_json=parse_bool(env, "K2_LOG_JSON"),
         log_level=level,
         admin_password=_get(env, "K2_ADMIN_PASSWORD"),

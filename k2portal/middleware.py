@@ -32,3 +32,34 @@ class CorrelationIdMiddleware:
             return response
         finally:
             clear_correlation_id()
+
+
+class ApiJsonErrorsMiddleware:
+    """Under /api/v1/, an error Django or django-ninja answers outside the API's own handlers
+    (unknown path, wrong method, a request Django refuses) still has the documented JSON shape
+    `{error, message}`; the API's own errors are mapped in `queries.api.install`."""
+
+    PREFIX = "/api/v1/"
+    CODES = {400: ("bad_request", "the request is not valid"),
+             403: ("forbidden", "the request was refused"),
+             404: ("not_found", "no such endpoint: the API's endpoints are listed at /api/v1/docs"),
+             405: ("method_not_allowed", "this endpoint does not take {method}: use {allowed}"),
+             413: ("payload_too_large", "the request body is too large")}
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.http import JsonResponse
+
+        response = self.get_response(request)
+        if (not request.path.startswith(self.PREFIX) or response.status_code < 400
+                or response.get("Content-Type", "").startswith("application/json")):
+            return response
+        code, message = self.CODES.get(response.status_code, ("error", "the request failed"))
+        allowed = response.get("Allow", "")
+        body = JsonResponse({"error": code, "message": message.format(method=request.method, allowed=allowed)},
+                            status=response.status_code)
+        if allowed:
+            body["Allow"] = allowed
+        return body

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -30,12 +33,12 @@ class SavedQueryForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if "sql" in data:
-            try:
-                services.saved_query_validate(sql=data["sql"], parameters=data.get("parameters") or {})
+            try:  # the service's own checks: the same as a run's and as saved_query_create's
+                services.saved_query_validate(sql=data["sql"], parameters=data.get("parameters") or {},
+                                              row_limit=data.get("row_limit"), timeout_seconds=data.get("timeout_seconds"))
             except QueryError as exc:
-                self.add_error("parameters" if exc.field == "parameters" else "sql", exc.message)
-        if data.get("timeout_seconds") is not None and not 0 < data["timeout_seconds"] <= 600:
-            self.add_error("timeout_seconds", "between 0 and 600 seconds")
+                field = exc.field if exc.field in ("parameters", "row_limit", "timeout_seconds") else "sql"
+                self.add_error(field, exc.message)
         return data
 
 
@@ -55,24 +58,52 @@ class SavedQueryAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def run_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not request.user.has_perm("queries.run_savedquery"):
+            raise PermissionDenied("running saved queries needs the queries.run_savedquery permission")
         saved = get_object_or_404(SavedQuery, pk=pk)
         params = {name: request.GET[name] for name in (saved.parameters or {}) if request.GET.get(name)}
         context: dict[str, Any] = {**self.admin_site.each_context(request), "title": f"Run {saved.slug}",
                                    "saved": saved, "opts": self.model._meta, "params": params,
                                    "declared": saved.parameters or {}}
         try:
-            result = services.saved_query_run(saved_query=saved, params=params)
+            result = services.saved_query_run(saved_query=saved, params=params,
+                                               runner=services.runner_of(request.user))
         except QueryError as exc:
             context["error"] = exc.message
         else:
             table = result.table
+            try:
+                shown = formats.rows(table.slice(0, 1000))  # JSON-safe values: infinite instants, NaN, nested
+            except formats.UnencodableResult as exc:
+                context["error"] = str(exc)
+                return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
             context["columns"] = table.column_names
-            context["rows"] = [[formats.json_value(v) for v in row.values()] for row in table.to_pylist()[:1000]]
+            context["rows"] = [list(row.values()) for row in shown]
             context["row_count"] = table.num_rows
             context["truncated"] = result.truncated
             if OHLC_COLUMNS <= set(table.column_names) and table.num_rows:
-                context["chart"] = _candles_svg(table.to_pylist()[:500])
+                bars = [b for b in (_bar(row) for row in shown[:500]) if b is not None]
+                if bars:
+                    context["chart"] = _candles_svg(bars)
         return TemplateResponse(request, "admin/queries/savedquery/run.html", context)
+
+
+def _bar(row: dict[str, Any]) -> dict[str, float] | None:
+    """A row's open/high/low/close as finite numbers; None when any is missing or not a number
+    (such rows are left out of the chart, not a server error)."""
+    out = {}
+    for name in ("open", "high", "low", "close"):
+        value = row.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+            return None
+        try:
+            number = float(value)  # decimals arrive as exact strings
+        except ValueError:
+            return None
+        if not math.isfinite(number):
+            return None
+        out[name] = number
+    return out
 
 
 def _candles_svg(bars: list[dict]) -> str:
@@ -113,7 +144,8 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ["name", "prefix", "scopes", "owner", "rate_limit_per_minute", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["name", "prefix", "scopes", "owner", "state", "rate_limit_per_minute", "created_at", "last_used_at",
+                    "revoked_at"]
     list_filter = ["revoked_at"]
     readonly_fields = ["prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
@@ -138,7 +170,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "Copy this API key now, it is not stored and will not be shown again: <code>{}</code> "
             "— send it as the <code>X-API-Key</code> header.", raw))
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        if obj.revoked_at is not None:
+            return "revoked"
+        if obj.owner is not None and not obj.owner.is_active:
+            return "refused: owner deactivated"
+        return "active"
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # ?key_hash__startswith=… would answer whether a hash starts with a guess: an oracle.
+        if lookup.split("__")[0] == "key_hash":
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("queries.revoke_apikey")
+
+    @admin.action(description="Revoke selected API keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         for key in queryset:
             services.api_key_revoke(api_key=key)

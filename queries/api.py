@@ -10,14 +10,18 @@ needs, or a staff session in the browser.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Body, NinjaAPI, Query, Router, Schema
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
 from ninja.utils import check_csrf
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from k2portal import metrics
 from queries import selectors, services
@@ -28,6 +32,17 @@ from queries.engine.source import DATA_TYPES, snapshot_infos
 from queries.engine.timeutil import make_range
 from queries.models import ApiKey
 
+
+def _iso_only(value: Any) -> Any:
+    """Dates and instants in ISO 8601 only: pydantic would read a number as a Unix time."""
+    if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*[-+]?[\d.eE+-]+\s*", value)
+                                           and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip())):
+        raise ValueError("expected an ISO 8601 date or instant (e.g. 2024-03-11 or 2024-03-11T05:00:00Z), not a number")
+    return value
+
+
+Instant = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+Day = Annotated[dt.date, BeforeValidator(_iso_only)]
 Format = Literal["json", "csv", "parquet", "arrow"]
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 ERROR_RESPONSES = {400: dict, 401: dict, 403: dict, 404: dict, 422: dict, 429: dict, 504: dict}
@@ -41,8 +56,13 @@ class ScopeMissing(Exception):
     pass
 
 
+SCOPE_PERMISSIONS = {ApiKey.Scope.MARKET_DATA_READ.value: "queries.read_market_data",
+                     ApiKey.Scope.QUERIES_RUN.value: "queries.run_savedquery"}
+
+
 class KeyOrStaff(APIKeyHeader):
-    """`X-API-Key: k2_…` with the endpoint's scope, or a logged-in staff user (session)."""
+    """`X-API-Key: k2_…` with the endpoint's scope, or a logged-in staff user (session) holding
+    the permission that stands for the scope (`SCOPE_PERMISSIONS`)."""
 
     param_name = "X-API-Key"
 
@@ -59,7 +79,11 @@ class KeyOrStaff(APIKeyHeader):
             services.rate_limit_check(api_key=api_key)
             return api_key
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and user.is_staff:
+        if user is not None and user.is_authenticated and user.is_staff and user.is_active:
+            permission = SCOPE_PERMISSIONS[self.scope]
+            if not user.has_perm(permission):
+                raise ScopeMissing(f"your user lacks the {permission} permission this endpoint needs "
+                                   f"(the session counterpart of the {self.scope!r} scope): ask an admin")
             if request.method not in ("GET", "HEAD", "OPTIONS") and check_csrf(request) is not None:
                 raise ScopeMissing("CSRF check failed for a session request: send the csrftoken, or use an API key")
             return user
@@ -102,6 +126,13 @@ def _range(*, date: dt.date | None, end_date: dt.date | None, start: dt.datetime
         raise BadQuery("the date range is outside the supported calendar (years 1–9999)", field="date") from None
 
 
+def _utc(name: str, value: dt.datetime | None) -> dt.datetime | None:
+    try:
+        return value.astimezone(dt.UTC) if value is not None else None
+    except OverflowError:
+        raise BadQuery(f"{name} is outside the supported calendar once in UTC (years 1–9999)", field=name) from None
+
+
 def _format(request: HttpRequest, explicit: str | None) -> str:
     fmt = formats.negotiate(explicit, request.headers.get("Accept"))
     if fmt is None:
@@ -109,8 +140,8 @@ def _format(request: HttpRequest, explicit: str | None) -> str:
     return fmt
 
 
-def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str) -> HttpResponse:
-    body = formats.encode(table, fmt, meta)
+def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str, body: bytes | None = None) -> HttpResponse:
+    body = formats.encode(table, fmt, meta) if body is None else body
     response = HttpResponse(body, content_type=formats.FORMATS[fmt])
     if fmt != "json":
         for key, value in meta.items():
@@ -152,8 +183,8 @@ TICK_DOC = ("Time range: `date` (exchange-local trading date, optionally to `end
 @router.get("/trades", summary="Trades of one or more symbols in a time range", description=TICK_DOC,
             response={200: dict, **ERROR_RESPONSES})
 def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
-           date: dt.date | None = None, end_date: dt.date | None = None,
-           start: dt.datetime | None = None, end: dt.datetime | None = None,
+           date: Day | None = None, end_date: Day | None = None,
+           start: Instant | None = None, end: Instant | None = None,
            limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
            as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
            exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
@@ -164,8 +195,8 @@ def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_leng
 @router.get("/quotes", summary="Quotes of one or more symbols in a time range", description=TICK_DOC,
             response={200: dict, **ERROR_RESPONSES})
 def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500),
-           date: dt.date | None = None, end_date: dt.date | None = None,
-           start: dt.datetime | None = None, end: dt.datetime | None = None,
+           date: Day | None = None, end_date: Day | None = None,
+           start: Instant | None = None, end: Instant | None = None,
            limit: int = Query(1000, ge=1, le=100_000), cursor: str | None = Query(None, max_length=1000),
            as_of: str | None = Query(None, max_length=64), order: Literal["asc", "desc"] = "asc",
            exchange: str = Query("ASX", max_length=16), format: Format | None = None) -> HttpResponse:
@@ -178,8 +209,8 @@ def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_leng
                         "exchange-local trading days. Omit `symbol` for all symbols.",
             response={200: dict, **ERROR_RESPONSES})
 def ohlcv(request: HttpRequest, interval: Interval = "1m", symbol: list[str] | None = Query(None, max_length=500),
-          date: dt.date | None = None, end_date: dt.date | None = None,
-          start: dt.datetime | None = None, end: dt.datetime | None = None,
+          date: Day | None = None, end_date: Day | None = None,
+          start: Instant | None = None, end: Instant | None = None,
           as_of: str | None = Query(None, max_length=64), exchange: str = Query("ASX", max_length=16),
           format: Format | None = None) -> HttpResponse:
     fmt = _format(request, format)
@@ -242,7 +273,7 @@ def tables(request: HttpRequest) -> HttpResponse:
 def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16),
          data_type: Literal["trades", "quotes", "reference_data"] | None = None,
          symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
-         detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
+         detected_from: Instant | None = None, detected_to: Instant | None = None,
          limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000)) -> HttpResponse:
     for name, value in (("detected_from", detected_from), ("detected_to", detected_to)):
         if value is not None and value.tzinfo is None:
@@ -251,8 +282,8 @@ def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16)
         if text is not None and "\x00" in text:
             raise BadQuery(f"{name} contains a NUL character", field=name)
     # Postgres accepts offsets up to ±15:59 only: compare in UTC.
-    detected_from = detected_from.astimezone(dt.UTC) if detected_from else None
-    detected_to = detected_to.astimezone(dt.UTC) if detected_to else None
+    detected_from = _utc("detected_from", detected_from)
+    detected_to = _utc("detected_to", detected_to)
     rows = selectors.gap_list(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
                               detected_from=detected_from, detected_to=detected_to, limit=limit, offset=offset)
     _count(request, 200)
@@ -281,9 +312,12 @@ def query_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 class RunIn(Schema):
+    """Parameter values go under `params`; any other key is refused (not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
     params: dict[str, Any] = {}
-    as_of: str | None = None
-    limit: int | None = None
+    as_of: str | None = Field(None, max_length=64)
+    limit: int | None = Field(None, ge=1)
 
 
 @queries_router.post("/queries/{slug}/run", summary="Run a saved query (read-only sandbox)",
@@ -294,13 +328,15 @@ def query_run(request: HttpRequest, slug: str, body: RunIn = Body(RunIn()), form
     if body.limit is not None and body.limit < 1:
         raise BadQuery("limit must be at least 1", field="limit")
     saved = selectors.saved_query_get(slug=slug)
-    result = services.saved_query_run(saved_query=saved, params=body.params, as_of=parse_as_of(body.as_of),
-                                      row_limit=body.limit)
-    meta = {"query": saved.slug, "rows": result.table.num_rows, "truncated": result.truncated,
-            "snapshot_ids": result.snapshot_ids}
-    if fmt != "json":
+
+    def meta_of(result: Any) -> dict[str, Any]:
         meta = {"query": saved.slug, "rows": result.table.num_rows, "truncated": result.truncated}
-    return respond(request, result.table, meta, fmt)
+        return {**meta, "snapshot_ids": result.snapshot_ids} if fmt == "json" else meta
+
+    result, body_bytes = services.saved_query_answer(
+        saved_query=saved, params=body.params, as_of=parse_as_of(body.as_of), row_limit=body.limit,
+        runner=services.runner_of(request.auth), encode=lambda r: formats.encode(r.table, fmt, meta_of(r)))
+    return respond(request, result.table, meta_of(result), fmt, body=body_bytes)
 
 
 def _error(api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, field: str | None = None,
@@ -346,8 +382,31 @@ def install(api: NinjaAPI) -> None:
         response["Retry-After"] = str(exc.retry_after)
         return response
 
+    @api.exception_handler(HttpError)
+    def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
+            return _error(api, request, 400, "bad_request", "the request body is not valid JSON: send a JSON object "
+                                                            'such as {"params": {"symbol": "BHP"}}', "body")
+        return _error(api, request, exc.status_code, "error", str(exc))
+
+    @api.exception_handler(formats.UnencodableResult)
+    def unencodable(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 422, "unencodable_result", str(exc), "format")
+
+    @api.exception_handler(RequestDataTooBig)
+    def too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return _error(api, request, 413, "payload_too_large",
+                      f"the request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes", "body")
+
     @api.exception_handler(ValidationError)
     def invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-        details = [{"where": ".".join(str(p) for p in e.get("loc", [])), "problem": e.get("msg", "")} for e in exc.errors]
+        details = []
+        for e in exc.errors:
+            problem = e.get("msg", "")
+            if e.get("type") == "extra_forbidden":
+                problem = 'not a field of the body: parameter values go under "params", e.g. {"params": {"symbol": "BHP"}}'
+            details.append({"where": ".".join(str(p) for p in e.get("loc", [])), "problem": problem})
         message = "; ".join(f"{d['where']}: {d['problem']}" for d in details) or "the request is not valid"
-        return _error(api, request, 422, "validation_error", message, details=details)
+        locations = [str(p) for p in (exc.errors[0].get("loc", []) if exc.errors else []) if not isinstance(p, int)]
+        field = locations[-1] if locations else None
+        return _error(api, request, 422, "validation_error", message, field, details=details)

@@ -31,6 +31,8 @@ class SavedQuery(models.Model):
     class Meta:
         ordering = ["slug"]
         verbose_name_plural = "saved queries"
+        permissions = [("run_savedquery", "Can run saved queries (admin run view, API session)"),
+                       ("read_market_data", "Can read market data through the API in a session")]
 
     def __str__(self) -> str:
         return self.slug
@@ -43,6 +45,7 @@ class ApiKey(models.Model):
     class Scope(models.TextChoices):
         MARKET_DATA_READ = "market_data:read", "read market data"
         QUERIES_RUN = "queries:run", "run saved queries"
+        SCHEMAS_WRITE = "schemas:write", "register, reconfigure and delete schemas (registry)"
 
     name = models.CharField(max_length=200)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
@@ -58,10 +61,12 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
+        permissions = [("revoke_apikey", "Can revoke API keys")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        """Usable: not revoked, and its owner (if any) is still an active user."""
+        return self.revoked_at is None and (self.owner is None or self.owner.is_active)

@@ -60,7 +60,7 @@ def saved_query_get(*, slug: str) -> SavedQuery:
 
 
 def api_key_by_prefix(*, prefix: str) -> ApiKey | None:
-    return ApiKey.objects.filter(prefix=prefix).first()
+    return ApiKey.objects.filter(prefix=prefix).select_related("owner").first()
 
 
 def gap_list(*, exchange: str | None = None, data_type: str | None = None, symbol: str | None = None,

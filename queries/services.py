@@ -7,8 +7,9 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -21,7 +22,7 @@ from k2portal import metrics
 from k2portal.logging import get_logger
 from queries import selectors
 from queries.engine import sandbox
-from queries.engine.errors import BadQuery
+from queries.engine.errors import BadQuery, QueryTimeout, TooManyRuns
 from queries.models import ApiKey, SavedQuery
 
 log = get_logger(__name__, component="queries")
@@ -77,6 +78,8 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
         raise KeyRejected("this API key is not known: ask an admin to issue one (admin → API keys)")
     if key.revoked_at is not None:
         raise KeyRejected(f"this API key was revoked at {key.revoked_at.isoformat()}: ask an admin for a new one")
+    if key.owner is not None and not key.owner.is_active:
+        raise KeyRejected("this API key's owner is deactivated, so the key no longer works: ask an admin for a new one")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > dt.timedelta(seconds=60):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
@@ -110,8 +113,17 @@ def rate_limit_check(*, api_key: ApiKey, now: float | None = None) -> int:
     return count
 
 
-def saved_query_validate(*, sql: str, parameters: Mapping[str, Any]) -> None:
-    """BadQuery/SandboxViolation when the SQL would be refused at run time (save-time check)."""
+MAX_TIMEOUT_SECONDS = 600.0
+
+
+def saved_query_validate(*, sql: str, parameters: Mapping[str, Any], row_limit: int | None = None,
+                         timeout_seconds: float | None = None) -> None:
+    """BadQuery/SandboxViolation when the SQL would be refused at run time (save-time check),
+    or the row limit / timeout is outside what a run allows."""
+    if row_limit is not None and not 1 <= row_limit <= sandbox.ROW_CAP:
+        raise BadQuery(f"row_limit must be between 1 and {sandbox.ROW_CAP:,}", field="row_limit")
+    if timeout_seconds is not None and not 0 < timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise BadQuery(f"timeout_seconds must be above 0 and at most {MAX_TIMEOUT_SECONDS:g}", field="timeout_seconds")
     sandbox.validate(sql, parameters or {})
 
 
@@ -119,24 +131,65 @@ def saved_query_validate(*, sql: str, parameters: Mapping[str, Any]) -> None:
 def saved_query_create(*, slug: str, name: str, sql: str, parameters: Mapping[str, Any] | None = None,
                        description: str = "", row_limit: int = 10_000, timeout_seconds: float = 30.0,
                        owner: Any = None) -> SavedQuery:
-    saved_query_validate(sql=sql, parameters=parameters or {})
+    saved_query_validate(sql=sql, parameters=parameters or {}, row_limit=row_limit, timeout_seconds=timeout_seconds)
     return SavedQuery.objects.create(slug=slug, name=name, sql=sql, parameters=dict(parameters or {}),
                                      description=description, row_limit=row_limit, timeout_seconds=timeout_seconds,
                                      owner=owner)
 
 
-def saved_query_run(*, saved_query: SavedQuery, params: Mapping[str, Any] | None = None,
-                    as_of: int | dt.datetime | None = None, row_limit: int | None = None) -> sandbox.SandboxResult:
+def runner_of(principal: Any) -> str:
+    """Whose runs are counted together: an API key's prefix, or a session user's id."""
+    if isinstance(principal, ApiKey):
+        return f"key:{principal.prefix}"
+    return f"user:{getattr(principal, 'pk', None)}"
+
+
+class _RunSlot:
+    """One of the runner's K2_QUERY_MAX_CONCURRENT_RUNS slots, counted in Redis for the life of a
+    run (the key expires after the run's timeout, so a crashed process frees its slot). If Redis is
+    unreachable the run goes ahead, logged and counted, as with the rate limiter."""
+
+    def __init__(self, runner: str, limit: int, ttl: int) -> None:
+        self.name, self.limit, self.ttl, self.held = f"k2:runs:{runner}", limit, ttl, False
+
+    def __enter__(self) -> _RunSlot:
+        try:
+            client = _redis(settings.K2.redis_url)
+            pipe = client.pipeline()
+            pipe.incr(self.name)
+            pipe.expire(self.name, self.ttl)
+            count = int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            log.warning("run_limiter_unavailable", error=str(exc))
+            metrics.ERRORS.labels(component="api", error="run_limiter_unavailable").inc()
+            return self
+        self.held = True
+        if count > self.limit:
+            self.__exit__()
+            raise TooManyRuns(f"{self.limit} saved-query run(s) of yours are already in flight: wait for one to finish "
+                              "(K2_QUERY_MAX_CONCURRENT_RUNS)")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.held = False
+            try:
+                _redis(settings.K2.redis_url).decr(self.name)
+            except redis.RedisError as error:
+                log.warning("run_limiter_unavailable", error=str(error))
+
+
+def _run(saved_query: SavedQuery, params: Mapping[str, Any] | None, as_of: int | dt.datetime | None,
+         row_limit: int | None) -> sandbox.SandboxResult:
     engine = selectors.get_engine()
     limit = min(saved_query.row_limit, row_limit) if row_limit else saved_query.row_limit
+    k2 = settings.K2
     started = time.perf_counter()
     try:
         result = sandbox.run(source=engine.source, sql=saved_query.sql, declarations=saved_query.parameters or {},
-                             params=params, row_limit=limit, timeout_s=saved_query.timeout_seconds, as_of=as_of,
-                             config=engine.config)
-    except BadQuery as exc:
-        metrics.QUERY_ERRORS.labels(query_type="saved", error=exc.code).inc()
-        raise
+                             params=params, row_limit=limit, timeout_s=_timeout(saved_query), as_of=as_of,
+                             config=engine.config, memory_limit=k2.query_memory_limit,
+                             max_result_bytes=k2.query_max_result_bytes)
     except Exception as exc:
         metrics.QUERY_ERRORS.labels(query_type="saved", error=getattr(exc, "code", type(exc).__name__)).inc()
         raise
@@ -144,3 +197,54 @@ def saved_query_run(*, saved_query: SavedQuery, params: Mapping[str, Any] | None
     metrics.QUERY_ROWS.labels(query_type="saved").inc(result.table.num_rows)
     log.info("saved_query_run", slug=saved_query.slug, rows=result.table.num_rows, truncated=result.truncated)
     return result
+
+
+def _timeout(saved_query: SavedQuery) -> float:
+    return min(float(saved_query.timeout_seconds), MAX_TIMEOUT_SECONDS)
+
+
+def _slot(saved_query: SavedQuery, runner: str | None) -> _RunSlot:
+    return _RunSlot(runner or "anonymous", settings.K2.query_max_concurrent_runs, int(_timeout(saved_query)) + 60)
+
+
+def saved_query_run(*, saved_query: SavedQuery, params: Mapping[str, Any] | None = None,
+                    as_of: int | dt.datetime | None = None, row_limit: int | None = None,
+                    runner: str | None = None) -> sandbox.SandboxResult:
+    """Run a saved query in the sandbox with the configured bounds (memory, result bytes, timeout,
+    one of the `runner`'s concurrent-run slots)."""
+    with _slot(saved_query, runner):
+        return _run(saved_query, params, as_of, row_limit)
+
+
+def saved_query_answer(*, saved_query: SavedQuery, encode: Callable[[sandbox.SandboxResult], bytes],
+                       params: Mapping[str, Any] | None = None, as_of: int | dt.datetime | None = None,
+                       row_limit: int | None = None, runner: str | None = None) -> tuple[sandbox.SandboxResult, bytes]:
+    """Run and encode within the saved query's timeout: the encoding runs on a thread, and a
+    caller whose result is not encoded by the deadline gets QueryTimeout. The run's slot is held
+    until the encoding has finished, even when the caller has given up on it."""
+    slot = _slot(saved_query, runner).__enter__()
+    try:
+        result = _run(saved_query, params, as_of, row_limit)
+    except BaseException:
+        slot.__exit__()
+        raise
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["body"] = encode(result)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+        finally:
+            slot.__exit__()
+
+    worker = threading.Thread(target=work, name=f"encode-{saved_query.slug}", daemon=True)
+    worker.start()
+    worker.join(max(result.deadline - time.monotonic(), 0.0))
+    if worker.is_alive():
+        metrics.QUERY_ERRORS.labels(query_type="saved", error="timeout").inc()
+        raise QueryTimeout(f"the query and the encoding of its {result.table.num_rows:,} rows took longer than its "
+                           f"{_timeout(saved_query):g} s timeout: select fewer rows or columns, or ask for parquet/arrow")
+    if "error" in box:
+        raise box["error"]
+    return result, box["body"]

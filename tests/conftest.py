@@ -50,8 +50,8 @@ def _ensure_database(name: str) -> None:
         if not exists:
             try:
                 conn.execute(f'CREATE DATABASE "{name}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # another test worker created it at the same moment
 
 
 @pytest.fixture(scope="session")

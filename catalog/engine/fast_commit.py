@@ -55,11 +55,14 @@ What still cost time per snapshot in every commit, also only inside `append`/`ex
 - `TableMetadata.snapshot_by_id`, a scan from the oldest snapshot that an append makes ~13
   times (a miss among them), answered from an index extended with each new list (`_index_of`).
 
-Guard: the shortcut mirrors private pyiceberg code, so `verify_pyiceberg()` (run before the
-first fast append) checks the pyiceberg version AND a hash of the source of every function
-mirrored or relied on, and raises `FastCommitUnsupported` when anything differs: a pyiceberg
-upgrade fails loudly at the first append instead of silently changing behaviour. Re-audit,
-then update `_SOURCE_HASHES`.
+Guard: the shortcut mirrors private pyiceberg code, so `audit_problems()` checks the pyiceberg
+version AND a hash of the source of every function mirrored or relied on along the path an
+append and an expiry take (`Transaction.append`, its commit and retry loop, the snapshot
+producer, the catalog commit, the metadata serialisers). It runs as the Django system check
+`catalog.E001` (`manage.py check`, `migrate`, `runserver`, CI: `tests/platform/test_system_checks.py`)
+and again before the first fast commit of a process (`verify_pyiceberg()` raises
+`FastCommitUnsupported`): a pyiceberg upgrade fails loudly at deploy instead of silently
+changing behaviour. Re-audit, then update `_SOURCE_HASHES`.
 
 Plain Python, no Django import.
 """
@@ -84,6 +87,7 @@ from pyiceberg.serializers import Compressor, FromInputFile, ToOutputFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table import update as _update_module
 from pyiceberg.table.metadata import TableMetadata, TableMetadataCommonFields, TableMetadataV2
+from pyiceberg.table.snapshots import update_snapshot_summaries
 from pyiceberg.table.update import (
     AddSnapshotUpdate,
     RemoveSnapshotsUpdate,
@@ -93,7 +97,7 @@ from pyiceberg.table.update import (
     _TableMetadataUpdateContext,
     _update_table_metadata_log,
 )
-from pyiceberg.table.update.snapshot import ExpireSnapshots
+from pyiceberg.table.update.snapshot import ExpireSnapshots, _FastAppendFiles, _SnapshotProducer
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.datetime import datetime_to_millis
 
@@ -107,7 +111,17 @@ _SOURCE_HASHES = {
     "update_table_metadata": "cdfaa6553c2f4d68",
     "_update_table_metadata_log": "1e055143f050efa3",
     "Transaction.table_metadata": "b17e042b477c6adb",
-    "Table.append": "0f0636d53d2e996d",
+    "Transaction.append": "8acc34ccfcc5028d",
+    "Transaction.commit_transaction": "31e91e28f2729338",
+    "Transaction._apply": "1d7d332b972488aa",
+    "Transaction.__exit__": "ac35b07f0017dda3",
+    "Table._do_commit": "794b91fe1dcf7b5f",
+    "_SnapshotProducer._commit": "c6fc9654eaee932c",
+    "_SnapshotProducer._summary": "2ed6b411b541a0c2",
+    "_SnapshotProducer._manifests": "f57f3aac3c95f9f3",
+    "_FastAppendFiles._existing_manifests": "d0255db202bdc4a0",
+    "_FastAppendFiles._deleted_entries": "cb6620a6a55a8123",
+    "update_snapshot_summaries": "d6ef18bed997f9c5",
     "MetastoreCatalog._update_and_stage_table": "2a491d0056395468",
     "_apply_table_update[AddSnapshotUpdate]": "fc20a1a424f10764",
     "_apply_table_update[SetSnapshotRefUpdate]": "dde0da466978ae2f",
@@ -151,7 +165,17 @@ def _source_hashes() -> dict[str, str]:
         "update_table_metadata": digest(_ORIGINAL_UPDATE_TABLE_METADATA),
         "_update_table_metadata_log": digest(_update_table_metadata_log),
         "Transaction.table_metadata": digest(Transaction.table_metadata.fget),
-        "Table.append": digest(Table.append),
+        "Transaction.append": digest(Transaction.append),
+        "Transaction.commit_transaction": digest(Transaction.commit_transaction),
+        "Transaction._apply": digest(Transaction._apply),
+        "Transaction.__exit__": digest(Transaction.__exit__),
+        "Table._do_commit": digest(Table._do_commit),
+        "_SnapshotProducer._commit": digest(_SnapshotProducer._commit),
+        "_SnapshotProducer._summary": digest(_SnapshotProducer._summary),
+        "_SnapshotProducer._manifests": digest(_SnapshotProducer._manifests),
+        "_FastAppendFiles._existing_manifests": digest(_FastAppendFiles._existing_manifests),
+        "_FastAppendFiles._deleted_entries": digest(_FastAppendFiles._deleted_entries),
+        "update_snapshot_summaries": digest(update_snapshot_summaries),
         "MetastoreCatalog._update_and_stage_table": digest(_catalog_module.MetastoreCatalog._update_and_stage_table),
         "_apply_table_update[AddSnapshotUpdate]": digest(registry[AddSnapshotUpdate]),
         "_apply_table_update[SetSnapshotRefUpdate]": digest(registry[SetSnapshotRefUpdate]),
@@ -166,6 +190,24 @@ def _source_hashes() -> dict[str, str]:
     }
 
 
+def audit_problems() -> list[str]:
+    """What differs between the installed pyiceberg and the code this module was audited against
+    (empty when nothing does). Run by `verify_pyiceberg` before the first fast commit and by the
+    Django system check `catalog.E001` (`manage.py check`, every deploy and CI run)."""
+    if pyiceberg.__version__ != SUPPORTED_PYICEBERG:
+        return [f"catalog.engine.fast_commit was audited for pyiceberg {SUPPORTED_PYICEBERG}, found "
+                f"{pyiceberg.__version__}: re-audit it (see its docstring) before use"]
+    try:
+        found = _source_hashes()
+    except (OSError, TypeError, KeyError) as exc:
+        return [f"cannot inspect pyiceberg's source: {exc}"]
+    changed = sorted(name for name, expected in _SOURCE_HASHES.items() if found.get(name) != expected)
+    if changed:
+        return [f"pyiceberg code that catalog.engine.fast_commit mirrors has changed: {', '.join(changed)}; "
+                "re-audit it (see its docstring), then update _SOURCE_HASHES"]
+    return []
+
+
 def verify_pyiceberg() -> None:
     """Raise `FastCommitUnsupported` unless pyiceberg is exactly the audited version and code;
     then install the ContextVar-gated catalog hook (once; inert outside `append`)."""
@@ -175,19 +217,9 @@ def verify_pyiceberg() -> None:
     with _install_lock:
         if _verified:
             return
-        if pyiceberg.__version__ != SUPPORTED_PYICEBERG:
-            raise FastCommitUnsupported(
-                f"catalog.engine.fast_commit was audited for pyiceberg {SUPPORTED_PYICEBERG}, found "
-                f"{pyiceberg.__version__}: re-audit it (see its docstring) before use")
-        try:
-            found = _source_hashes()
-        except (OSError, TypeError, KeyError) as exc:
-            raise FastCommitUnsupported(f"cannot inspect pyiceberg's source: {exc}") from exc
-        changed = sorted(name for name, expected in _SOURCE_HASHES.items() if found.get(name) != expected)
-        if changed:
-            raise FastCommitUnsupported(
-                f"pyiceberg code that catalog.engine.fast_commit mirrors has changed: {', '.join(changed)}; "
-                "re-audit it (see its docstring) before use")
+        problems = audit_problems()
+        if problems:
+            raise FastCommitUnsupported("; ".join(problems))
         current = _catalog_module.update_table_metadata
         if current is not _catalog_update_table_metadata:
             if current is not _ORIGINAL_UPDATE_TABLE_METADATA:

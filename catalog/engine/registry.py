@@ -46,10 +46,15 @@ class SchemaRegistry(Protocol):
 
 
 class ConfluentRegistry:
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, basic_auth: str | None = None) -> None:
+        """`basic_auth` is "user:password" (for K2's own registry: any user, an API key with
+        `schemas:write` as the password)."""
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self.client = SchemaRegistryClient({"url": url, "timeout": int(timeout)})
+        conf: dict[str, Any] = {"url": url, "timeout": int(timeout)}
+        if basic_auth:
+            conf["basic.auth.user.info"] = basic_auth
+        self.client = SchemaRegistryClient(conf)
 
     def register(self, subject: str, schema_text: str) -> int:
         from confluent_kafka.schema_registry import Schema

@@ -33,6 +33,20 @@ class NotFound(QueryError):
     code = "not_found"
 
 
+class ResourceLimit(QueryError):
+    """A saved query needed more memory, or returned more bytes, than a run may (422)."""
+
+    status = 422
+    code = "resource_limit"
+
+
+class TooManyRuns(QueryError):
+    """The caller already has the allowed number of saved-query runs in flight (429)."""
+
+    status = 429
+    code = "too_many_runs"
+
+
 class QueryTimeout(QueryError):
     """The query ran past its time limit and was interrupted (504)."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +35,70 @@ def negotiate(explicit: str | None, accept: str | None) -> str | None:
     return "json"
 
 
+class UnencodableResult(ValueError):
+    """A result column the asked-for format cannot carry (the API answers 422 naming it)."""
+
+
+# DuckDB's ±infinity sentinels for TIMESTAMP (int64) and DATE (int32).
+_INFINITE = {64: 2**63 - 1, 32: 2**31 - 1}
+
+
+def _temporal_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Dates and instants as ISO 8601 text (UTC with Z for instants with a zone), DuckDB's
+    infinite values as "infinity"/"-infinity" (Python's datetime cannot hold them)."""
+    kind = column.type
+    if pa.types.is_date(kind):
+        bits = 32 if pa.types.is_date32(kind) else 64
+        text = pc.strftime(pc.cast(column, pa.timestamp("s")), format="%Y-%m-%d")
+    else:
+        bits = 64
+        unit = kind.unit
+        if kind.tz is not None:
+            text = pc.strftime(pc.cast(column, pa.timestamp(unit, tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+        else:
+            text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S")
+    raw = pc.cast(column, pa.int32() if bits == 32 else pa.int64())
+    top = _INFINITE[bits]
+    return pc.if_else(pc.equal(raw, top), "infinity", pc.if_else(pc.equal(raw, -top), "-infinity", text))
+
+
+def _nested(kind: pa.DataType) -> bool:
+    return (pa.types.is_nested(kind) or pa.types.is_union(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind) or pa.types.is_interval(kind)
+            or pa.types.is_dictionary(kind))
+
+
+def _text_column(column: pa.ChunkedArray) -> pa.Array:
+    """Any column as text, value by value (JSON for nested values, hex for bytes)."""
+    try:
+        values = column.to_pylist()
+    except (OverflowError, ValueError) as exc:
+        raise UnencodableResult(f"a {column.type} column holds values that cannot be converted ({exc}): cast it to "
+                                "VARCHAR in the SQL") from None
+    out = [None if v is None else v if isinstance(v, str) else json.dumps(json_value(v), separators=(",", ":"))
+           for v in values]
+    return pa.array(out, pa.string())
+
+
+def portable(table: pa.Table, fmt: str) -> pa.Table:
+    """The table with the columns `fmt` cannot carry turned into text (CSV: nested, binary,
+    interval, union and infinite temporal values; Parquet: interval and union)."""
+    columns, changed = [], False
+    for column in table.columns:
+        kind = column.type
+        if fmt == "csv" and (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+            column, changed = _temporal_text(column), True
+        elif fmt == "csv" and _nested(kind):
+            column, changed = _text_column(column), True
+        elif fmt == "parquet" and (pa.types.is_interval(kind) or pa.types.is_union(kind)):
+            column, changed = _text_column(column), True
+        columns.append(column)
+    return pa.table(columns, names=table.column_names) if changed else table
+
+
 def json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # never bare NaN in JSON
     if isinstance(value, Decimal):
         return str(value)  # never a float: money stays exact
     if isinstance(value, dt.datetime):
@@ -44,8 +108,8 @@ def json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, dict):
-        return {k: json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):  # lists, MAP entries and intervals (MonthDayNano) alike
         return [json_value(v) for v in value]
     return value
 
@@ -59,26 +123,45 @@ def json_ready(table: pa.Table) -> pa.Table:
         if pa.types.is_decimal(kind):
             column = pc.cast(column, pa.string())
         elif pa.types.is_timestamp(kind) and kind.tz is not None:
-            column = pc.strftime(pc.cast(column, pa.timestamp("us", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+            column = _temporal_text(pc.cast(column, pa.timestamp("us", tz="UTC")))
+        elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+            column = _temporal_text(column)
         columns.append(column)
     return pa.table(columns, names=table.column_names)
 
 
-def _plain(kind: pa.DataType) -> bool:
+def _plain(column: pa.ChunkedArray) -> bool:
+    kind = column.type
+    if pa.types.is_floating(kind):  # plain only when every value is finite (JSON has no NaN/Infinity)
+        return column.null_count == len(column) or bool(pc.all(pc.is_finite(column)).as_py())
     return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-            or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind))
+            or pa.types.is_boolean(kind) or pa.types.is_null(kind))
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:
     ready = json_ready(table)
-    if all(_plain(field.type) for field in ready.schema):
-        return ready.to_pylist()  # already JSON types: skip the per-value walk
-    return [{k: json_value(v) for k, v in row.items()} for row in ready.to_pylist()]
+    try:
+        if all(_plain(column) for column in ready.columns):
+            return ready.to_pylist()  # already JSON types: skip the per-value walk
+        return [{k: json_value(v) for k, v in row.items()} for row in ready.to_pylist()]
+    except OverflowError as exc:
+        raise UnencodableResult(f"a column holds a value JSON cannot carry ({exc}): cast it to VARCHAR in the SQL") from None
 
 
 def encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> bytes:
+    """The table in `fmt`; UnencodableResult when a column cannot be carried by it."""
     if fmt == "json":
-        return json.dumps({"data": rows(table), "meta": json_value(meta)}, separators=(",", ":")).encode()
+        return json.dumps({"data": rows(table), "meta": json_value(meta)}, separators=(",", ":"),
+                          allow_nan=False).encode()
+    table = portable(table, fmt)
+    try:
+        return _encode_file(table, fmt)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise UnencodableResult(f"the result cannot be written as {fmt} ({exc}): cast the column to VARCHAR in the "
+                                "SQL, or ask for format=arrow") from None
+
+
+def _encode_file(table: pa.Table, fmt: str) -> bytes:
     sink = io.BytesIO()
     if fmt == "csv":
         pacsv.write_csv(table, sink)

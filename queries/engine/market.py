@@ -86,6 +86,9 @@ def decode_cursor(cursor: str) -> dict:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         payload = json.loads(raw)
         payload["t"] = dt.datetime.fromisoformat(payload["t"])
+        if payload["t"].tzinfo is None:
+            raise ValueError("no offset")
+        payload["t"] = payload["t"].astimezone(dt.UTC)  # OverflowError for 0001-01-01+14:00 and the like
         for key in ("p", "o"):
             payload[key] = int(payload[key])
         if not isinstance(payload["s"], str) or not SYMBOL_RE.match(payload["s"]) or payload.get("d") not in ("asc", "desc"):
@@ -93,7 +96,7 @@ def decode_cursor(cursor: str) -> dict:
         if payload.get("snap") is not None:
             payload["snap"] = int(payload["snap"])
         return payload
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+    except (ValueError, KeyError, TypeError, OverflowError, json.JSONDecodeError):
         raise BadQuery("cursor is not valid: pass the next_cursor value of the previous page unchanged",
                        field="cursor") from None
 

@@ -5,17 +5,25 @@ a fresh DuckDB connection where `trades`, `quotes` and `reference_data` are view
 `iceberg_scan`, after which file access outside the warehouse is disabled
 (`allowed_directories` = the warehouse, `enable_external_access=false`) and the
 configuration is locked (`lock_configuration=true`), so `read_csv('/etc/passwd')`, COPY,
-ATTACH, INSTALL, LOAD, PRAGMA, SET and writes fail. Parameters are bound by DuckDB
-(`$name`), never pasted into the SQL. A timer thread interrupts a query that runs past
-its timeout; results are capped at a row limit.
+ATTACH, INSTALL, LOAD, PRAGMA, SET and writes fail. Before that, DuckDB's own parse tree
+(`json_serialize_sql`) is walked: the statement may read only those three tables (and its own
+WITH names), the table functions `range`/`generate_series`/`unnest`, and no function that shows
+the server's configuration (`current_setting`, `duckdb_*`, …), so neither the warehouse's raw
+files nor server paths are reachable. Parameters are bound by DuckDB (`$name`), never pasted
+into the SQL. Each run has its own DuckDB database with a memory limit and no spill directory;
+a timer thread interrupts a query that runs past its timeout; results are capped at a row
+limit and a size in bytes, checked batch by batch while they are fetched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,13 +32,17 @@ import duckdb
 import pyarrow as pa
 
 from queries.engine.connection import EngineConfig, connect
-from queries.engine.errors import BadQuery, QueryTimeout, SandboxViolation
+from queries.engine.errors import BadQuery, NotFound, QueryError, QueryTimeout, ResourceLimit, SandboxViolation
 from queries.engine.market import scan_expr
 from queries.engine.source import DATA_TYPES, TableSource
 
 PARAM_TYPES = ("string", "integer", "decimal", "float", "boolean", "date", "timestamp")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ROW_CAP = 100_000
+FETCH_ROWS = 1024  # rows per fetched batch: the size cap is checked this often
+ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+DENIED_FUNCTIONS = frozenset({"current_setting", "getenv", "current_schemas", "which_secret", "version",
+                              "platform", "pragma_version", "pragma_platform"})
 _LEADING = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 
 
@@ -39,6 +51,63 @@ class SandboxResult:
     table: pa.Table
     truncated: bool
     snapshot_ids: dict[str, int | None]
+    deadline: float = float("inf")  # time.monotonic() by which the caller must have answered (encoding included)
+
+
+def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def referenced_tables(sql: str) -> set[str]:
+    """The market tables the statement reads; SandboxViolation for anything else it would read
+    (files, catalog views, other table functions, configuration functions)."""
+    conn = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        text = conn.execute("SELECT json_serialize_sql($1)", [sql]).fetchone()[0]
+    except duckdb.Error as exc:
+        raise BadQuery(f"the SQL does not parse: {exc}", field="sql") from None
+    finally:
+        conn.close()
+    try:
+        tree = json.loads(text)
+    except RecursionError:
+        raise BadQuery("the SQL is nested too deeply", field="sql") from None
+    if tree.get("error"):
+        raise BadQuery(f"the SQL does not parse: {tree.get('error_message', 'unknown error')}", field="sql")
+    nodes = list(_nodes(tree))
+    ctes = {entry["key"].lower() for node in nodes if isinstance(node.get("cte_map"), dict)
+            for entry in node["cte_map"].get("map", []) if isinstance(entry, dict) and "key" in entry}
+    tables: set[str] = set()
+    for node in nodes:
+        kind = node.get("type")
+        if kind == "BASE_TABLE":
+            name = str(node.get("table_name", "")).lower()
+            qualified = node.get("schema_name") or node.get("catalog_name")
+            if qualified or name not in (*DATA_TYPES, *ctes):
+                shown = ".".join(str(p) for p in (node.get("catalog_name"), node.get("schema_name"), node.get("table_name")) if p)
+                raise SandboxViolation(f"refused by the sandbox: saved SQL may read only {', '.join(DATA_TYPES)} (and its own WITH names); "
+                                       f"it reads {shown!r}", field="sql")
+            if name in DATA_TYPES and name not in ctes:
+                tables.add(name)
+        elif kind == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            name = str(function.get("function_name", "")).lower()
+            if name not in ALLOWED_TABLE_FUNCTIONS or function.get("schema") or function.get("catalog"):
+                raise SandboxViolation(f"refused by the sandbox: saved SQL may not call the table function {name}(): only "
+                                       f"{', '.join(sorted(ALLOWED_TABLE_FUNCTIONS))} are allowed", field="sql")
+        elif node.get("class") == "FUNCTION":
+            name = str(node.get("function_name", "")).lower()
+            if name in DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
+                raise SandboxViolation(f"refused by the sandbox: saved SQL may not call {name}(): it shows the server's configuration",
+                                       field="sql")
+    return tables
 
 
 def check_statement(sql: str) -> duckdb.Statement:
@@ -61,6 +130,7 @@ def check_statement(sql: str) -> duckdb.Statement:
         kind = statement.type.name if statement.type != duckdb.StatementType.SELECT else first
         raise SandboxViolation(f"saved SQL is read-only: a {kind} statement is not allowed; write one SELECT "
                                "(or WITH … SELECT) statement", field="sql")
+    referenced_tables(statement.query)
     return statement
 
 
@@ -155,7 +225,8 @@ def validate(sql: str, declarations: Mapping[str, Mapping[str, Any]]) -> None:
         if missing:
             raise BadQuery(f"the SQL uses ${', $'.join(sorted(missing))} but does not declare it: add it to the parameters",
                            field="parameters")
-        conn.execute(f"SELECT * FROM ({statement.query}) LIMIT 0", params)
+        query = statement.query.strip().rstrip(";")  # a trailing ';' is fine at run time, so at save time too
+        conn.execute(f"SELECT * FROM ({query}\n) LIMIT 0", params)  # \n: a trailing -- comment ends there
     except duckdb.PermissionException as exc:
         raise SandboxViolation(f"refused by the sandbox: {exc}. Saved SQL may read only trades, quotes and reference_data",
                                field="sql") from None
@@ -187,56 +258,87 @@ def _allowed_dirs(warehouse: str) -> list[str]:
     return dirs
 
 
+def _scrub(message: str, hidden: list[str]) -> str:
+    """An error message without server paths (the warehouse's location)."""
+    for path in sorted(hidden, key=len, reverse=True):
+        if path and path != "/":
+            message = message.replace(path, "<warehouse>/")
+    return message
+
+
 def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str, Any]],
         params: Mapping[str, Any] | None = None, row_limit: int = 10_000, timeout_s: float = 30.0,
-        as_of: int | dt.datetime | None = None, config: EngineConfig | None = None) -> SandboxResult:
-    """Run saved SQL in the sandbox. Raises BadQuery/SandboxViolation (400), QueryTimeout (504)."""
+        as_of: int | dt.datetime | None = None, config: EngineConfig | None = None,
+        memory_limit: str | None = "1GB", max_result_bytes: int | None = None) -> SandboxResult:
+    """Run saved SQL in the sandbox. Raises BadQuery/SandboxViolation (400), NotFound (404: an
+    `as_of` no table read has), ResourceLimit (422: memory or result size), QueryTimeout (504)."""
+    deadline = time.monotonic() + timeout_s
     statement = check_statement(sql)
+    used = referenced_tables(statement.query)
     bound = bind_params(statement, declarations, params)
     row_limit = max(1, min(int(row_limit), ROW_CAP))
+    config = dataclasses.replace(config or EngineConfig(), memory_limit=memory_limit)
     conn = connect(config)
+    hidden = _allowed_dirs(source.warehouse())
     snapshot_ids: dict[str, int | None] = {}
     try:
+        conn.execute("SET temp_directory = ''")  # nothing spills to disk: the memory limit is the bound
         for data_type in DATA_TYPES:
-            try:
-                resolved = source.resolve(data_type, as_of if data_type != "reference_data" else None)
-            except Exception:  # noqa: BLE001 - a missing table is an empty view, not a failure
-                conn.register(f"_empty_{data_type}", _empty(data_type))
-                conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM _empty_{data_type}")
-                continue
-            snapshot_ids[data_type] = resolved.snapshot_id
-            if resolved.snapshot_id is None:
+            resolved = None
+            if data_type in used:
+                try:
+                    resolved = source.resolve(data_type, as_of if data_type != "reference_data" else None)
+                except NotFound as exc:
+                    if exc.field == "as_of":  # the time-travel point does not exist: say so, never "no rows"
+                        raise
+                    resolved = None  # a table not created yet reads as empty
+                except QueryError:
+                    raise
+                except Exception:  # noqa: BLE001 - a missing table is an empty view, not a failure
+                    resolved = None
+            if resolved is not None:
+                snapshot_ids[data_type] = resolved.snapshot_id
+            if resolved is None or resolved.snapshot_id is None:
                 conn.register(f"_empty_{data_type}", _empty(data_type))
                 conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM _empty_{data_type}")
             else:
                 conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM {scan_expr(resolved)}")
-        _lock(conn, _allowed_dirs(source.warehouse()))
-        timer = threading.Timer(timeout_s, conn.interrupt)
+        _lock(conn, hidden)
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.001), conn.interrupt)
         timer.daemon = True
         timer.start()
         try:
-            reader = conn.execute(statement.query, bound).to_arrow_reader(min(row_limit + 1, 10_000))
-            batches, rows = [], 0
+            reader = conn.execute(statement.query, bound).to_arrow_reader(min(row_limit + 1, FETCH_ROWS))
+            batches, rows, size = [], 0, 0
             for batch in reader:
                 batches.append(batch)
                 rows += batch.num_rows
+                size += batch.nbytes
+                if max_result_bytes is not None and size > max_result_bytes:
+                    raise ResourceLimit(f"the result is larger than the {max_result_bytes:,} bytes a saved query may "
+                                        "return: select fewer columns or rows, or aggregate", field="sql")
                 if rows > row_limit:
                     break
+                if time.monotonic() > deadline:
+                    raise duckdb.InterruptException("deadline")
             table = pa.Table.from_batches(batches, schema=reader.schema)
         finally:
             timer.cancel()
     except duckdb.InterruptException:
         raise QueryTimeout(f"the query ran longer than its {timeout_s:g} s timeout and was stopped: "
                            "narrow the time range or add filters, or raise the saved query's timeout") from None
+    except duckdb.OutOfMemoryException:
+        raise ResourceLimit(f"the query needed more than its {memory_limit} memory limit and was stopped: "
+                            "narrow the time range, add filters or aggregate earlier", field="sql") from None
     except duckdb.PermissionException as exc:
-        raise SandboxViolation(f"refused by the sandbox: {exc}. Saved SQL may read only trades, quotes and reference_data",
-                               field="sql") from None
+        raise SandboxViolation(f"refused by the sandbox: {_scrub(str(exc), hidden)}. Saved SQL may read only trades, "
+                               "quotes and reference_data", field="sql") from None
     except duckdb.Error as exc:
-        raise BadQuery(f"the query failed: {exc}", field="sql") from None
+        raise BadQuery(f"the query failed: {_scrub(str(exc), hidden)}", field="sql") from None
     finally:
         conn.close()
     truncated = table.num_rows > row_limit
-    return SandboxResult(table.slice(0, row_limit) if truncated else table, truncated, snapshot_ids)
+    return SandboxResult(table.slice(0, row_limit) if truncated else table, truncated, snapshot_ids, deadline)
 
 
 def _empty(data_type: str) -> pa.Table:

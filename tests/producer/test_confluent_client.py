@@ -23,11 +23,14 @@ def test_confluent_avro_deserializer_decodes_what_the_producer_wrote(
         live_server, tmp_path: Path, kafka_bootstrap: str, topics: dict[str, str],  # type: ignore[no-untyped-def]
         producer_settings: ProducerSettings, unique: str) -> None:
     url = f"{live_server.url}/schema-registry"
+    from queries import services
+
+    _, raw = services.api_key_create(name="producer", scopes=["schemas:write"])
     rows = [["BHP", "1001", "2014-03-03T10:00:01", "37.79", "300", "37.81", "200"],
             ["RIO", "1002", "2014-03-03T10:00:02", "64.10", "50", "64.12", "75"]]
     csv_path = write_csv(tmp_path / "quotes.csv", QUOTE_HEADER, rows)
     # The producer reaches the registry over HTTP here, exactly as with a Confluent Schema Registry.
-    result = produce_csv(csv_path=csv_path, settings=producer_settings, registry=CachedRegistry(ConfluentRegistry(url)),
+    result = produce_csv(csv_path=csv_path, settings=producer_settings, registry=CachedRegistry(ConfluentRegistry(url, basic_auth=f"k2:{raw}")),
                          data_type="quotes", exchange="asx", asset_class=topics["quotes"].split(".")[1])
     assert result.acked == 2
     messages = read_all(kafka_bootstrap, topics["quotes"], expected=2, group=f"g-{unique}")
@@ -41,7 +44,10 @@ def test_confluent_avro_deserializer_decodes_what_the_producer_wrote(
 
 @pytest.mark.django_db(transaction=True)
 def test_schema_registry_client_calls_work_against_the_portal(live_server, unique: str) -> None:  # type: ignore[no-untyped-def]
-    client = SchemaRegistryClient({"url": f"{live_server.url}/schema-registry"})
+    from queries import services
+
+    _, raw = services.api_key_create(name="tool", scopes=["schemas:write"])
+    client = SchemaRegistryClient({"url": f"{live_server.url}/schema-registry", "basic.auth.user.info": f"k2:{raw}"})
     subject = subject_name(f"market.t{unique}.trades.asx")
     schema_id = client.register_schema(subject, Schema(schema_text("trades"), "AVRO"))
     assert client.get_schema(schema_id).schema_str == schema_text("trades")
@@ -62,4 +68,10 @@ def test_schema_registry_client_calls_work_against_the_portal(live_server, uniqu
     assert missing.value.error_code == 40401
     # K2's own registry interface over HTTP maps 409 to IncompatibleSchema.
     with pytest.raises(IncompatibleSchema):
-        ConfluentRegistry(f"{live_server.url}/schema-registry").register(subject, json.dumps(evolved))
+        ConfluentRegistry(f"{live_server.url}/schema-registry", basic_auth=f"k2:{raw}").register(subject,
+                                                                                                json.dumps(evolved))
+    # Without credentials the registry refuses the write with Confluent's 401 body.
+    with pytest.raises(SchemaRegistryError) as refused:
+        SchemaRegistryClient({"url": f"{live_server.url}/schema-registry"}).register_schema(
+            f"{subject}-other", Schema(schema_text("trades"), "AVRO"))
+    assert (refused.value.http_status_code, refused.value.error_code) == (401, 401)

@@ -25,6 +25,15 @@ def post(client: Client, path: str, body: object, content_type: str = CT):  # ty
 
 
 @pytest.fixture
+def client(db) -> Client:  # type: ignore[no-untyped-def]
+    """A client holding an API key with the `schemas:write` scope (registry writes need one)."""
+    from queries import services
+
+    _, raw = services.api_key_create(name="registry-writer", scopes=["schemas:write"])
+    return Client(headers={"X-API-Key": raw})
+
+
+@pytest.fixture
 def subject(unique: str) -> str:
     return f"market.t{unique}.trades.asx-value"
 

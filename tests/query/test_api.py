@@ -67,7 +67,10 @@ def test_keys_are_stored_hashed(query_settings):
 
 
 def test_staff_session_works_in_the_browser(client, query_settings, generated):
+    from django.contrib.auth.models import Group
+
     user = get_user_model().objects.create_user("staff-" + uuid.uuid4().hex[:6], password="x" * 12, is_staff=True)
+    user.groups.add(Group.objects.get(name="analysts"))
     client.force_login(user)
     assert get(client, OHLCV).status_code == 200
 

@@ -1,5 +1,6 @@
-"""A schemathesis run over the OpenAPI schema of /api/v1 (through WSGI, with a valid API key
-and real data behind it) finds no 5xx: every bad input is a 4xx with a JSON message."""
+"""A bounded schemathesis run over the whole OpenAPI schema of /api/v1 (through WSGI, with a
+valid API key and real data behind it) with every check schemathesis has: no 5xx, status codes,
+content types, headers and bodies as documented, bad data refused, good data accepted."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from k2portal.wsgi import application
 from queries import services
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
+# OpenAPI cannot state rules between query parameters (`date` XOR `start`/`end`, `end_date` only
+# with `date`; stated in each operation's description), so a schema-valid request may still get the
+# documented 400 naming the conflict; every other positive-data status must be as documented.
+schema.config.checks.positive_data_acceptance.expected_statuses = [
+    *schema.config.checks.positive_data_acceptance.expected_statuses, "400"]
+# The API ignores query parameters it does not declare (as most HTTP APIs do): not generated as negative data.
+schema.config.generation.update(allow_extra_parameters=False)
 
 
 @pytest.fixture
@@ -36,9 +44,7 @@ def api_key(query_settings, generated, keep_test_db_connection):  # type: ignore
 
 @pytest.mark.django_db
 @schema.parametrize()
-@settings(max_examples=50, deadline=None, database=None, derandomize=True,
+@settings(max_examples=25, deadline=None, database=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case, api_key):  # type: ignore[no-untyped-def]
-    response = case.call(headers={"X-API-Key": api_key})
-    assert response.status_code < 500, f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}: " \
-                                       f"{response.text[:500]}"
+def test_api_conforms_to_its_schema(case, api_key):  # type: ignore[no-untyped-def]
+    case.call_and_validate(headers={"X-API-Key": api_key})

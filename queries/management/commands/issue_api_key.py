@@ -29,6 +29,6 @@ class Command(BaseCommand):
             if owner is None:
                 raise CommandError(f"no user {opts['user']!r}: create it first (manage.py createsuperuser)")
         _, raw = services.api_key_create(name=opts["name"], owner=owner,
-                                         scopes=opts["scope"] or ApiKey.Scope.values,
+                                         scopes=opts["scope"] or [ApiKey.Scope.MARKET_DATA_READ, ApiKey.Scope.QUERIES_RUN],
                                          rate_limit_per_minute=opts["rate_limit"])
         self.stdout.write(raw)
