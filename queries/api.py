@@ -225,7 +225,10 @@ def ohlcv(request: HttpRequest, interval: Interval = "1m", symbol: list[str] | N
             description="One row per company: its record with the greatest `last_updated`. Filter by `company_id` "
                         "and/or `symbol` (the latest record's symbol). `as_of` = a snapshot id or a UTC instant: the "
                         "table as it stood then. Instants are UTC.",
-            response={200: dict, **ERROR_RESPONSES})
+            response={200: dict, **ERROR_RESPONSES},
+            openapi_extra={"responses": {"200": {"description": "OK", "content": {
+                media: {"schema": {"type": "object"} if fmt == "json" else {"type": "string", "format": "binary"}}
+                for fmt, media in formats.FORMATS.items()}}}})
 def reference_data(request: HttpRequest, company_id: list[int] | None = Query(None, max_length=500),
                    symbol: list[str] | None = Query(None, max_length=500),
                    as_of: str | None = Query(None, max_length=64), limit: int = Query(1000, ge=1, le=100_000),
