@@ -70,6 +70,9 @@ CONSUMER_LAG = gauge("kafka_consumer_lag_messages",
                      "(a series per partition the member owns; removed on revocation).",
                      (*STREAM_LABELS, "group", "partition"))
 CONSUMERS_RUNNING = gauge("consumers_running", "Consumer loops running.", STREAM_LABELS, mode="livesum")
+CONSUMER_HEARTBEAT = gauge("consumer_last_heartbeat_timestamp_seconds",
+                           "Unix time of the consumer loop's last heartbeat (set at start and every progress interval).",
+                           (*STREAM_LABELS, "group"))
 KAFKA_COMMIT_ERRORS = counter("kafka_commit_errors_total", "Failed Kafka offset commits.", STREAM_LABELS)
 
 # --- sequence tracking (ADR #011, #014) ---
@@ -97,6 +100,44 @@ API_RATE_LIMITED = counter("api_rate_limited_total", "API requests refused by th
 # --- platform ---
 HEALTH_CHECK_FAILURES = counter("health_check_failures_total", "Failed dependency checks in /healthz.", ("dependency",))
 ERRORS = counter("errors_total", "Errors by component.", ("component", "error"))
+
+
+# Label values known before anything happens. Counters with these label sets are created at 0 at
+# process start (`initialise_known_series`), so the first event is an increase Prometheus sees:
+# `increase()`/`rate()` over a series that appears with value 1 is 0, and an alert on it never fires.
+STREAM_COUNTERS = ("kafka_messages_produced_total", "kafka_messages_consumed_total", "iceberg_rows_written_total",
+                   "consumer_duplicates_skipped_total", "consumer_batches_total", "kafka_commit_errors_total",
+                   "sequence_gaps_detected_total", "sequence_gap_missing_messages_total",
+                   "sequence_out_of_order_total", "sequence_gaps_filled_total", "sequence_tracker_evictions_total")
+# Exceptions that end a write after the retries (writer._transient): the `error` label's known values.
+KNOWN_WRITE_ERRORS = ("CommitFailedException", "OperationalError", "ConnectionError", "TimeoutError")
+
+
+def initialise_known_series(*, exchanges: tuple[str, ...], asset_classes: tuple[str, ...],
+                            data_types: tuple[str, ...], dlq_reasons: tuple[str, ...],
+                            tables: tuple[str, ...] | None = None,
+                            write_errors: tuple[str, ...] = KNOWN_WRITE_ERRORS) -> int:
+    """Create every known label set of the alerting counters at 0; returns how many series.
+
+    Idempotent (`labels()` of an existing child returns it unchanged). Tables are named after
+    their data type. Label values only known when they happen (another exception class) still
+    appear at their first increment; the alert rules also fire on such a new series."""
+    count = 0
+    for exchange in exchanges:
+        for asset_class in asset_classes:
+            for data_type in data_types:
+                stream = {"exchange": exchange, "asset_class": asset_class, "data_type": data_type}
+                for key in STREAM_COUNTERS:
+                    _REGISTRY[key].labels(**stream)
+                    count += 1
+                for reason in dlq_reasons:
+                    DLQ_MESSAGES.labels(**stream, reason=reason)
+                    count += 1
+    for table in tables if tables is not None else data_types:
+        for error in write_errors:
+            ICEBERG_WRITE_FAILURES.labels(table=table, operation="append", error=error)
+            count += 1
+    return count
 
 
 def all_metrics() -> dict[str, Counter | Gauge | Histogram]:

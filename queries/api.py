@@ -237,6 +237,25 @@ def ohlcv(request: HttpRequest, interval: Interval = Query("1m", description=DOC
     return _result(request, result, fmt, "ohlcv", started)
 
 
+@router.get("/reference_data", summary="The latest reference record of each company (optionally as of a snapshot or instant)",
+            description="One row per company: its record with the greatest `last_updated`. Filter by `company_id` "
+                        "and/or `symbol` (the latest record's symbol). `as_of` = a snapshot id or a UTC instant: the "
+                        "table as it stood then. Instants are UTC.",
+            response={200: dict, **ERROR_RESPONSES},
+            openapi_extra={"responses": {"200": {"description": "OK", "content": {
+                media: {"schema": {"type": "object"} if fmt == "json" else {"type": "string", "format": "binary"}}
+                for fmt, media in formats.FORMATS.items()}}}})
+def reference_data(request: HttpRequest, company_id: list[int] | None = Query(None, max_length=500),
+                   symbol: list[str] | None = Query(None, max_length=500),
+                   as_of: str | None = Query(None, max_length=64), limit: int = Query(1000, ge=1, le=100_000),
+                   format: Format | None = None) -> HttpResponse:
+    fmt = _format(request, format)
+    started = time.perf_counter()
+    result = selectors.get_engine().reference_data(company_ids=company_id, symbols=_symbols(symbol),
+                                                   as_of=parse_as_of(as_of), limit=limit)
+    return _result(request, result, fmt, "reference_data", started)
+
+
 @router.get("/snapshots", summary="A table's snapshots (time travel points) with their summaries",
             response={200: SnapshotsOut, **ERRORS})
 def snapshots(request: HttpRequest, table: Literal["trades", "quotes", "reference_data"] = "trades") -> HttpResponse:

@@ -66,7 +66,7 @@ from catalog.engine.maintenance import SnapshotPolicy
 from catalog.engine.schemas import check_data_type, consumer_group, dlq_topic, parse_topic
 from catalog.engine.storage import s3_options_of
 from catalog.engine.writer import IcebergWriter, RetryPolicy, offsets_properties, recorded_offsets
-from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, Poison, SchemaSource
+from ingestion.engine.decode import INDEX_COLUMN, POISON_REASONS, BatchDecoder, Poison, SchemaSource
 from ingestion.engine.progress import ProgressGate
 from ingestion.engine.sequence import SequenceTracker, table_last_sequences
 from ingestion.engine.topics import PARTITIONER
@@ -491,7 +491,10 @@ class IcebergConsumer:
         log.info("consumer_starting", mode=mode, group=self.config.group, subscription=self.config.subscription,
                  batch_size=self.config.batch_size, max_batch_ms=self.config.max_batch_ms,
                  max_messages=self.config.max_messages)
+        metrics.initialise_known_series(exchanges=(labels["exchange"],), asset_classes=(labels["asset_class"],),
+                                        data_types=(self.config.data_type,), dlq_reasons=POISON_REASONS)
         metrics.CONSUMERS_RUNNING.labels(**labels).inc()
+        self._beat()
         _freeze_long_lived(full=True)
         last_report = last_freeze = time.monotonic()
         last_stop_check = 0.0
@@ -1073,7 +1076,13 @@ class IcebergConsumer:
             metrics.CONSUMER_LAG.labels(*series).set(entry["lag"])
             self._lag_series[key] = series
 
+    def _beat(self) -> None:
+        label_topic = (self.config.topics or ("",))[0]
+        metrics.CONSUMER_HEARTBEAT.labels(**_labels(label_topic, self.config.data_type),
+                                          group=self.config.group).set(time.time())
+
     def _report_progress(self) -> None:
+        self._beat()
         self._update_lag()
         if self._progress_gate.due(self.stats.messages, self.stats.rows_written, self.stats.gaps, self.stats.dlq):
             log.info("consumer_progress", messages=self.stats.messages, rows=self.stats.rows_written,

@@ -49,10 +49,13 @@ class SchemaSource(Protocol):
         """The writer schema text for a global id; SchemaNotFound when unknown."""
 
 
+POISON_REASONS = ("not_wire_format", "unknown_schema", "schema_mismatch", "undecodable", "value_out_of_range")
+
+
 @dataclass(frozen=True)
 class Poison:
     index: int
-    reason: str  # not_wire_format | unknown_schema | schema_mismatch | undecodable | value_out_of_range
+    reason: str  # one of POISON_REASONS
     error: str
 
 

@@ -63,6 +63,15 @@ def check_symbols(symbols: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(symbols))
 
 
+def check_company_ids(company_ids: Sequence[int]) -> list[int]:
+    if len(company_ids) > MAX_SYMBOLS:
+        raise BadQuery(f"{len(company_ids)} company ids requested; at most {MAX_SYMBOLS} per query", field="company_id")
+    for company_id in company_ids:
+        if not isinstance(company_id, int) or isinstance(company_id, bool) or not -2**31 <= company_id < 2**31:
+            raise BadQuery(f"company_id {company_id!r} is not a 32-bit integer", field="company_id")
+    return list(dict.fromkeys(company_ids))
+
+
 def symbol_clause(symbols: Sequence[str] | None) -> str:
     if not symbols:
         return ""
@@ -249,6 +258,43 @@ class MarketQueries:
         if truncated:
             table = table.slice(0, self.config.max_bars)
         return QueryResult(table.cast(OHLCV_SCHEMA), "trades", resolved.snapshot_id, truncated=truncated)
+
+    # reference data -----------------------------------------------------------------------
+
+    def reference_sql(self, *, resolved: ResolvedTable, company_ids: Sequence[int] | None,
+                      symbols: Sequence[str] | None, limit: int) -> str:
+        """Each company's latest record (greatest last_updated; for equal times the one consumed
+        last), then filtered on that record's company id or symbol."""
+        where = ""
+        if company_ids:
+            where += f" AND company_id IN ({', '.join(str(i) for i in check_company_ids(company_ids))})"
+        where += symbol_clause(symbols)
+        return f"""
+            SELECT * EXCLUDE (rn) FROM (
+                SELECT *, row_number() OVER (PARTITION BY company_id
+                                             ORDER BY last_updated DESC, source_partition DESC, source_offset DESC) AS rn
+                FROM {scan_expr(resolved)}
+            ) WHERE rn = 1{where}
+            ORDER BY company_id LIMIT {limit + 1}
+        """
+
+    def reference_data(self, *, company_ids: Sequence[int] | None = None, symbols: Sequence[str] | None = None,
+                       as_of: int | dt.datetime | None = None, limit: int | None = None) -> QueryResult:
+        """The latest reference record per company, as the table stood at `as_of` (a snapshot id
+        or an instant; the current snapshot when None)."""
+        limit = self._limit(limit)
+        if symbols:
+            check_symbols(symbols)  # bad filters are refused even on an empty table
+        if company_ids:
+            check_company_ids(company_ids)
+        resolved = self.source.resolve("reference_data", as_of)
+        if resolved.snapshot_id is None:
+            return QueryResult(pa.Table.from_batches([], schema=_empty_schema(resolved)), "reference_data", None)
+        table = self._arrow(self.reference_sql(resolved=resolved, company_ids=company_ids, symbols=symbols, limit=limit))
+        truncated = table.num_rows > limit
+        if truncated:
+            table = table.slice(0, limit)
+        return QueryResult(table, "reference_data", resolved.snapshot_id, truncated=truncated)
 
     # metadata -----------------------------------------------------------------------------
 
