@@ -63,7 +63,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("K2_WEB_ADDR", "127.0.0.1:8000", "host:port the `make run` web server listens on"),
     Variable("K2_CONSUMER_SLOTS", "4", "a positive integer: Celery pool processes for consumer tasks under `make run`"),
     Variable("K2_CONSUMER_STALE_SECONDS", "15",
-             "a positive integer: a running consumer whose heartbeat (written every 2 s by its process) is older than this is marked failed (and restarted)"),
+             "a positive integer: a running consumer whose heartbeat (written every 2 s by its process) "
+             "is older than this is marked failed (and restarted)"),
     Variable("K2_CONSUMER_MAX_RESTARTS", "5",
              "a positive integer: automatic restarts of one consumer allowed per K2_CONSUMER_RESTART_WINDOW_MINUTES"),
     Variable("K2_CONSUMER_RESTART_WINDOW_MINUTES", "10",

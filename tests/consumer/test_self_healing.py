@@ -4,7 +4,6 @@ restarted by the reconciler, and the Iceberg table holds every message exactly o
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from catalog.engine import schemas, wire
 from catalog.engine.iceberg import load_catalog
