@@ -21,7 +21,7 @@ class ConsumerRunInline(admin.TabularInline):
     model = ConsumerRun
     extra = 0
     can_delete = False
-    readonly_fields = ("started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error")
+    readonly_fields = ("started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error", "end_reason")
     max_num = 0
     ordering = ("-started_at",)
 
@@ -33,17 +33,48 @@ class ConsumerAdmin(admin.ModelAdmin):
     list_display = ("name", "data_type", "topic", "topic_pattern", "group_id", "status", "heartbeat_at", "updated_at")
     list_filter = ("status", "data_type")
     search_fields = ("name", "group_id")
-    readonly_fields = ("status", "task_id", "heartbeat_at", "last_error", "stats", "updated_at")
+    readonly_fields = ("status", "task_id", "heartbeat_at", "last_error", "stats", "updated_at",
+                       "desired_status", "worker", "restart_times", "next_restart_at", "offsets_link")
     inlines = (ConsumerRunInline,)
-    actions = ("start_selected", "stop_selected")
+    actions = ("start_selected", "stop_selected", "reset_selected")
 
     def _apply(self, request, queryset, service, verb: str) -> None:  # noqa: ANN001
         for consumer in queryset:
+            before = consumer.status
             try:
-                service(consumer=consumer)
+                row = service(consumer=consumer)
                 self.message_user(request, f"{consumer.name}: {verb}", messages.SUCCESS)
+                self.log_change(request, consumer, f"{verb.capitalize()} (was {before}, now {row.status}) from the admin")
             except consumer_services.ConsumerTransitionError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
+
+    def has_operate_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.has_perm("ingestion.operate_consumer")
+
+    @admin.action(description="Reset selected consumers to stopped (recover a stuck one)", permissions=["operate"])
+    def reset_selected(self, request, queryset) -> None:  # noqa: ANN001
+        self._apply(request, queryset, consumer_services.reset_consumer, "reset to stopped")
+
+    @admin.display(description="offsets")
+    def offsets_link(self, consumer: Consumer) -> str:
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        if consumer.pk is None:
+            return "-"
+        return format_html('<a href="{}">Reset offsets…</a> (only while stopped)',
+                           reverse("admin:ingestion_consumer_reset_offsets", args=[consumer.pk]))
+
+    def get_urls(self):  # noqa: ANN201
+        from django.urls import path
+
+        return [path("<int:object_id>/reset-offsets/", self.admin_site.admin_view(self.reset_offsets_view),
+                     name="ingestion_consumer_reset_offsets"), *super().get_urls()]
+
+    def reset_offsets_view(self, request, object_id: int):  # noqa: ANN201
+        from ingestion.admin_offsets import reset_offsets_view
+
+        return reset_offsets_view(self, request, object_id)
 
     @admin.action(description="Start selected consumers")
     def start_selected(self, request, queryset) -> None:  # noqa: ANN001
@@ -59,7 +90,8 @@ class ConsumerRunAdmin(admin.ModelAdmin):
     list_display = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "short_error")
     list_filter = ("consumer",)
     date_hierarchy = "started_at"
-    readonly_fields = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error")
+    readonly_fields = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error",
+                       "task_id", "worker", "end_reason")
 
     @admin.display(description="error")
     def short_error(self, run: ConsumerRun) -> str:
@@ -75,9 +107,53 @@ class SequenceGapAdmin(admin.ModelAdmin):
     list_filter = ("state", "data_type", "exchange", "asset_class", "detected_at")
     search_fields = ("symbol",)
     date_hierarchy = "detected_at"
-    actions = ("acknowledge_selected",)
+    actions = ("acknowledge_selected", "export_csv")
 
-    @admin.action(description="Acknowledge selected gaps (with a note)")
+    # Gaps are the consumer's record (compliance): read-only here except the acknowledge action.
+    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_acknowledge_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.has_perm("ingestion.change_sequencegap")
+
+    @admin.action(description="Export selected gaps as CSV (select all to export the filtered list)")
+    def export_csv(self, request, queryset):  # noqa: ANN001, ANN201
+        from django.http import HttpResponse
+
+        from ingestion.selectors import gaps_csv
+
+        response = HttpResponse(gaps_csv(queryset.order_by("-detected_at", "-id")), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="sequence_gaps.csv"'
+        return response
+
+    def get_urls(self):  # noqa: ANN201
+        from django.urls import path
+
+        return [path("export.csv", self.admin_site.admin_view(self.export_filtered_view),
+                     name="ingestion_sequencegap_export"), *super().get_urls()]
+
+    def export_filtered_view(self, request):  # noqa: ANN001, ANN201
+        """The list as filtered (same query string as the list page: filters, search, date drill-down) as CSV."""
+        from django.core.exceptions import PermissionDenied
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return self.export_csv(request, self.get_changelist_instance(request).get_queryset(request))
+
+    def changelist_view(self, request, extra_context=None):  # noqa: ANN001, ANN201
+        from django.urls import reverse
+
+        query = request.GET.urlencode()
+        url = reverse("admin:ingestion_sequencegap_export") + (f"?{query}" if query else "")
+        return super().changelist_view(request, {**(extra_context or {}), "k2_export_url": url})
+
+    @admin.action(description="Acknowledge selected gaps (with a note)", permissions=["acknowledge"])
     def acknowledge_selected(self, request, queryset):  # noqa: ANN001, ANN201
         """An intermediate page asks for the note; posting it acknowledges the gaps."""
         from django.template.response import TemplateResponse
@@ -85,11 +161,15 @@ class SequenceGapAdmin(admin.ModelAdmin):
         from ingestion.gaps import GapAcknowledgeError, acknowledge_gaps
 
         if request.POST.get("confirm"):
+            pending = list(queryset.exclude(state=SequenceGap.State.ACKNOWLEDGED))
             try:
                 changed = acknowledge_gaps(gaps=queryset, user=request.user, note=request.POST.get("note", ""))
             except GapAcknowledgeError as exc:
                 self.message_user(request, f"Nothing acknowledged: {exc}.", messages.ERROR)
             else:
+                note = request.POST.get("note", "").strip()
+                for gap in pending:
+                    self.log_change(request, gap, f"Acknowledged (was {gap.state}): {note}")
                 self.message_user(request, f"{changed} gap(s) acknowledged.", messages.SUCCESS)
             return None
         return TemplateResponse(request, "admin/ingestion/sequencegap/acknowledge.html", {

@@ -178,3 +178,35 @@ def test_reset_to_a_time_and_per_partition_offsets_via_the_command(rig: Rig) -> 
         call_command("reset_offsets", rig.consumer.name, "--to-latest", "--execute", stdout=io.StringIO())
     with pytest.raises(CommandError, match="'x:1' is not partition:offset"):
         call_command("reset_offsets", rig.consumer.name, "--to-offset", "x:1", stdout=io.StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_page_previews_refuses_applies_and_logs_the_reset(rig: Rig, admin_client) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    rig.produce(30)
+    rig.run_until(30)
+    ends = rig.highs()
+    produced = rig.produce(10)
+    url = f"/admin/ingestion/consumer/{rig.consumer.pk}/reset-offsets/"
+    assert b"Reset offsets" in admin_client.get(f"/admin/ingestion/consumer/{rig.consumer.pk}/change/").content
+
+    page = admin_client.post(url, {"mode": "earliest", "preview": "1"}).content.decode()
+    assert "refused, nothing will change" in page and 'name="apply"' not in page
+    assert f"offset 0 is behind offset {ends[0]}, up to which the Iceberg table already holds" in page
+
+    page = admin_client.post(url, {"mode": "latest", "preview": "1"}).content.decode()
+    assert 'name="apply"' in page
+    for n in produced.values():
+        assert f"skips {n} message(s)" in page
+
+    response = admin_client.post(url, {"mode": "latest", "apply": "1"})
+    assert response.status_code == 302
+    plans = plan_consumer_reset(consumer=rig.consumer, mode="latest")
+    assert [p.committed for p in plans] == [ends[0] + produced[0], ends[1] + produced[1]]
+    entry = LogEntry.objects.get(object_id=str(rig.consumer.pk))
+    assert entry.get_change_message().startswith("Offsets reset to latest: ") and "skips" in entry.get_change_message()
+
+    Consumer.objects.filter(pk=rig.consumer.pk).update(status="running")
+    page = admin_client.post(url, {"mode": "latest", "apply": "1"}).content.decode()
+    assert "Nothing changed: consumer" in page and "is running: stop it" in page
