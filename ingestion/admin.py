@@ -31,7 +31,7 @@ class ConsumerRunInline(admin.TabularInline):
     model = ConsumerRun
     extra = 0
     can_delete = False
-    readonly_fields = ("started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error")
+    readonly_fields = ("started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error", "end_reason")
     max_num = 0
     ordering = ("-started_at",)
 
@@ -44,8 +44,8 @@ class ConsumerAdmin(admin.ModelAdmin):
                     "subscription", "group_id")
     list_filter = ("status", "data_type")
     search_fields = ("name", "group_id")
-    readonly_fields = ("status", "task_id", "heartbeat", "last_error", "stats_display", "partitions_display",
-                       "updated_at")
+    readonly_fields = ("status", "desired_status", "task_id", "worker", "heartbeat", "last_error", "stats_display",
+                       "partitions_display", "restart_times", "next_restart_at", "offsets_link", "updated_at")
     change_form_template = "admin/ingestion/consumer/change_form.html"
     CONFIG_FIELDS = ("name", "data_type", "topic", "topic_pattern", "group_id", "batch_size", "max_batch_ms")
     HEARTBEAT_STALE_S = 30
@@ -91,8 +91,9 @@ class ConsumerAdmin(admin.ModelAdmin):
         config = ("Configuration", {"fields": self.CONFIG_FIELDS})
         if obj is None:
             return (config,)
-        return (("State", {"fields": ("status", "heartbeat", "task_id", "last_error", "stats_display",
-                                      "partitions_display", "updated_at")}), config)
+        return (("State", {"fields": ("status", "desired_status", "heartbeat", "task_id", "worker", "last_error",
+                                      "stats_display", "partitions_display", "restart_times", "next_restart_at",
+                                      "offsets_link", "updated_at")}), config)
 
     def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
         # a running consumer reads its config once at start: edits would do nothing until a restart
@@ -109,6 +110,8 @@ class ConsumerAdmin(admin.ModelAdmin):
     def get_urls(self) -> list:
         return [path("<int:pk>/start/", self.admin_site.admin_view(self.start_view), name="ingestion_consumer_start"),
                 path("<int:pk>/stop/", self.admin_site.admin_view(self.stop_view), name="ingestion_consumer_stop"),
+                path("<int:object_id>/reset-offsets/", self.admin_site.admin_view(self.reset_offsets_view),
+                     name="ingestion_consumer_reset_offsets"),
                 *super().get_urls()]
 
     def _button(self, request: HttpRequest, pk: int, service, verb: str) -> HttpResponse:  # noqa: ANN001
@@ -126,18 +129,39 @@ class ConsumerAdmin(admin.ModelAdmin):
     def stop_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         return self._button(request, pk, consumer_services.stop_consumer, "stopping")
     inlines = (ConsumerRunInline,)
-    actions = ("start_selected", "stop_selected")
+    actions = ("start_selected", "stop_selected", "reset_selected")
 
     def _apply(self, request, queryset, service, verb: str) -> None:  # noqa: ANN001
         for consumer in queryset:
+            before = consumer.status
             try:
-                service(consumer=consumer)
+                row = service(consumer=consumer)
                 self.message_user(request, f"{consumer.name}: {verb}", messages.SUCCESS)
+                self.log_change(request, consumer, f"{verb.capitalize()} (was {before}, now {row.status}) from the admin")
             except consumer_services.ConsumerTransitionError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
 
     def has_operate_permission(self, request) -> bool:  # noqa: ANN001
         return request.user.has_perm("ingestion.operate_consumer")
+
+    @admin.action(description="Reset selected consumers to stopped (recover a stuck one)", permissions=["operate"])
+    def reset_selected(self, request, queryset) -> None:  # noqa: ANN001
+        self._apply(request, queryset, consumer_services.reset_consumer, "reset to stopped")
+
+    @admin.display(description="offsets")
+    def offsets_link(self, consumer: Consumer) -> str:
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        if consumer.pk is None:
+            return "-"
+        return format_html('<a href="{}">Reset offsets…</a> (only while stopped)',
+                           reverse("admin:ingestion_consumer_reset_offsets", args=[consumer.pk]))
+
+    def reset_offsets_view(self, request, object_id: int):  # noqa: ANN201
+        from ingestion.admin_offsets import reset_offsets_view
+
+        return reset_offsets_view(self, request, object_id)
 
     @admin.action(description="Start selected consumers", permissions=["operate"])
     def start_selected(self, request, queryset) -> None:  # noqa: ANN001
@@ -153,7 +177,8 @@ class ConsumerRunAdmin(admin.ModelAdmin):
     list_display = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "short_error")
     list_filter = ("consumer",)
     date_hierarchy = "started_at"
-    readonly_fields = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error")
+    readonly_fields = ("consumer", "started_at", "ended_at", "messages", "batches", "gaps", "dlq", "error",
+                       "task_id", "worker", "end_reason")
 
     @admin.display(description="error")
     def short_error(self, run: ConsumerRun) -> str:
@@ -169,7 +194,17 @@ class SequenceGapAdmin(admin.ModelAdmin):
     list_filter = ("state", "data_type", "exchange", "asset_class", "detected_at")
     search_fields = ("symbol",)
     date_hierarchy = "detected_at"
-    actions = ("acknowledge_selected",)
+    actions = ("acknowledge_selected", "export_csv")
+
+    # Gaps are the consumer's record (compliance): read-only here except the acknowledge action.
+    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
 
     def has_acknowledge_permission(self, request) -> bool:  # noqa: ANN001
         return request.user.has_perm("ingestion.acknowledge_gap")
@@ -177,6 +212,37 @@ class SequenceGapAdmin(admin.ModelAdmin):
     @admin.display(description="detected", ordering="detected_at")
     def detected(self, gap: SequenceGap) -> str:
         return show.ago(gap.detected_at)
+
+    @admin.action(description="Export selected gaps as CSV (select all to export the filtered list)")
+    def export_csv(self, request, queryset):  # noqa: ANN001, ANN201
+        from django.http import HttpResponse
+
+        from ingestion.selectors import gaps_csv
+
+        response = HttpResponse(gaps_csv(queryset.order_by("-detected_at", "-id")), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="sequence_gaps.csv"'
+        return response
+
+    def get_urls(self):  # noqa: ANN201
+        from django.urls import path
+
+        return [path("export.csv", self.admin_site.admin_view(self.export_filtered_view),
+                     name="ingestion_sequencegap_export"), *super().get_urls()]
+
+    def export_filtered_view(self, request):  # noqa: ANN001, ANN201
+        """The list as filtered (same query string as the list page: filters, search, date drill-down) as CSV."""
+        from django.core.exceptions import PermissionDenied
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return self.export_csv(request, self.get_changelist_instance(request).get_queryset(request))
+
+    def changelist_view(self, request, extra_context=None):  # noqa: ANN001, ANN201
+        from django.urls import reverse
+
+        query = request.GET.urlencode()
+        url = reverse("admin:ingestion_sequencegap_export") + (f"?{query}" if query else "")
+        return super().changelist_view(request, {**(extra_context or {}), "k2_export_url": url})
 
     @admin.action(description="Acknowledge selected gaps (with a note)", permissions=["acknowledge"])
     def acknowledge_selected(self, request, queryset):  # noqa: ANN001, ANN201
@@ -186,11 +252,15 @@ class SequenceGapAdmin(admin.ModelAdmin):
         from ingestion.gaps import GapAcknowledgeError, acknowledge_gaps
 
         if request.POST.get("confirm"):
+            pending = list(queryset.exclude(state=SequenceGap.State.ACKNOWLEDGED))
             try:
                 changed = acknowledge_gaps(gaps=queryset, user=request.user, note=request.POST.get("note", ""))
             except GapAcknowledgeError as exc:
                 self.message_user(request, f"Nothing acknowledged: {exc}.", messages.ERROR)
             else:
+                note = request.POST.get("note", "").strip()
+                for gap in pending:
+                    self.log_change(request, gap, f"Acknowledged (was {gap.state}): {note}")
                 self.message_user(request, f"{changed} gap(s) acknowledged.", messages.SUCCESS)
             return None
         return TemplateResponse(request, "admin/ingestion/sequencegap/acknowledge.html", {

@@ -7,6 +7,12 @@ stopped/failed → starting (task enqueued on commit) → running → stopping �
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +27,9 @@ from ingestion.engine.consumer import ConsumerConfig, ConsumerStats, IcebergCons
 from ingestion.gaps import OrmGapSink
 from ingestion.models import Consumer, ConsumerRun, Topic
 from k2portal.config import K2Config
+from k2portal.logging import get_logger
+
+log = get_logger(__name__, component="consumer")
 
 
 class ConsumerTransitionError(Exception):
@@ -53,38 +62,207 @@ def build_engine(*, config: ConsumerConfig, **hooks: Any) -> IcebergConsumer:
     return IcebergConsumer(config, catalog=get_catalog(), registry=get_registry(), gap_sink=OrmGapSink(), **hooks)
 
 
-# --- Consumer rows: start / stop (admin actions, boot) ---------------------------------------
-def start_consumer(*, consumer: Consumer) -> Consumer:
-    """Mark the consumer starting and enqueue its task once the transaction commits."""
+# --- Consumer rows: start / stop / reset (admin actions, boot, the reconciler) ---------------
+ACTIVE = (Consumer.Status.STARTING, Consumer.Status.RUNNING, Consumer.Status.STOPPING)
+
+
+def consumer_queue() -> str:
+    """The Celery queue consumer tasks go to (settings.K2_CONSUMER_QUEUE; tests use their own)."""
+    return getattr(settings, "K2_CONSUMER_QUEUE", "consumers")
+
+
+def task_gone(task_id: str) -> bool:
+    """Whether Celery recorded the task as finished (FAILURE after a lost pool process, SUCCESS,
+    REVOKED) in the result backend while the row still says it runs."""
+    if not task_id:
+        return False
+    from celery.result import AsyncResult
+
+    try:
+        return AsyncResult(task_id).state in ("FAILURE", "SUCCESS", "REVOKED")
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable: decide on the heartbeat alone
+        log.warning("task_state_unavailable", task_id=task_id, error=str(exc))
+        return False
+
+
+def dead_reason(row: Consumer, *, now: dt.datetime | None = None, stale_seconds: int | None = None) -> str | None:
+    """Why an active (starting/running/stopping) row has no live task behind it, or None if it may
+    be alive: its heartbeat (or, before the first one, its last state change) is older than
+    K2_CONSUMER_STALE_SECONDS, or Celery recorded its task as finished."""
+    if row.status not in ACTIVE:
+        return None
+    now = now or timezone.now()
+    stale = stale_seconds or settings.K2.consumer_stale_seconds
+    seen = row.heartbeat_at if row.status != Consumer.Status.STARTING else None
+    seen = max(filter(None, (seen, row.updated_at)), default=None)
+    if seen is not None and (now - seen).total_seconds() > stale:
+        age = (now - seen).total_seconds()
+        what = "no worker picked its task up" if row.status == Consumer.Status.STARTING else "heartbeat stale"
+        return f"{what} for {age:.0f} s (limit K2_CONSUMER_STALE_SECONDS={stale}): the worker is gone"
+    if task_gone(row.task_id):
+        return f"its Celery task {row.task_id} is no longer running (worker lost or task ended)"
+    return None
+
+
+def _close_runs(consumer_id: int, reason: str, *, task_id: str | None = None) -> int:
+    runs = ConsumerRun.objects.filter(consumer_id=consumer_id, ended_at__isnull=True)
+    if task_id is not None:
+        runs = runs.filter(task_id=task_id)
+    return runs.update(ended_at=timezone.now(), end_reason=reason[:500])
+
+
+def _enqueue(row: Consumer) -> None:
+    """Inside a transaction holding the row: mark it starting under a new task id, and send the
+    task once the transaction commits. The id is chosen here so the task can tell whether it is
+    still the one the row expects (a superseded task exits at once)."""
     from ingestion.tasks import run_consumer
 
+    task_id = str(uuid.uuid4())
+    row.status = Consumer.Status.STARTING
+    row.task_id = task_id
+    row.worker = ""
+    row.save(update_fields=["status", "task_id", "worker", "last_error", "desired_status", "restart_times",
+                            "next_restart_at", "updated_at"])
+    queue = consumer_queue()
+    transaction.on_commit(lambda: run_consumer.apply_async(args=[row.pk], queue=queue, task_id=task_id))
+
+
+def start_consumer(*, consumer: Consumer) -> Consumer:
+    """Mark the consumer starting and enqueue its task once the transaction commits. A consumer
+    whose row says it is active but whose task is dead (see `dead_reason`) is started too."""
     with transaction.atomic():
         row = Consumer.objects.select_for_update().get(pk=consumer.pk)
-        if row.status not in (Consumer.Status.STOPPED, Consumer.Status.FAILED):
-            raise ConsumerTransitionError(
-                f"consumer {row.name} is {row.status}; only a stopped or failed consumer can be started")
-        row.status = Consumer.Status.STARTING
+        if row.status in ACTIVE:
+            reason = dead_reason(row)
+            if reason is None:
+                raise ConsumerTransitionError(
+                    f"consumer {row.name} is {row.status}; only a stopped or failed consumer can be started")
+            _close_runs(row.pk, f"started again by an operator: {reason}")
+        row.desired_status = "running"
         row.last_error = ""
-        row.save(update_fields=["status", "last_error", "updated_at"])
-
-        def enqueue() -> None:
-            result = run_consumer.apply_async(args=[row.pk], queue="consumers")
-            Consumer.objects.filter(pk=row.pk).update(task_id=result.id)
-
-        transaction.on_commit(enqueue)
+        row.restart_times = []
+        row.next_restart_at = None
+        _enqueue(row)
     return row
 
 
 def stop_consumer(*, consumer: Consumer) -> Consumer:
-    """Ask a running consumer to stop; its task sees `stopping` within a second and exits cleanly."""
+    """Ask a running consumer to stop; its task sees `stopping` within a second and exits cleanly.
+    A consumer whose task is dead goes straight to `stopped` (nothing would ever acknowledge)."""
     with transaction.atomic():
         row = Consumer.objects.select_for_update().get(pk=consumer.pk)
+        reason = dead_reason(row) if row.status in (Consumer.Status.STARTING, Consumer.Status.RUNNING) else None
         if row.status not in (Consumer.Status.STARTING, Consumer.Status.RUNNING):
+            if row.status == Consumer.Status.FAILED:  # nothing runs: stop means "do not restart it"
+                row.desired_status = "stopped"
+                row.status = Consumer.Status.STOPPED
+                row.save(update_fields=["status", "desired_status", "updated_at"])
+                return row
             raise ConsumerTransitionError(
                 f"consumer {row.name} is {row.status}; only a starting or running consumer can be stopped")
-        row.status = Consumer.Status.STOPPING
-        row.save(update_fields=["status", "updated_at"])
+        row.desired_status = "stopped"
+        if reason is not None:
+            row.status = Consumer.Status.STOPPED
+            row.task_id = ""
+            _close_runs(row.pk, f"stopped by an operator; {reason}")
+        else:
+            row.status = Consumer.Status.STOPPING
+        row.save(update_fields=["status", "desired_status", "task_id", "updated_at"])
     return row
+
+
+def reset_consumer(*, consumer: Consumer, reason: str = "reset by an operator") -> Consumer:
+    """Whatever state the row is in, make it `stopped` and not wanted running: close its open runs
+    and forget its task (a task that is in fact alive sees `stopped` and exits within a second)."""
+    with transaction.atomic():
+        row = Consumer.objects.select_for_update().get(pk=consumer.pk)
+        previous = row.status
+        row.status = Consumer.Status.STOPPED
+        row.desired_status = "stopped"
+        row.task_id = ""
+        row.next_restart_at = None
+        row.restart_times = []
+        row.save(update_fields=["status", "desired_status", "task_id", "next_restart_at", "restart_times",
+                                "updated_at"])
+        _close_runs(row.pk, f"{reason} (was {previous})")
+    return row
+
+
+def mark_failed(*, consumer_id: int, task_id: str, reason: str) -> bool:
+    """The row's task `task_id` is dead: mark the consumer failed with the reason and close its run.
+    Only if the row still belongs to that task (an operator or the reconciler may have moved on)."""
+    with transaction.atomic():
+        changed = Consumer.objects.filter(pk=consumer_id, task_id=task_id, status__in=ACTIVE).update(
+            status=Consumer.Status.FAILED, last_error=reason[:2000], updated_at=timezone.now())
+        _close_runs(consumer_id, reason, task_id=task_id)
+    if changed:
+        log.warning("consumer_failed", consumer_id=consumer_id, task_id=task_id, reason=reason)
+    return bool(changed)
+
+
+@dataclass
+class ReconcileReport:
+    failed: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    gave_up: list[str] = field(default_factory=list)
+
+
+def _restart_delay_s(restarts_in_window: int) -> float:
+    """Backoff before the next automatic restart: 0 s for the first, then 5, 10, 20 … s, at most 5 min."""
+    return 0.0 if restarts_in_window == 0 else min(300.0, 5.0 * 2 ** (restarts_in_window - 1))
+
+
+def reconcile_consumers(*, now: dt.datetime | None = None, k2: K2Config | None = None) -> ReconcileReport:
+    """One pass of the reconciler (Celery beat every few seconds, one at a time under a Redis lock):
+    active rows whose task is dead become `failed` (or `stopped` if they were stopping) with the
+    reason, their runs closed; failed rows an operator wants running are restarted, at most
+    K2_CONSUMER_MAX_RESTARTS times per K2_CONSUMER_RESTART_WINDOW_MINUTES, with a growing delay;
+    beyond that they stay failed and say so."""
+    k2 = k2 or settings.K2
+    now = now or timezone.now()
+    report = ReconcileReport()
+    for row in Consumer.objects.filter(status__in=ACTIVE):
+        reason = dead_reason(row, now=now, stale_seconds=k2.consumer_stale_seconds)
+        if reason is None:
+            continue
+        if row.status == Consumer.Status.STOPPING:
+            with transaction.atomic():
+                if Consumer.objects.filter(pk=row.pk, task_id=row.task_id, status=row.status).update(
+                        status=Consumer.Status.STOPPED, task_id="", updated_at=now):
+                    _close_runs(row.pk, f"stopped: {reason}")
+                    report.stopped.append(row.name)
+        elif mark_failed(consumer_id=row.pk, task_id=row.task_id, reason=reason):
+            report.failed.append(row.name)
+    window = dt.timedelta(minutes=k2.consumer_restart_window_minutes)
+    for row in Consumer.objects.filter(status=Consumer.Status.FAILED, desired_status="running"):
+        with transaction.atomic():
+            row = Consumer.objects.select_for_update().get(pk=row.pk)
+            if row.status != Consumer.Status.FAILED or row.desired_status != "running":
+                continue
+            recent = [t for t in row.restart_times if now - dt.datetime.fromisoformat(t) < window]
+            if len(recent) >= k2.consumer_max_restarts:
+                note = (f"gave up restarting: {len(recent)} automatic restarts in the last "
+                        f"{k2.consumer_restart_window_minutes} min (K2_CONSUMER_MAX_RESTARTS); start it from the admin")
+                if note not in row.last_error:
+                    row.last_error = f"{row.last_error}\n{note}".strip()
+                    row.save(update_fields=["last_error", "updated_at"])
+                    report.gave_up.append(row.name)
+                continue
+            if row.next_restart_at is None:
+                row.next_restart_at = now + dt.timedelta(seconds=_restart_delay_s(len(recent)))
+                if row.next_restart_at > now:
+                    row.save(update_fields=["next_restart_at", "updated_at"])
+                    continue
+            elif row.next_restart_at > now:
+                continue
+            row.restart_times = [*recent, now.isoformat()]
+            row.next_restart_at = None
+            _enqueue(row)
+            report.restarted.append(row.name)
+            log.warning("consumer_restarting", consumer=row.name, restarts_in_window=len(row.restart_times),
+                        last_error=row.last_error)
+    return report
 
 
 def ensure_default_consumers(*, exchange: str = "asx", asset_class: str = "equities") -> list[Consumer]:
@@ -108,58 +286,114 @@ def start_default_consumers(*, exchange: str = "asx", asset_class: str = "equiti
     for row in ensure_default_consumers(exchange=exchange, asset_class=asset_class):
         if row.data_type not in data_types:
             continue
-        if row.status in (Consumer.Status.STARTING, Consumer.Status.RUNNING, Consumer.Status.STOPPING):
+        if row.status in ACTIVE:
             # a previous `make run` ended without stopping it: its task is gone
-            Consumer.objects.filter(pk=row.pk).update(status=Consumer.Status.STOPPED)
+            reset_consumer(consumer=row, reason="boot of `make run`: its previous task is gone")
             row.refresh_from_db()
         started.append(start_consumer(consumer=row))
     return started
 
 
 # --- used by the Celery task --------------------------------------------------------------
-def run_consumer_row(*, consumer_id: int) -> ConsumerStats | None:
+HEARTBEAT_EVERY_S = 2.0
+
+
+def _beat(row: Any, done: threading.Event) -> None:
+    """The process is alive: write heartbeat_at every HEARTBEAT_EVERY_S from a thread of its own, so
+    a loop that waits (a rebalance, an Iceberg commit retrying through an outage) is not taken
+    for a dead one. The reconciler judges death on this (K2_CONSUMER_STALE_SECONDS)."""
+    from django.db import connection
+
+    try:
+        while not done.wait(HEARTBEAT_EVERY_S):
+            try:
+                row.update(heartbeat_at=timezone.now())
+            except Exception as exc:  # noqa: BLE001 - Postgres briefly away: try again next beat
+                log.warning("heartbeat_failed", error=str(exc))
+    finally:
+        connection.close()
+
+
+def run_consumer_row(*, consumer_id: int, task_id: str | None = None) -> ConsumerStats | None:
     """Run the engine for a Consumer row until its status becomes `stopping` (the stop signal),
-    keeping heartbeat, stats and a ConsumerRun up to date."""
+    keeping heartbeat, stats and a ConsumerRun up to date.
+
+    With `task_id` (the Celery task), every write is fenced on the row still naming this task: a
+    task the reconciler or an operator has replaced exits at once and never overwrites the row.
+    A pool process whose worker died (its parent changed) stops gracefully and marks the row failed."""
     consumer = Consumer.objects.select_related("topic").get(pk=consumer_id)
-    if consumer.status == Consumer.Status.STOPPING:
-        Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.STOPPED)
+    mine = Consumer.objects.filter(pk=consumer_id)
+    if task_id is not None:
+        mine = mine.filter(task_id=task_id)
+        if consumer.task_id != task_id:
+            log.info("consumer_task_superseded", consumer=consumer.name, task_id=task_id, current=consumer.task_id)
+            return None
+    if consumer.status in (Consumer.Status.STOPPING, Consumer.Status.STOPPED):
+        mine.filter(status=Consumer.Status.STOPPING).update(status=Consumer.Status.STOPPED)
         return None
-    run = ConsumerRun.objects.create(consumer=consumer)
-    Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.RUNNING, heartbeat_at=timezone.now())
+    worker = f"{socket.gethostname()} pid {os.getpid()}"
+    parent = os.getppid()
+    run = ConsumerRun.objects.create(consumer=consumer, task_id=task_id or "", worker=worker)
+    mine.update(status=Consumer.Status.RUNNING, heartbeat_at=timezone.now(), worker=worker)
+    orphaned: list[str] = []
 
     def stop_signal() -> bool:
-        status = Consumer.objects.filter(pk=consumer_id).values_list("status", flat=True).first()
-        return status in (None, Consumer.Status.STOPPING, Consumer.Status.STOPPED)
+        if os.getppid() != parent:  # the Celery worker that forked this pool process is gone
+            if not orphaned:  # (prefork sets PDEATHSIG, so this is for pools that do not)
+                orphaned.append(f"the Celery worker process {parent} died; its pool process {os.getpid()} "
+                                "stopped the consumer")
+            return True
+        status = mine.values_list("status", flat=True).first()
+        return status in (None, Consumer.Status.STOPPING, Consumer.Status.STOPPED, Consumer.Status.FAILED)
 
     def heartbeat(stats: ConsumerStats) -> None:
         data = stats.as_dict()
-        Consumer.objects.filter(pk=consumer_id).update(heartbeat_at=timezone.now(), stats=data)
+        mine.update(heartbeat_at=timezone.now(), stats=data)
         samples.record(consumer_id=consumer_id, stats=data)  # the dashboard's last-hour sparklines
         ConsumerRun.objects.filter(pk=run.pk).update(messages=stats.messages, batches=stats.batches,
                                                      gaps=stats.gaps, dlq=stats.dlq)
 
-    config = consumer_config(
-        data_type=consumer.data_type,
-        topics=(consumer.topic.name,) if consumer.topic and not consumer.topic_pattern else None,
-        topic_pattern=consumer.topic_pattern or None, group_id=consumer.group_id or None,
-        batch_size=consumer.batch_size, max_batch_ms=consumer.max_batch_ms, progress_interval_s=5.0)
-    engine = build_engine(config=config, stop_signal=stop_signal, heartbeat=heartbeat)
+    def end_run(stats: ConsumerStats, reason: str, error: str = "") -> None:
+        ConsumerRun.objects.filter(pk=run.pk).update(messages=stats.messages, batches=stats.batches,
+                                                     gaps=stats.gaps, dlq=stats.dlq)
+        ConsumerRun.objects.filter(pk=run.pk, ended_at__isnull=True).update(  # unless already closed with a reason
+            ended_at=timezone.now(), error=error, end_reason=reason[:500])
+
+    beating = threading.Event()
+    beat_thread = threading.Thread(target=_beat, args=(mine, beating), name="k2-consumer-heartbeat", daemon=True)
+    beat_thread.start()
+    engine = None
     try:
+        config = consumer_config(
+            data_type=consumer.data_type,
+            topics=(consumer.topic.name,) if consumer.topic and not consumer.topic_pattern else None,
+            topic_pattern=consumer.topic_pattern or None, group_id=consumer.group_id or None,
+            batch_size=consumer.batch_size, max_batch_ms=consumer.max_batch_ms, progress_interval_s=5.0)
+        engine = build_engine(config=config, stop_signal=stop_signal, heartbeat=heartbeat)
         with engine.signals_stop_gracefully():  # a worker's SIGTERM reaching this pool process
             stats = engine.run()
     except Exception as exc:
-        Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.FAILED, last_error=str(exc),
-                                                       stats=engine.stats.as_dict())
-        ConsumerRun.objects.filter(pk=run.pk).update(ended_at=timezone.now(), error=str(exc),
-                                                     messages=engine.stats.messages, batches=engine.stats.batches,
-                                                     gaps=engine.stats.gaps, dlq=engine.stats.dlq)
+        stats = engine.stats if engine is not None else ConsumerStats()
+        error = f"{type(exc).__name__}: {exc}"
+        mine.filter(status__in=ACTIVE).update(status=Consumer.Status.FAILED, last_error=error,
+                                              stats=stats.as_dict(), updated_at=timezone.now())
+        end_run(stats, f"failed: {error}", error)
         raise
-    Consumer.objects.filter(pk=consumer_id).update(status=Consumer.Status.STOPPED, stats=stats.as_dict(),
-                                                   heartbeat_at=timezone.now())
-    ConsumerRun.objects.filter(pk=run.pk).update(ended_at=timezone.now(), messages=stats.messages,
-                                                 batches=stats.batches, gaps=stats.gaps, dlq=stats.dlq)
+    finally:
+        beating.set()
+        beat_thread.join(timeout=10)
+    if orphaned:
+        mine.filter(status__in=ACTIVE).update(status=Consumer.Status.FAILED, last_error=orphaned[0],
+                                              stats=stats.as_dict(), heartbeat_at=timezone.now(),
+                                              updated_at=timezone.now())
+        end_run(stats, orphaned[0])
+        return stats
+    mine.filter(status__in=(Consumer.Status.STOPPING, Consumer.Status.RUNNING)).update(
+        status=Consumer.Status.STOPPED, stats=stats.as_dict(), heartbeat_at=timezone.now(), task_id="")
+    end_run(stats, "stopped")
     return stats
 
 
-__all__ = ["ConsumerTransitionError", "build_engine", "consumer_config", "ensure_default_consumers",
-           "run_consumer_row", "start_consumer", "start_default_consumers", "stop_consumer"]
+__all__ = ["ConsumerTransitionError", "ReconcileReport", "build_engine", "consumer_config", "dead_reason",
+           "ensure_default_consumers", "mark_failed", "reconcile_consumers", "reset_consumer", "run_consumer_row",
+           "start_consumer", "start_default_consumers", "stop_consumer"]

@@ -42,7 +42,15 @@ class Consumer(models.Model):
     batch_size = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: K2_CONSUMER_BATCH_SIZE.")
     max_batch_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STOPPED)
+    # What the operator asked for: the reconciler restarts a `failed` consumer whose desired
+    # status is running (bounded by K2_CONSUMER_MAX_RESTARTS per K2_CONSUMER_RESTART_WINDOW_MINUTES).
+    desired_status = models.CharField(max_length=16, choices=[("running", "running"), ("stopped", "stopped")],
+                                      default="stopped")
     task_id = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="Celery worker host and pool process id.")
+    restart_times = models.JSONField(default=list, blank=True,
+                                     help_text="When the reconciler restarted it (ISO instants, inside the window).")
+    next_restart_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     stats = models.JSONField(default=dict, blank=True)
@@ -64,6 +72,9 @@ class ConsumerRun(models.Model):
     gaps = models.BigIntegerField(default=0)
     dlq = models.BigIntegerField(default=0)
     error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    end_reason = models.CharField(max_length=500, blank=True, help_text="Why the run ended.")
 
     class Meta:
         ordering = ["-started_at"]

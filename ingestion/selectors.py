@@ -28,3 +28,23 @@ def gaps(*, exchange: str | None = None, data_type: str | None = None, symbol: s
         qs = qs.filter(detected_at__lt=detected_to)
     return qs
 
+
+
+GAP_CSV_FIELDS = ("id", "detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
+                  "received_sequence", "gap_size", "missing_remaining", "topic", "partition", "offset", "state",
+                  "filled_at", "acknowledged_at", "acknowledged_by", "note")
+
+
+def gaps_csv(queryset: QuerySet[SequenceGap]) -> str:
+    """The gaps as CSV (a header, one row per gap, instants in UTC ISO 8601): the export of the
+    admin's filtered list and of `/api/v1/gaps?format=csv`."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(GAP_CSV_FIELDS)
+    for row in queryset.values_list(*GAP_CSV_FIELDS[:-2], "acknowledged_by__username", "note"):
+        writer.writerow([value.astimezone(dt.UTC).isoformat() if isinstance(value, dt.datetime) else
+                         ("" if value is None else value) for value in row])
+    return out.getvalue()

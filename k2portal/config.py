@@ -82,6 +82,13 @@ VARIABLES: tuple[Variable, ...] = (
              "a positive integer: how often Celery beat compacts small files and expires snapshots"),
     Variable("K2_WEB_ADDR", "127.0.0.1:8000", "host:port the `make run` web server listens on"),
     Variable("K2_CONSUMER_SLOTS", "4", "a positive integer: Celery pool processes for consumer tasks under `make run`"),
+    Variable("K2_CONSUMER_STALE_SECONDS", "15",
+             "a positive integer: a running consumer whose heartbeat (written every 2 s by its process) "
+             "is older than this is marked failed (and restarted)"),
+    Variable("K2_CONSUMER_MAX_RESTARTS", "5",
+             "a positive integer: automatic restarts of one consumer allowed per K2_CONSUMER_RESTART_WINDOW_MINUTES"),
+    Variable("K2_CONSUMER_RESTART_WINDOW_MINUTES", "10",
+             "a positive integer: the window over which K2_CONSUMER_MAX_RESTARTS is counted"),
     Variable("K2_LOG_JSON", None, "1/true/yes or 0/false/no; unset: JSON when stdout is not a terminal"),
     Variable("K2_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable("K2_ADMIN_PASSWORD", None, "password for the `admin` user `make run` creates; unset: generated and printed once"),
@@ -233,6 +240,9 @@ class K2Config:
     secret_key: str | None
     debug: bool
     allowed_hosts: list[str]
+    consumer_stale_seconds: int = 15
+    consumer_max_restarts: int = 5
+    consumer_restart_window_minutes: int = 10
     s3: S3Options | None = None  # K2_S3_* and AWS_* (catalog.engine.storage), for an s3:// warehouse
 
     @property
@@ -302,5 +312,8 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         secret_key=_get(env, "SECRET_KEY"),
         debug=bool(parse_bool(env, "DEBUG")),
         allowed_hosts=[h.strip() for h in (_get(env, "ALLOWED_HOSTS") or "").split(",") if h.strip()],
+        consumer_stale_seconds=parse_positive_int(env, "K2_CONSUMER_STALE_SECONDS", minimum=5) or 15,
+        consumer_max_restarts=parse_positive_int(env, "K2_CONSUMER_MAX_RESTARTS") or 5,
+        consumer_restart_window_minutes=parse_positive_int(env, "K2_CONSUMER_RESTART_WINDOW_MINUTES") or 10,
         s3=parse_s3(env, warehouse),
     )

@@ -14,6 +14,20 @@ _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = get_logger(__name__, component="http")
 
 
+def _who(request: HttpRequest) -> dict[str, str]:
+    """Who made the request, for the log line: the API key's prefix (and its owner) or the session user."""
+    who: dict[str, str] = {}
+    prefix = getattr(request, "k2_api_key_prefix", None)
+    if prefix:
+        who["api_key"] = prefix
+    user = getattr(request, "user", None)
+    if user is not None and getattr(user, "is_authenticated", False):
+        who["user"] = user.get_username()
+    elif getattr(request, "k2_api_key_owner", ""):
+        who["user"] = request.k2_api_key_owner  # type: ignore[attr-defined]
+    return who
+
+
 class CorrelationIdMiddleware:
     """Take X-Correlation-ID from the request (or make one), bind it, return it on the response."""
 
@@ -27,7 +41,7 @@ class CorrelationIdMiddleware:
         try:
             response = self.get_response(request)
             log.info("request_finished", method=request.method, path=request.path,
-                     status=response.status_code)
+                     status=response.status_code, **_who(request))
             response[HEADER] = correlation_id
             return response
         finally:

@@ -114,11 +114,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "catalog.maintain_tables",
         "schedule": K2.maintenance_interval_minutes * 60.0,
     },
+    "reconcile-consumers": {  # self-healing: dead consumer tasks marked failed and restarted
+        "task": "ingestion.reconcile_consumers",
+        "schedule": 5.0,
+    },
     "refresh-topic-watermarks": {
         "task": "ingestion.refresh_watermarks",
         "schedule": 60.0,
     },
 }
+K2_CONSUMER_QUEUE = "consumers"  # the Celery queue of consumer tasks (the `consumers` worker of the Procfile)
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
 

@@ -203,4 +203,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         for key in queryset:
             services.api_key_revoke(api_key=key)
+            self.log_change(request, key, f"Revoked API key {key.prefix}")
         messages.success(request, f"Revoked {queryset.count()} key(s) at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.")

@@ -78,6 +78,9 @@ class KeyOrStaff(APIKeyHeader):
                 raise ScopeMissing(f"this API key lacks the {self.scope!r} scope (it has: "
                                    f"{', '.join(api_key.scopes) or 'none'}): ask an admin for a key with {self.scope!r}")
             services.rate_limit_check(api_key=api_key)
+            # who made the request, for the request log line (k2portal.middleware)
+            request.k2_api_key_prefix = api_key.prefix  # type: ignore[attr-defined]
+            request.k2_api_key_owner = api_key.owner.get_username() if api_key.owner_id else ""  # type: ignore[attr-defined]
             return api_key
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.is_staff and user.is_active:
@@ -293,7 +296,8 @@ def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16)
          data_type: Literal["trades", "quotes", "reference_data"] | None = None,
          symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
          detected_from: Instant | None = None, detected_to: Instant | None = None,
-         limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000)) -> HttpResponse:
+         limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000),
+         format: Literal["json", "csv"] | None = None) -> HttpResponse:
     for name, value in (("detected_from", detected_from), ("detected_to", detected_to)):
         if value is not None and value.tzinfo is None:
             raise BadQuery(f"{name} needs a UTC offset, e.g. 2024-03-11T05:00:00Z", field=name)
@@ -303,6 +307,16 @@ def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16)
     # Postgres accepts offsets up to ±15:59 only: compare in UTC.
     detected_from = _utc("detected_from", detected_from)
     detected_to = _utc("detected_to", detected_to)
+    if format == "csv":
+        from ingestion.selectors import gaps as gap_queryset
+        from ingestion.selectors import gaps_csv
+
+        qs = gap_queryset(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
+                          detected_from=detected_from, detected_to=detected_to)[offset:offset + limit]
+        response = HttpResponse(gaps_csv(qs), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="sequence_gaps.csv"'
+        _count(request, 200)
+        return response
     rows = selectors.gap_list(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
                               detected_from=detected_from, detected_to=detected_to, limit=limit, offset=offset)
     _count(request, 200)
