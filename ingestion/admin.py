@@ -1,11 +1,17 @@
+from importlib import import_module
+
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.functional import SimpleLazyObject
 from django.utils.html import format_html
 
 from ingestion import admin_display as show
-from ingestion import consumer_services
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
+
+# The services import the consumer engine (pyiceberg, pyarrow, confluent-kafka: seconds of
+# imports); the admin is loaded by every manage.py command, so they are imported at first use.
+consumer_services = SimpleLazyObject(lambda: import_module("ingestion.consumer_services"))
 
 
 @admin.register(Topic)

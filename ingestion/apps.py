@@ -10,7 +10,7 @@ class IngestionConfig(AppConfig):
         # counters at 0 for the declared exchanges, so a first DLQ message or write failure is
         # an increase Prometheus sees (deploy/prometheus/alerts.yml).
         from catalog.engine.schemas import DATA_TYPES
-        from ingestion.engine.decode import POISON_REASONS
+        from ingestion.engine.reasons import POISON_REASONS
         from ingestion.engine.topics import declared_topics
         from k2portal import metrics
 

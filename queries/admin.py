@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from decimal import Decimal
+from importlib import import_module
 from typing import Any
 
 from django import forms
@@ -15,12 +16,16 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.functional import SimpleLazyObject
 from django.utils.html import format_html
 
-from queries import services
-from queries.engine import formats
 from queries.engine.errors import QueryError
 from queries.models import ApiKey, SavedQuery
+
+# Services and encoders import DuckDB, pyarrow and pyiceberg (seconds of imports); the admin is
+# loaded by every manage.py command, so they are imported at first use.
+services = SimpleLazyObject(lambda: import_module("queries.services"))
+formats = SimpleLazyObject(lambda: import_module("queries.engine.formats"))
 
 OHLC_COLUMNS = {"bar_start", "open", "high", "low", "close"}
 

@@ -49,7 +49,7 @@ class SchemaSource(Protocol):
         """The writer schema text for a global id; SchemaNotFound when unknown."""
 
 
-POISON_REASONS = ("not_wire_format", "unknown_schema", "schema_mismatch", "undecodable", "value_out_of_range")
+from ingestion.engine.reasons import POISON_REASONS  # noqa: E402,F401 - re-exported: the reasons Poison takes
 
 
 @dataclass(frozen=True)
