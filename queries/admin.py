@@ -129,13 +129,14 @@ def _ran_with(saved: SavedQuery, params: dict[str, str]) -> list[dict[str, Any]]
 def _candles_chart(rows: list[dict], params: dict[str, str]) -> dict[str, Any]:
     """Bars for K2Charts.candles: exchange-local time (the `exchange` parameter's zone, ASX by
     default), OHLC as decimal strings, volume when the query returns it; one symbol (the first)."""
+    from catalog.engine.exchanges import ASX
     from queries.dashboard import local_ms
-    from queries.engine.timeutil import exchange_zone
+    from queries.selectors import exchange as registered
 
     try:
-        zone = exchange_zone(params.get("exchange") or "ASX")
+        zone = registered(params.get("exchange") or "ASX").zone
     except QueryError:
-        zone = exchange_zone("ASX")
+        zone = ASX.zone
     symbols = list(dict.fromkeys(str(r.get("symbol")) for r in rows if r.get("symbol") is not None))
     symbol = symbols[0] if symbols else ""
     shown = [r for r in rows if not symbols or str(r.get("symbol")) == symbol]

@@ -12,8 +12,18 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from catalog.engine.exchanges import Exchange
 from queries.engine.market import MarketQueries, range_clause, scan_expr
 from queries.engine.timeutil import exchange_zone, local_date_range
+
+
+def _registered(exchange: Exchange | str) -> Exchange:
+    """The registry's exchange for a code (BadQuery naming the known ones otherwise)."""
+    if isinstance(exchange, Exchange):
+        return exchange
+    from queries.selectors import exchange as registered
+
+    return registered(exchange)
 
 
 def local_ms(instant: dt.datetime, zone: dt.tzinfo) -> int:
@@ -24,8 +34,9 @@ def local_ms(instant: dt.datetime, zone: dt.tzinfo) -> int:
 
 
 def candles(*, engine: MarketQueries, symbol: str, day: dt.date, interval: str = "5m",
-            exchange: str = "ASX") -> dict[str, Any]:
+            exchange: Exchange | str = "ASX") -> dict[str, Any]:
     """Bars as [t_local_ms, open, close, low, high, volume] (prices as decimal strings)."""
+    exchange = _registered(exchange)
     zone = exchange_zone(exchange)
     result = engine.ohlcv(interval=interval, rng=local_date_range(day, exchange), symbols=[symbol], exchange=exchange)
     bars = [[local_ms(r["bar_start"], zone), str(r["open"]), str(r["close"]), str(r["low"]), str(r["high"]),
@@ -36,9 +47,10 @@ def candles(*, engine: MarketQueries, symbol: str, day: dt.date, interval: str =
 
 
 def gap_times(*, engine: MarketQueries, data_type: str, day: dt.date, gaps: Sequence[dict[str, Any]],
-              exchange: str = "ASX") -> list[dict[str, Any]]:
+              exchange: Exchange | str = "ASX") -> list[dict[str, Any]]:
     """The gaps whose next message is in `data_type`'s table on the exchange-local `day`, each
     with `t` (local ms) and `at` (UTC ISO) of that message. Gaps need symbol, partition, offset."""
+    exchange = _registered(exchange)
     wanted = [(str(g["symbol"]), int(g["partition"]), int(g["offset"])) for g in gaps]
     if not wanted:
         return []
