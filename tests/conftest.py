@@ -143,6 +143,23 @@ def iceberg_tables(catalog_config: CatalogConfig) -> Iterator[dict]:
         catalog.drop_namespace(catalog_config.namespace)
     except Exception:  # noqa: BLE001
         pass
+    _dispose(catalog)
+
+
+def _dispose(catalog: object) -> None:
+    """Close a SQL catalog's pooled Postgres connections: a test's catalog is not used again, and
+    a suite that leaves each one's pool open runs into Postgres's max_connections."""
+    engine = getattr(catalog, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _clear_cached_catalog() -> None:
+    from catalog import selectors
+
+    if selectors.get_catalog.cache_info().currsize:
+        _dispose(selectors.get_catalog())
+    selectors.get_catalog.cache_clear()
 
 
 @pytest.fixture
@@ -156,8 +173,6 @@ def k2_settings(settings, kafka_bootstrap: str, catalog_config: CatalogConfig): 
         warehouse=catalog_config.warehouse,
         s3=catalog_config.s3,
     )
-    from catalog import selectors
-
-    selectors.get_catalog.cache_clear()
+    _clear_cached_catalog()
     yield settings
-    selectors.get_catalog.cache_clear()
+    _clear_cached_catalog()
