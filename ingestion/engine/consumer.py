@@ -39,6 +39,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -967,10 +968,16 @@ class IcebergConsumer:
             self._listed_ends.pop(key, None)
             series = self._lag_series.pop(key, None)
             if series is not None:
-                try:
-                    metrics.CONSUMER_LAG.remove(*series)
-                except KeyError:
-                    pass
+                # prometheus_client's multiprocess mode cannot remove a series (it warns and keeps
+                # the value in this process's file): zero it first, so the `max` over processes
+                # is the owning member's lag, not this member's last value.
+                metrics.CONSUMER_LAG.labels(*series).set(0)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    try:
+                        metrics.CONSUMER_LAG.remove(*series)
+                    except KeyError:
+                        pass
 
     def _refresh_listed_ends(self, assignment: list[TopicPartition]) -> None:
         """Collect the answer to the previous ListOffsets(latest) request, if it has come, and send
