@@ -5,8 +5,10 @@ real Prometheus scraping a live portal sees the gap and dead-letter alerts go of
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -17,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 from django.db import connections
-from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from catalog.engine.iceberg import load_catalog
@@ -78,11 +79,18 @@ def _samples(text: str, name: str) -> list[dict[str, str]]:
             if s.name == name and s.value == 0]
 
 
-@pytest.mark.django_db
 def test_alerting_counters_exist_at_zero_before_anything_happens() -> None:
     """Process start (the ingestion app's ready()) creates every known label set at 0, so the
-    first DLQ message or write failure is an increase and `increase()` sees it."""
-    text = Client().get("/metrics").content.decode()
+    first DLQ message or write failure is an increase and `increase()` sees it. A fresh process:
+    in this one, earlier tests have counted messages already."""
+    script = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'k2portal.settings'); "
+              "os.environ.pop('PROMETHEUS_MULTIPROC_DIR', None); django.setup(); "
+              "from prometheus_client import REGISTRY, generate_latest; "
+              "print(generate_latest(REGISTRY).decode())")
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                            env={**os.environ, "DEBUG": "1"}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
     dlq = {(s["exchange"], s["data_type"], s["reason"]) for s in _samples(text, "k2_dlq_messages_total")}
     assert {("asx", d, r) for d in DATA_TYPES for r in POISON_REASONS} <= dlq
     failures = {(s["table"], s["error"]) for s in _samples(text, "k2_iceberg_write_failures_total")}
