@@ -85,6 +85,9 @@ def task_gone(task_id: str) -> bool:
         return False
 
 
+STARTING_GRACE_SECONDS = 120  # how long a queued consumer task may wait for a worker to pick it up
+
+
 def dead_reason(row: Consumer, *, now: dt.datetime | None = None, stale_seconds: int | None = None) -> str | None:
     """Why an active (starting/running/stopping) row has no live task behind it, or None if it may
     be alive: its heartbeat (or, before the first one, its last state change) is older than
@@ -95,6 +98,11 @@ def dead_reason(row: Consumer, *, now: dt.datetime | None = None, stale_seconds:
     stale = stale_seconds or settings.K2.consumer_stale_seconds
     seen = row.heartbeat_at if row.status != Consumer.Status.STARTING else None
     seen = max(filter(None, (seen, row.updated_at)), default=None)
+    if row.status == Consumer.Status.STARTING:
+        # A task still in the queue is not a dead worker: a consumers worker that is starting (4
+        # pool processes importing the engines on a busy 2-core machine) takes tens of seconds,
+        # and a restart under a new task id would only queue a second task behind the first.
+        stale = max(stale, STARTING_GRACE_SECONDS)
     if seen is not None and (now - seen).total_seconds() > stale:
         age = (now - seen).total_seconds()
         what = "no worker picked its task up" if row.status == Consumer.Status.STARTING else "heartbeat stale"

@@ -43,8 +43,10 @@ def test_run_command_brings_the_platform_up_lands_the_sample_and_stops(unique: s
         assert "K2 stopped." in out
         manifest = json.loads((BASE_DIR / "data/sample/asx-2014-03/manifest.json").read_text())
         rows = manifest["rows"]
+        summary = "\n".join(line for line in out.splitlines() if "Iceberg rows" in line or "sample →" in line
+                             or "consumer" in line.lower() and ("error" in line.lower() or "failed" in line.lower()))
         assert (f"trades {rows['trades']:,}/{rows['trades']:,} · quotes {rows['quotes']:,}/{rows['quotes']:,} · "
-                f"reference_data {rows['reference_data']:,}/{rows['reference_data']:,}") in out
+                f"reference_data {rows['reference_data']:,}/{rows['reference_data']:,}") in out, summary[-4000:]
         # Worker-process metrics reach the portal's /metrics (prometheus_client multiprocess mode).
         assert f"k2_iceberg_rows_written_total = {sum(rows.values()):,}" in out
         injected = {(a["symbol"], a["expected_sequence"]) for a in manifest["anomalies"] if a["kind"] == "gap"}
