@@ -127,6 +127,11 @@ def test_operator_sees_a_consumer_die_and_come_back_then_resets_its_offsets(
     page.wait_for_selector("#reset-plan")
     assert "skips 10 message(s) (offsets 50–59 never reach the table)" in page.locator("#reset-plan").inner_text()
     _shot(page, "5-reset-preview")
+    from ingestion.engine.offset_reset import group_members
+
+    deadline = time.monotonic() + 60  # as an operator would: wait until the stopped member has left the group
+    while group_members(bootstrap=kafka_bootstrap, group=f"g-{unique}") and time.monotonic() < deadline:
+        time.sleep(1)
     page.click("input[name=apply]")
     page.wait_for_url(f"**/admin/ingestion/consumer/{consumer.pk}/change/")
     assert "offsets reset" in page.locator("ul.messagelist").inner_text()
