@@ -53,6 +53,7 @@ def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -
     if request.method == "POST":
         context.update(mode=request.POST.get("mode", ""), timestamp=request.POST.get("timestamp", ""),
                        offsets=request.POST.get("offsets", ""))
+        mode = ""
         try:
             mode, timestamp, offsets = _parse(request.POST)
             if "apply" in request.POST:
@@ -67,4 +68,10 @@ def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -
                 context.update(refused=True, error=f"{consumer.name} is {consumer.status}: stop it first.")
         except OffsetResetError as exc:
             context["error"] = f"Nothing changed: {exc}"
+            if "apply" in request.POST and mode:  # keep the plan on screen so the operator can apply again
+                try:
+                    plans = plan_consumer_reset(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets)
+                    context.update(plans=plans, refused=any(p.refused for p in plans))
+                except OffsetResetError:
+                    pass
     return TemplateResponse(request, "admin/ingestion/consumer/reset_offsets.html", context)

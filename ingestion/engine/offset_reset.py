@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 Mode = Literal["earliest", "latest", "timestamp", "offsets"]
@@ -96,8 +96,15 @@ def _read_forward(consumer: Consumer, starts: dict[tuple[str, int], int], *, unt
     return found
 
 
+# Commit errors a broker gives a non-member's commit while the group still has members.
+_STILL_A_MEMBER = {KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS}
+
+
 def group_members(*, bootstrap: str, group: str, timeout: float = 10.0) -> int:
-    """How many members the group has now (a reset needs none: stop the consumer first)."""
+    """How many members the group has now (a reset needs none: stop the consumer first).
+
+    The embedded broker (Tansu) describes every group with no members, so there the check is the
+    commit itself: it refuses a non-member's commit while the group has a member (`apply_reset`)."""
     admin = AdminClient(_client_conf(bootstrap))
     try:
         description = admin.describe_consumer_groups([group])[group].result(timeout=timeout)
@@ -200,6 +207,13 @@ def apply_reset(*, bootstrap: str, group: str, plans: list[PartitionPlan], timeo
         if failed:
             raise OffsetResetError(f"the broker refused the commit: {'; '.join(failed)}")
     except KafkaException as exc:
+        code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
+        if code in _STILL_A_MEMBER:
+            raise OffsetResetError(
+                f"the broker refused the commit because consumer group {group} still has a member "
+                f"({exc.args[0].name()}): a consumer that stopped without leaving the group (killed, or its "
+                "worker lost) stays a member until its session times out (45 s by default); nothing changed, "
+                "apply again in a minute") from None
         raise OffsetResetError(f"cannot commit offsets for group {group}: {exc}") from None
     finally:
         consumer.close()

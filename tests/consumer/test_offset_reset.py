@@ -210,3 +210,43 @@ def test_admin_page_previews_refuses_applies_and_logs_the_reset(rig: Rig, admin_
     Consumer.objects.filter(pk=rig.consumer.pk).update(status="running")
     page = admin_client.post(url, {"mode": "latest", "apply": "1"}).content.decode()
     assert "Nothing changed: consumer" in page and "is running: stop it" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reset_while_a_killed_member_is_still_in_the_group_says_so_and_keeps_the_plan(rig: Rig, admin_client) -> None:
+    """A consumer that dies without leaving its group (SIGKILL) stays a member on the broker; a reset
+    applied then is refused by the broker's commit. The page says why, changes nothing, and keeps the
+    plan with its Apply button so the operator can apply again (once the member's session expired:
+    on Kafka after its session timeout; the embedded broker expires it when a consumer joins the group,
+    see tests/platform/test_operations_browser.py)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    rig.produce(20)
+    rig.run_until(20)
+    before = [p.committed for p in plan_consumer_reset(consumer=rig.consumer, mode="latest")]
+    rig.produce(10)
+    member = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from confluent_kafka import Consumer\n"
+        f"c = Consumer({{'bootstrap.servers': {rig.bootstrap!r}, 'group.id': {rig.consumer.group_id!r},"
+        " 'enable.auto.commit': False, 'session.timeout.ms': 6000, 'heartbeat.interval.ms': 1000})\n"
+        f"c.subscribe([{rig.topic!r}])\n"
+        "while not c.assignment():\n"
+        "    c.poll(0.2)\n"
+        "print('member', flush=True)\n"
+        "while True:\n"
+        "    c.poll(0.2)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert member.stdout.readline().strip() == "member"
+    finally:
+        os.kill(member.pid, signal.SIGKILL)
+        member.wait()
+
+    url = f"/admin/ingestion/consumer/{rig.consumer.pk}/reset-offsets/"
+    page = admin_client.post(url, {"mode": "latest", "apply": "1"}).content.decode()
+    assert "Nothing changed: the broker refused the commit because consumer group" in page, page
+    assert "still has a member" in page and 'name="apply"' in page and 'id="reset-plan"' in page
+    assert [p.committed for p in plan_consumer_reset(consumer=rig.consumer, mode="latest")] == before
