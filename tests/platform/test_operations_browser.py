@@ -52,6 +52,7 @@ def _run_action(page, pk: int, action: str) -> None:  # type: ignore[no-untyped-
     page.wait_for_selector("ul.messagelist")
 
 
+@pytest.mark.timeout(480)  # the killed member's 45 s session must expire before the partition is handed back
 @pytest.mark.django_db(transaction=True)
 def test_operator_sees_a_consumer_die_and_come_back_then_resets_its_offsets(
         live_server, page, workers, k2_settings, kafka_bootstrap, iceberg_tables, catalog_config, unique,
