@@ -26,7 +26,7 @@ MODES = [("earliest", "earliest"), ("latest", "latest (skip everything not yet r
          ("timestamp", "a time"), ("offsets", "an offset per partition")]
 
 
-def _parse(post: Any) -> tuple[str, dt.datetime | None, dict[int, int] | None]:
+def _parse(post: Any) -> tuple[str, dt.datetime | None, dict[int, int] | None, bool]:
     mode = post.get("mode") or ""
     if mode not in dict(MODES):
         raise OffsetResetError("choose what to reset to: earliest, latest, a time or an offset per partition")
@@ -40,7 +40,7 @@ def _parse(post: Any) -> tuple[str, dt.datetime | None, dict[int, int] | None]:
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=dt.UTC)  # the form says UTC
     offsets = parse_partition_offsets(post.get("offsets", "")) if mode == "offsets" else None
-    return mode, timestamp, offsets
+    return mode, timestamp, offsets, post.get("rewrite") == "1"
 
 
 def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -> HttpResponse:
@@ -49,20 +49,23 @@ def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -
     consumer = get_object_or_404(Consumer, pk=object_id)
     context: dict[str, Any] = {**model_admin.admin_site.each_context(request), "title": f"Reset offsets: {consumer}",
                                "opts": Consumer._meta, "consumer": consumer, "modes": MODES, "mode": "latest",
-                               "group": consumer.group_id, "timestamp": "", "offsets": ""}
+                               "group": consumer.group_id, "timestamp": "", "offsets": "", "rewrite": False}
     if request.method == "POST":
         context.update(mode=request.POST.get("mode", ""), timestamp=request.POST.get("timestamp", ""),
-                       offsets=request.POST.get("offsets", ""))
+                       offsets=request.POST.get("offsets", ""), rewrite=request.POST.get("rewrite") == "1")
         mode = ""
         try:
-            mode, timestamp, offsets = _parse(request.POST)
+            mode, timestamp, offsets, rewrite = _parse(request.POST)
             if "apply" in request.POST:
-                plans = reset_consumer_offsets(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets)
-                model_admin.log_change(request, consumer, f"Offsets reset to {mode}: {describe_plans(plans)}")
+                plans = reset_consumer_offsets(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets,
+                                               rewrite=rewrite)
+                how = f"{mode}, rewriting rows already in the table" if any(p.rewrite for p in plans) else mode
+                model_admin.log_change(request, consumer, f"Offsets reset to {how}: {describe_plans(plans)}")
                 model_admin.message_user(request, f"{consumer.name}: offsets reset ({describe_plans(plans)}).",
                                          messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:ingestion_consumer_change", args=[consumer.pk]))
-            plans = plan_consumer_reset(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets)
+            plans = plan_consumer_reset(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets,
+                                            rewrite=rewrite)
             context.update(plans=plans, refused=any(p.refused for p in plans))
             if consumer.status != Consumer.Status.STOPPED:
                 context.update(refused=True, error=f"{consumer.name} is {consumer.status}: stop it first.")
@@ -70,7 +73,8 @@ def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -
             context["error"] = f"Nothing changed: {exc}"
             if "apply" in request.POST and mode:  # keep the plan on screen so the operator can apply again
                 try:
-                    plans = plan_consumer_reset(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets)
+                    plans = plan_consumer_reset(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets,
+                                            rewrite=rewrite)
                     context.update(plans=plans, refused=any(p.refused for p in plans))
                 except OffsetResetError:
                     pass

@@ -67,6 +67,9 @@ GROUP_KEY = "k2.kafka.group"  # the consumer group that wrote the snapshot (info
 COMMIT_ID_KEY = "k2.commit-id"  # one per `append` call, to recognise an ambiguous commit
 OFFSETS_PREFIX = "k2.kafka.offsets."  # before: one record per group (k2.kafka.offsets.<group>)
 TOPIC_IDS_PREFIX = "k2.kafka.topic-ids."
+# {topic: {partition: offset}}: a rewind (an operator's explicit rewrite of a range). Offsets recorded
+# by earlier snapshots stop counting at this offset; the snapshot deleted the rows from it onwards.
+REWOUND_KEY = "k2.kafka.rewound"
 
 TopicPartition = tuple[str, int]
 
@@ -320,9 +323,13 @@ def _own_offsets(props: dict[str, str]) -> tuple[dict[TopicPartition, int], dict
 def _max_offsets(snapshots: Iterable[Any], topic_ids: dict[str, str] | None, keys: set[TopicPartition] | None = None,
                  group: str | None = None) -> dict[TopicPartition, int]:
     found: dict[TopicPartition, int] = {}
-    for snapshot in snapshots:
+    for snapshot in snapshots:  # in commit order
         summary = snapshot.summary
         extra = summary.additional_properties if summary is not None else {}
+        if REWOUND_KEY in extra:
+            for key, offset in parse_offsets(extra[REWOUND_KEY]).items():
+                if (keys is None or key in keys) and found.get(key, -1) > offset:
+                    found[key] = offset
         if OFFSETS_KEY not in extra and not any(k.startswith(OFFSETS_PREFIX) for k in extra):
             continue
         for record in snapshot_records(extra):
@@ -344,6 +351,55 @@ def recorded_offsets(table: Any, group: str | None = None,
                      topic_ids: dict[str, str] | None = None) -> dict[TopicPartition, int]:
     """The highest next-offset per topic-partition recorded in any snapshot still in the table's
     history, whatever group wrote it (only `group`'s records when one is given; compaction
-    snapshots carry none and are skipped). With `topic_ids` (the topics' current Kafka ids),
-    offsets recorded for another incarnation of a topic are ignored."""
+    snapshots carry none and are skipped), counted from the last rewind of that partition
+    (`rewind_rows`). With `topic_ids` (the topics' current Kafka ids), offsets recorded for
+    another incarnation of a topic are ignored."""
     return _max_offsets(table.metadata.snapshots, topic_ids, group=group)
+
+
+def rewind_rows(table: Any, starts: dict[TopicPartition, int]) -> int | None:
+    """Delete the rows that came from each topic-partition at or after its start offset, in one
+    Iceberg commit that also records the rewind (`k2.kafka.rewound`), so the table's record of
+    each partition goes back to its start and a consumer resuming there writes those rows again,
+    once. Returns the snapshot id of the commit (None when there was nothing to rewind).
+
+    Rows are matched on `source_partition` and `source_offset`, and on `source_topic` where the
+    table has that column (rows written before it read NULL there, and are matched when the
+    table records a single topic). Raises ValueError when the rows of one topic cannot be told
+    from another's (several topics in the table, no topic column)."""
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, IsNull, Or
+
+    if not starts:
+        return None
+    names = {f.name for f in table.schema().fields}
+    topics = {topic for record in (snapshot_records(s.summary.additional_properties)
+                                   for s in table.metadata.snapshots if s.summary is not None)
+              for r in record for topic, _ in r.offsets} | {topic for topic, _ in starts}
+    clauses = []
+    for (topic, partition), start in sorted(starts.items()):
+        clause = And(EqualTo("source_partition", partition), GreaterThanOrEqual("source_offset", start))
+        if "source_topic" in names:
+            same_topic = EqualTo("source_topic", topic)
+            clause = And(clause, Or(same_topic, IsNull("source_topic")) if len(topics) == 1 else same_topic)
+        elif len(topics) > 1:
+            raise ValueError(f"the table holds rows of several topics ({', '.join(sorted(topics))}) and has no "
+                             "source_topic column to tell them apart: a range cannot be rewritten")
+        clauses.append(clause)
+    delete_filter = clauses[0]
+    for clause in clauses[1:]:
+        delete_filter = Or(delete_filter, clause)
+    by_topic: dict[str, dict[str, int]] = {}
+    for (topic, partition), start in starts.items():
+        by_topic.setdefault(topic, {})[str(partition)] = start
+    marker = {REWOUND_KEY: json.dumps(by_topic, separators=(",", ":"), sort_keys=True)}
+    before = table.metadata.current_snapshot_id
+    table.delete(delete_filter=delete_filter, snapshot_properties=marker)
+    table.refresh()
+    if table.metadata.current_snapshot_id == before:  # nothing matched: record the rewind on its own
+        import pyarrow as pa
+
+        table.append(pa.Table.from_pylist([], schema=table.schema().as_arrow()), snapshot_properties=marker)
+        table.refresh()
+    log.info("offsets_rewound", table=".".join(table.name()), starts={f"{t}[{p}]": o for (t, p), o in starts.items()},
+             snapshot_id=table.metadata.current_snapshot_id)
+    return table.metadata.current_snapshot_id

@@ -38,6 +38,7 @@ class PartitionPlan:
     in_table: int | None  # next offset after the last message the table holds (None: none)
     target: int
     refused: str | None = None
+    rewrite: bool = False  # the target is behind the table: its rows from there are deleted and written again
 
     @property
     def current(self) -> int | None:
@@ -50,6 +51,10 @@ class PartitionPlan:
         if self.refused:
             return f"refused: {self.refused}"
         current = self.low if self.current is None else self.current
+        if self.rewrite and self.in_table is not None:
+            return (f"rewrites {self.in_table - self.target} message(s) (offsets {self.target}–{self.in_table - 1}: "
+                    "their rows are deleted from the table and written again, once)"
+                    + (f" and re-reads {current - self.in_table} more" if current > self.in_table else ""))
         if self.target > current:
             return f"skips {self.target - current} message(s) (offsets {current}–{self.target - 1} never reach the table)"
         if self.target < current:
@@ -117,11 +122,13 @@ def group_members(*, bootstrap: str, group: str, timeout: float = 10.0) -> int:
 
 def plan_reset(*, bootstrap: str, group: str, topics: list[str], mode: str,
                in_table: dict[tuple[str, int], int], timestamp: dt.datetime | None = None,
-               offsets: dict[int, int] | None = None, timeout: float = 10.0) -> list[PartitionPlan]:
+               offsets: dict[int, int] | None = None, timeout: float = 10.0,
+               rewrite: bool = False) -> list[PartitionPlan]:
     """One plan per partition of `topics`. `in_table` is the table's recorded next offset per
     (topic, partition); `offsets` maps partition → target offset (mode "offsets", partitions not
     named keep their position); `timestamp` is an aware instant (mode "timestamp": the first
-    offset at or after it, or the end). A target behind `in_table` is refused."""
+    offset at or after it, or the end). A target behind `in_table` is refused, unless `rewrite`:
+    then the plan says that range's rows are deleted from the table and written again."""
     if mode not in MODES:
         raise OffsetResetError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if mode == "timestamp" and (timestamp is None or timestamp.tzinfo is None):
@@ -174,15 +181,16 @@ def plan_reset(*, bootstrap: str, group: str, topics: list[str], mode: str,
             else:
                 target = (offsets or {}).get(tp.partition, current)
             refused = None
+            behind_table = table_at is not None and target < table_at
             if target < low or target > high:
                 refused = f"offset {target} is outside the partition's range {low}–{high}"
-            elif table_at is not None and target < table_at:
+            elif behind_table and not rewrite:
                 refused = (f"offset {target} is behind offset {table_at}, up to which the Iceberg table already "
                            f"holds this partition's rows: re-reading would write {table_at - target} row(s) twice; "
-                           f"choose {table_at} or later")
+                           f"choose {table_at} or later, or rewrite that range explicitly")
             plans.append(PartitionPlan(topic=tp.topic, partition=tp.partition, low=low, high=high,
                                        committed=committed.get(key), in_table=table_at, target=target,
-                                       refused=refused))
+                                       refused=refused, rewrite=behind_table and refused is None))
         return plans
     except KafkaException as exc:
         raise OffsetResetError(f"cannot read offsets from the broker at {bootstrap}: {exc}") from None

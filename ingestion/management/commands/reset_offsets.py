@@ -21,7 +21,7 @@ class Command(BaseCommand):
     help = ("Reset a stopped consumer's Kafka group offsets: to the earliest or latest offset, to a time, or to "
             "an offset per partition. Prints per partition what would be re-read or skipped; changes nothing "
             "without --execute. A target behind what the Iceberg table already holds is refused (it would "
-            "write rows twice).")
+            "write rows twice) unless --rewrite: then those rows are deleted from the table and read again.")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("consumer", help="the consumer's name (admin: Consumers)")
@@ -31,9 +31,12 @@ class Command(BaseCommand):
         target.add_argument("--to-datetime", metavar="ISO8601", help="e.g. 2026-03-10T10:00:00+00:00 (a zone is required)")
         target.add_argument("--to-offset", metavar="P:O[,P:O…]", help="partition:offset pairs, e.g. 0:1200,1:980")
         parser.add_argument("--execute", action="store_true", help="commit the offsets (default: show the plan only)")
+        parser.add_argument("--rewrite", action="store_true",
+                            help="allow a target behind what the table holds: delete the table's rows from the "
+                                 "target on and write them again from Kafka (each row once)")
 
     def handle(self, *args: Any, consumer: str, to_earliest: bool, to_latest: bool, to_datetime: str | None,
-               to_offset: str | None, execute: bool, **options: Any) -> None:
+               to_offset: str | None, execute: bool, rewrite: bool, **options: Any) -> None:
         try:
             row = Consumer.objects.get(name=consumer)
         except Consumer.DoesNotExist:
@@ -48,9 +51,10 @@ class Command(BaseCommand):
         try:
             offsets = parse_partition_offsets(to_offset) if to_offset else None
             if execute:
-                plans = reset_consumer_offsets(consumer=row, mode=mode, timestamp=timestamp, offsets=offsets)
+                plans = reset_consumer_offsets(consumer=row, mode=mode, timestamp=timestamp, offsets=offsets,
+                                               rewrite=rewrite)
             else:
-                plans = plan_consumer_reset(consumer=row, mode=mode, timestamp=timestamp, offsets=offsets)
+                plans = plan_consumer_reset(consumer=row, mode=mode, timestamp=timestamp, offsets=offsets, rewrite=rewrite)
         except OffsetResetError as exc:
             raise CommandError(f"nothing changed: {exc}") from None
         self.stdout.write(f"{'partition':<40} {'committed':>10} {'in table':>10} {'target':>10}  effect")
