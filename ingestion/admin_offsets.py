@@ -21,6 +21,7 @@ from ingestion.offset_services import (
     plan_consumer_reset,
     reset_consumer_offsets,
 )
+from k2core.errors import ApplicationError
 
 MODES = [("earliest", "earliest"), ("latest", "latest (skip everything not yet read)"),
          ("timestamp", "a time"), ("offsets", "an offset per partition")]
@@ -65,6 +66,6 @@ def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -
             context.update(plans=plans, refused=any(p.refused for p in plans))
             if consumer.status != Consumer.Status.STOPPED:
                 context.update(refused=True, error=f"{consumer.name} is {consumer.status}: stop it first.")
-        except OffsetResetError as exc:
-            context["error"] = f"Nothing changed: {exc}"
+        except ApplicationError as exc:  # shown on the form, with what was typed
+            context["error"] = f"Nothing changed: {exc.message}"
     return TemplateResponse(request, "admin/ingestion/consumer/reset_offsets.html", context)
