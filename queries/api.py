@@ -384,9 +384,14 @@ def _error(api: NinjaAPI, request: HttpRequest, status: int, code: str, message:
 
 
 def install(api: NinjaAPI) -> None:
-    """Mount the routers and map every error to a JSON response, in this one place."""
+    """Mount the routers and map every error to a JSON response (`map_errors`)."""
     api.add_router("/", router)
     api.add_router("/", queries_router)
+    map_errors(api)
+
+
+def map_errors(api: NinjaAPI) -> None:
+    """Every error to a JSON response `{"error", "message", "field"?}` with its status, in this one place."""
 
     @api.exception_handler(ApplicationError)
     def application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
