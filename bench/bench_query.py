@@ -85,7 +85,7 @@ def django_client(config: CatalogConfig):  # type: ignore[no-untyped-def]
     setup_test_environment()
     connection.creation.create_test_db(verbosity=0, keepdb=True)
     settings.K2 = dataclasses.replace(settings.K2, iceberg_catalog_uri=config.uri, warehouse=config.warehouse)
-    settings.K2_ICEBERG_NAMESPACE = config.namespace
+    settings.K2 = dataclasses.replace(settings.K2, iceberg_namespace=config.namespace)
     settings.ALLOWED_HOSTS = ["testserver"]
     from catalog import selectors as catalog_selectors
     from queries import services

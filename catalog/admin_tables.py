@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -60,10 +61,11 @@ def table_summaries(*, catalog: object, namespace: str = NAMESPACE) -> list[Tabl
 def iceberg_tables_view(request: HttpRequest) -> TemplateResponse:
     from catalog.selectors import get_catalog
 
+    namespace = settings.K2.iceberg_namespace
     try:
-        tables = table_summaries(catalog=get_catalog())
+        tables = table_summaries(catalog=get_catalog(), namespace=namespace)
     except Exception as exc:  # noqa: BLE001 - the catalog database itself is unreachable: say so on the page
-        tables = [TableSummary(NAMESPACE, None, None, 0, 0, 0,
+        tables = [TableSummary(namespace, None, None, 0, 0, 0,
                                f"the Iceberg catalog is unreachable ({type(exc).__name__}: {exc}); check "
                                "K2_ICEBERG_CATALOG_URI (or DATABASE_URL) and that its database is running")]
     context = {**admin.site.each_context(request), "title": "Iceberg tables", "tables": tables}

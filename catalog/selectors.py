@@ -15,13 +15,11 @@ from k2portal.config import K2Config
 
 
 def catalog_config(namespace: str | None = None) -> CatalogConfig:
-    """The catalog from settings: K2_ICEBERG_CATALOG_URI (SQL or REST), K2_WAREHOUSE, and the S3
-    settings (K2_S3_*, AWS_*) when the warehouse is on S3."""
+    """The catalog from settings: K2_ICEBERG_CATALOG_URI (SQL or REST), K2_WAREHOUSE, the S3
+    settings (K2_S3_*, AWS_*) when the warehouse is on S3, and K2_ICEBERG_NAMESPACE unless given."""
     k2 = settings.K2
-    s3 = getattr(k2, "s3", None)
-    if namespace:
-        return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse, namespace=namespace, s3=s3)
-    return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse, s3=s3)
+    return CatalogConfig(uri=k2.iceberg_catalog_uri, warehouse=k2.warehouse, namespace=namespace or k2.iceberg_namespace,
+                         s3=k2.s3)
 
 
 def snapshot_policy(k2: K2Config | None = None) -> SnapshotPolicy:

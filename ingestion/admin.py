@@ -8,6 +8,7 @@ from django.utils.html import format_html
 
 from ingestion import admin_display as show
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
+from k2core.errors import ApplicationError
 
 # The services import the consumer engine (pyiceberg, pyarrow, confluent-kafka: seconds of
 # imports); the admin is loaded by every manage.py command, so they are imported at first use.
@@ -144,8 +145,8 @@ class ConsumerAdmin(admin.ModelAdmin):
                 row = service(consumer=consumer)
                 self.message_user(request, f"{consumer.name}: {verb}", messages.SUCCESS)
                 self.log_change(request, consumer, f"{verb.capitalize()} (was {before}, now {row.status}) from the admin")
-            except consumer_services.ConsumerTransitionError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+            except ApplicationError as exc:  # one refusal does not stop the others
+                self.message_user(request, exc.message, messages.ERROR)
 
     def has_operate_permission(self, request) -> bool:  # noqa: ANN001
         return request.user.has_perm("ingestion.operate_consumer")
@@ -255,19 +256,15 @@ class SequenceGapAdmin(admin.ModelAdmin):
         """An intermediate page asks for the note; posting it acknowledges the gaps."""
         from django.template.response import TemplateResponse
 
-        from ingestion.gaps import GapAcknowledgeError, acknowledge_gaps
+        from ingestion.gaps import acknowledge_gaps
 
-        if request.POST.get("confirm"):
+        if request.POST.get("confirm"):  # a refusal (no note) is shown by the admin site (k2portal.admin_site)
             pending = list(queryset.exclude(state=SequenceGap.State.ACKNOWLEDGED))
-            try:
-                changed = acknowledge_gaps(gaps=queryset, user=request.user, note=request.POST.get("note", ""))
-            except GapAcknowledgeError as exc:
-                self.message_user(request, f"Nothing acknowledged: {exc}.", messages.ERROR)
-            else:
-                note = request.POST.get("note", "").strip()
-                for gap in pending:
-                    self.log_change(request, gap, f"Acknowledged (was {gap.state}): {note}")
-                self.message_user(request, f"{changed} gap(s) acknowledged.", messages.SUCCESS)
+            changed = acknowledge_gaps(gaps=queryset, user=request.user, note=request.POST.get("note", ""))
+            note = request.POST.get("note", "").strip()
+            for gap in pending:
+                self.log_change(request, gap, f"Acknowledged (was {gap.state}): {note}")
+            self.message_user(request, f"{changed} gap(s) acknowledged.", messages.SUCCESS)
             return None
         return TemplateResponse(request, "admin/ingestion/sequencegap/acknowledge.html", {
             **self.admin_site.each_context(request), "title": "Acknowledge sequence gaps", "gaps": queryset,

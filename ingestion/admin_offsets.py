@@ -21,6 +21,7 @@ from ingestion.offset_services import (
     plan_consumer_reset,
     reset_consumer_offsets,
 )
+from k2core.errors import ApplicationError
 
 MODES = [("earliest", "earliest"), ("latest", "latest (skip everything not yet read)"),
          ("timestamp", "a time"), ("offsets", "an offset per partition")]
@@ -69,13 +70,13 @@ def reset_offsets_view(model_admin: Any, request: HttpRequest, object_id: int) -
             context.update(plans=plans, refused=any(p.refused for p in plans))
             if consumer.status != Consumer.Status.STOPPED:
                 context.update(refused=True, error=f"{consumer.name} is {consumer.status}: stop it first.")
-        except OffsetResetError as exc:
-            context["error"] = f"Nothing changed: {exc}"
+        except ApplicationError as exc:  # shown on the form, with what was typed
+            context["error"] = f"Nothing changed: {exc.message}"
             if "apply" in request.POST and mode:  # keep the plan on screen so the operator can apply again
                 try:
                     plans = plan_consumer_reset(consumer=consumer, mode=mode, timestamp=timestamp, offsets=offsets,
-                                            rewrite=rewrite)
+                                                rewrite=rewrite)
                     context.update(plans=plans, refused=any(p.refused for p in plans))
-                except OffsetResetError:
+                except ApplicationError:
                     pass
     return TemplateResponse(request, "admin/ingestion/consumer/reset_offsets.html", context)

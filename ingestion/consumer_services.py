@@ -26,13 +26,14 @@ from ingestion import samples
 from ingestion.engine.consumer import ConsumerConfig, ConsumerStats, IcebergConsumer
 from ingestion.gaps import OrmGapSink
 from ingestion.models import Consumer, ConsumerRun, Topic
+from k2core.errors import Conflict
 from k2portal.config import K2Config
 from k2portal.logging import get_logger
 
 log = get_logger(__name__, component="consumer")
 
 
-class ConsumerTransitionError(Exception):
+class ConsumerTransitionError(Conflict):
     """A consumer cannot move to the requested state from the one it is in."""
 
 
@@ -41,7 +42,7 @@ def consumer_config(*, data_type: str, topics: tuple[str, ...] | None = None, to
                     max_messages: int | None = None, from_beginning: bool = False, namespace: str | None = None,
                     k2: K2Config | None = None, **extra: Any) -> ConsumerConfig:
     """The engine's config from K2 settings (K2_CONSUMER_BATCH_SIZE, K2_CONSUMER_MAX_BATCH_MS,
-    K2_CATALOG_RETRY_SECONDS, broker) with explicit arguments taking precedence."""
+    K2_CATALOG_RETRY_SECONDS, K2_ICEBERG_NAMESPACE, broker) with explicit arguments taking precedence."""
     k2 = k2 or settings.K2
     extra.setdefault("snapshot_policy", snapshot_policy(k2))
     extra.setdefault("retry", RetryPolicy(budget_seconds=k2.catalog_retry_seconds))
@@ -50,9 +51,7 @@ def consumer_config(*, data_type: str, topics: tuple[str, ...] | None = None, to
         group_id=group_id or consumer_group(data_type), batch_size=batch_size or k2.consumer_batch_size,
         max_batch_ms=max_batch_ms or k2.consumer_max_batch_ms, max_messages=max_messages,
         from_beginning=from_beginning, session_timeout_ms=k2.session_timeout_ms, **extra)
-    if namespace:
-        kwargs["namespace"] = namespace
-    return ConsumerConfig(**kwargs)
+    return ConsumerConfig(namespace=namespace or k2.iceberg_namespace, **kwargs)
 
 
 def build_engine(*, config: ConsumerConfig, **hooks: Any) -> IcebergConsumer:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from ingestion.engine.consumer import GapRecord, LateRecord
 from ingestion.models import SequenceGap
+from k2core.errors import Invalid
 
 _TEXT_FIELDS = ("symbol", "exchange", "asset_class", "data_type", "topic")
 _MAX_LENGTHS = {name: SequenceGap._meta.get_field(name).max_length for name in _TEXT_FIELDS}
@@ -98,7 +99,7 @@ class OrmGapSink:
         return filled
 
 
-class GapAcknowledgeError(Exception):
+class GapAcknowledgeError(Invalid):
     """A gap cannot be acknowledged as asked (the message says why)."""
 
 
@@ -107,7 +108,8 @@ def acknowledge_gaps(*, gaps: Any, user: Any, note: str) -> int:
     audit trail compliance reads). Filled gaps may be acknowledged too; returns how many changed."""
     note = (note or "").strip()
     if not note:
-        raise GapAcknowledgeError("write a note saying what was found (for example: exchange halt, feed restart)")
+        raise GapAcknowledgeError("Nothing acknowledged: write a note saying what was found (for example: exchange halt, "
+                                  "feed restart).", field="note")
     with transaction.atomic():
         return gaps.exclude(state=SequenceGap.State.ACKNOWLEDGED).update(
             state=SequenceGap.State.ACKNOWLEDGED, acknowledged_by=user, acknowledged_at=timezone.now(), note=note)

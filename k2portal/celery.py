@@ -14,7 +14,6 @@ HEADER = "k2_correlation_id"
 app = Celery("k2portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-app.autodiscover_tasks(["k2portal"])
 
 
 @setup_logging.connect

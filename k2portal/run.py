@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bring the K2 platform up (Ctrl-C stops everything).")
     parser.add_argument("--exit-when-ready", action="store_true", help="stop again once everything is up")
     parser.add_argument("--no-sample", action="store_true", help="do not load the sample data")
-    parser.add_argument("--web", default=os.environ.get("K2_WEB_ADDR", "127.0.0.1:8000"), help="host:port of the web server")
+    parser.add_argument("--web", default=None, help="host:port of the web server (default: K2_WEB_ADDR)")
     args = parser.parse_args(argv)
 
     try:
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         fail(str(exc))
     metrics_dir = cfg.metrics_dir
-    env = {**os.environ, "K2_WEB_ADDR": args.web, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    args.web = args.web or cfg.web_addr
+    env = {**os.environ, "K2_WEB_ADDR": args.web, "K2_CONSUMER_SLOTS": str(cfg.consumer_slots), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
            "PYTHONUNBUFFERED": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     (BASE_DIR / "var").mkdir(exist_ok=True)
     say("K2: starting the platform")

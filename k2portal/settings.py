@@ -29,10 +29,10 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = K2.debug
-ALLOWED_HOSTS = K2.allowed_hosts + (["testserver"] if "pytest" in sys.modules else [])
+ALLOWED_HOSTS = K2.allowed_hosts  # the test client's "testserver" is added by Django's test set-up
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "k2portal.apps.K2AdminConfig",  # django.contrib.admin with K2's site (application errors → messages)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -36,9 +36,11 @@ class SavedQueryForm(forms.ModelForm):
         fields = ["slug", "name", "description", "sql", "parameters", "row_limit", "timeout_seconds", "owner"]
 
     def clean(self) -> dict[str, Any]:
+        """The service's rules (saved_query_validate: sandbox, row limit, timeout), run here too so a
+        refusal shows on the form, next to the field, with what was typed kept."""
         data = super().clean()
         if "sql" in data:
-            try:  # the service's own checks: the same as a run's and as saved_query_create's
+            try:
                 services.saved_query_validate(sql=data["sql"], parameters=data.get("parameters") or {},
                                               row_limit=data.get("row_limit"), timeout_seconds=data.get("timeout_seconds"))
             except QueryError as exc:
@@ -53,6 +55,17 @@ class SavedQueryAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "row_limit", "timeout_seconds", "owner", "updated_at", "run_link"]
     search_fields = ["slug", "name", "description"]
     prepopulated_fields = {"slug": ("name",)}
+
+    def save_model(self, request: HttpRequest, obj: SavedQuery, form: Any, change: bool) -> None:
+        """Saved through the service (saved_query_create / saved_query_update), as any other caller would."""
+        fields = {name: form.cleaned_data[name] for name in form.Meta.fields if name in form.cleaned_data}
+        if change:
+            services.saved_query_update(saved_query=obj, **fields)
+            return
+        created = services.saved_query_create(**fields)
+        obj.pk = created.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
 
     @admin.display(description="run")
     def run_link(self, obj: SavedQuery) -> str:

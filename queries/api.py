@@ -23,6 +23,7 @@ from ninja.security import APIKeyHeader
 from ninja.utils import check_csrf
 from pydantic import BeforeValidator, ConfigDict, Field
 
+from k2core.errors import ApplicationError, Forbidden, Unauthenticated
 from k2portal import metrics
 from queries import selectors, services
 from queries.api_schemas import DOC, ERRORS, GapsOut, OhlcvOut, RunOut, SavedQueriesOut, SavedQueryDetailOut, SnapshotsOut, TablesOut, TradesOut
@@ -49,12 +50,12 @@ Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 ERROR_RESPONSES = ERRORS  # documented error body (queries.api_schemas.ErrorOut) for every error status
 
 
-class MissingCredentials(Exception):
-    pass
+class MissingCredentials(Unauthenticated):
+    """No API key and no staff session (401)."""
 
 
-class ScopeMissing(Exception):
-    pass
+class ScopeMissing(Forbidden):
+    """A key without the endpoint's scope, or a user without its permission (403)."""
 
 
 SCOPE_PERMISSIONS = {ApiKey.Scope.MARKET_DATA_READ.value: "queries.read_market_data",
@@ -383,37 +384,30 @@ def _error(api: NinjaAPI, request: HttpRequest, status: int, code: str, message:
 
 
 def install(api: NinjaAPI) -> None:
-    """Mount the routers and map every error to a JSON response, in this one place."""
+    """Mount the routers and map every error to a JSON response (`map_errors`)."""
     api.add_router("/", router)
     api.add_router("/", queries_router)
+    map_errors(api)
 
-    @api.exception_handler(QueryError)
-    def query_error(request: HttpRequest, exc: QueryError) -> HttpResponse:
-        match = getattr(request, "resolver_match", None)
-        metrics.QUERY_ERRORS.labels(query_type=getattr(match, "url_name", None) or "api", error=exc.code).inc()
-        return _error(api, request, exc.status, exc.code, exc.message, exc.field)
 
-    @api.exception_handler(services.KeyRejected)
-    def key_rejected(request: HttpRequest, exc: Exception) -> HttpResponse:
-        return _error(api, request, 401, "unauthorized", str(exc))
+def map_errors(api: NinjaAPI) -> None:
+    """Every error to a JSON response `{"error", "message", "field"?}` with its status, in this one place."""
 
-    @api.exception_handler(MissingCredentials)
-    def missing(request: HttpRequest, exc: Exception) -> HttpResponse:
-        return _error(api, request, 401, "unauthorized", str(exc))
+    @api.exception_handler(ApplicationError)
+    def application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
+        """Every application error (k2core.errors): its status, code, message and field; its headers."""
+        if isinstance(exc, QueryError):
+            match = getattr(request, "resolver_match", None)
+            metrics.QUERY_ERRORS.labels(query_type=getattr(match, "url_name", None) or "api", error=exc.code).inc()
+        response = _error(api, request, exc.status, exc.code, exc.message, exc.field)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
 
+    # django-ninja's and Django's own exceptions, in the same JSON body
     @api.exception_handler(AuthenticationError)
     def unauthenticated(request: HttpRequest, exc: Exception) -> HttpResponse:
         return _error(api, request, 401, "unauthorized", "authentication required: send an API key in the X-API-Key header")
-
-    @api.exception_handler(ScopeMissing)
-    def forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
-        return _error(api, request, 403, "forbidden", str(exc))
-
-    @api.exception_handler(services.RateLimited)
-    def rate_limited(request: HttpRequest, exc: services.RateLimited) -> HttpResponse:
-        response = _error(api, request, 429, "rate_limited", str(exc))
-        response["Retry-After"] = str(exc.retry_after)
-        return response
 
     @api.exception_handler(HttpError)
     def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
@@ -421,10 +415,6 @@ def install(api: NinjaAPI) -> None:
             return _error(api, request, 400, "bad_request", "the request body is not valid JSON: send a JSON object "
                                                             'such as {"params": {"symbol": "BHP"}}', "body")
         return _error(api, request, exc.status_code, "error", str(exc))
-
-    @api.exception_handler(formats.UnencodableResult)
-    def unencodable(request: HttpRequest, exc: Exception) -> HttpResponse:
-        return _error(api, request, 422, "unencodable_result", str(exc), "format")
 
     @api.exception_handler(RequestDataTooBig)
     def too_big(request: HttpRequest, exc: Exception) -> HttpResponse:

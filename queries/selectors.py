@@ -10,7 +10,6 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from catalog.engine.exchanges import Exchange, UnknownExchange
-from catalog.engine.iceberg import NAMESPACE
 from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery, NotFound
 from queries.engine.market import MarketQueries
@@ -22,18 +21,13 @@ _lock = threading.Lock()
 
 
 def namespace() -> str:
-    """The Iceberg namespace queries read (`market_data`; tests point it at their own)."""
-    return getattr(settings, "K2_ICEBERG_NAMESPACE", NAMESPACE)
+    """The Iceberg namespace queries read (K2_ICEBERG_NAMESPACE, default market_data)."""
+    return settings.K2.iceberg_namespace
 
 
 def engine_config() -> EngineConfig:
-    """DuckDB threads and memory limit from settings.K2 (`duckdb_threads`, `duckdb_memory_limit`
-    once the settings module declares them; DuckDB's defaults until then)."""
-    configured = getattr(settings, "K2_QUERY_ENGINE", None)
-    if configured is not None:
-        return configured
-    return EngineConfig(threads=getattr(settings.K2, "duckdb_threads", None),
-                        memory_limit=getattr(settings.K2, "duckdb_memory_limit", None))
+    """DuckDB threads and memory limit per query connection (K2_DUCKDB_THREADS, K2_DUCKDB_MEMORY_LIMIT)."""
+    return EngineConfig(threads=settings.K2.duckdb_threads, memory_limit=settings.K2.duckdb_memory_limit)
 
 
 def get_engine() -> MarketQueries:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from k2core.errors import TooManyRequests, Unauthenticated
 from k2portal import metrics
 from k2portal.logging import get_logger
 from queries import selectors
@@ -29,9 +30,12 @@ log = get_logger(__name__, component="queries")
 KEY_PREFIX = "k2_"
 
 
-class RateLimited(Exception):
+class RateLimited(TooManyRequests):
+    """Over the key's requests per minute (429, with Retry-After)."""
+
     def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(f"rate limit of {limit} requests per minute reached for this API key: retry in {retry_after} s")
+        super().__init__(f"rate limit of {limit} requests per minute reached for this API key: retry in {retry_after} s",
+                         headers={"Retry-After": str(retry_after)})
         self.limit = limit
         self.retry_after = retry_after
 
@@ -64,7 +68,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
-class KeyRejected(Exception):
+class KeyRejected(Unauthenticated):
     """The key in the request is malformed, unknown or revoked (401); the message says which."""
 
 
@@ -135,6 +139,26 @@ def saved_query_create(*, slug: str, name: str, sql: str, parameters: Mapping[st
     return SavedQuery.objects.create(slug=slug, name=name, sql=sql, parameters=dict(parameters or {}),
                                      description=description, row_limit=row_limit, timeout_seconds=timeout_seconds,
                                      owner=owner)
+
+
+SAVED_QUERY_FIELDS = ("slug", "name", "sql", "parameters", "description", "row_limit", "timeout_seconds", "owner")
+
+
+@transaction.atomic
+def saved_query_update(*, saved_query: SavedQuery, **changes: Any) -> SavedQuery:
+    """Change a saved query's fields; the result is validated as `saved_query_create` validates a
+    new one (SQL in the sandbox, row limit, timeout), and nothing is written when it fails."""
+    unknown = set(changes) - set(SAVED_QUERY_FIELDS)
+    if unknown:
+        raise BadQuery(f"not a field of a saved query: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    merged = {name: changes.get(name, getattr(saved_query, name)) for name in ("sql", "parameters", "row_limit",
+                                                                               "timeout_seconds")}
+    saved_query_validate(sql=merged["sql"], parameters=merged["parameters"] or {}, row_limit=merged["row_limit"],
+                         timeout_seconds=merged["timeout_seconds"])
+    for name, value in changes.items():
+        setattr(saved_query, name, dict(value or {}) if name == "parameters" else value)
+    saved_query.save()
+    return saved_query
 
 
 def runner_of(principal: Any) -> str:

@@ -20,12 +20,16 @@ from typing import Literal
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from k2core.errors import Conflict
+
 Mode = Literal["earliest", "latest", "timestamp", "offsets"]
 MODES: tuple[str, ...] = ("earliest", "latest", "timestamp", "offsets")
 
 
-class OffsetResetError(Exception):
+class OffsetResetError(Conflict):
     """The reset cannot be planned or applied as asked (the message says why and where)."""
+
+    code = "offset_reset_refused"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from k2core.errors import Unprocessable
+
 FORMATS = {
     "json": "application/json",
     "csv": "text/csv",
@@ -35,8 +37,13 @@ def negotiate(explicit: str | None, accept: str | None) -> str | None:
     return "json"
 
 
-class UnencodableResult(ValueError):
+class UnencodableResult(Unprocessable, ValueError):
     """A result column the asked-for format cannot carry (the API answers 422 naming it)."""
+
+    code = "unencodable_result"
+
+    def __init__(self, message: str, *, field: str | None = "format") -> None:
+        super().__init__(message, field=field)
 
 
 # DuckDB's ±infinity sentinels for TIMESTAMP (int64) and DATE (int32).

@@ -75,7 +75,7 @@ class IcebergSource:
             table = self.catalog.load_table(identifier)
         except NoSuchTableError:
             raise NotFound(f"table {self.namespace}.{data_type} does not exist yet: start a consumer for {data_type} "
-                           "(or run `manage.py ensure_tables`) so it is created", field="table") from None
+                           "(or run `manage.py init_catalog`) so it is created", field="table") from None
         self._loaded[identifier] = table
         return table
 

@@ -10,9 +10,14 @@ from celery.contrib.testing.worker import start_worker
 from django.test import Client
 
 from k2portal.celery import app
-from k2portal.logging import clear_correlation_id, set_correlation_id
-from k2portal.tasks import echo_correlation_id
+from k2portal.logging import clear_correlation_id, get_correlation_id, set_correlation_id
 from tests.conftest import free_port
+
+
+@app.task(name="tests.echo_correlation_id")
+def echo_correlation_id() -> str | None:
+    """The correlation id the worker bound for this task (a probe of propagation; defined by the test, not shipped)."""
+    return get_correlation_id()
 
 
 def test_task_runs_in_the_worker_with_the_callers_correlation_id(unique: str) -> None:

@@ -30,7 +30,7 @@ DAY = dt.date(2024, 3, 12)
 
 @pytest.fixture
 def dash_settings(k2_settings, catalog_config, iceberg_tables):  # type: ignore[no-untyped-def]
-    k2_settings.K2_ICEBERG_NAMESPACE = catalog_config.namespace
+    k2_settings.K2 = dataclasses.replace(k2_settings.K2, iceberg_namespace=catalog_config.namespace)
     k2_settings.K2_SAMPLES_KEY_PREFIX = f"k2-test:{uuid.uuid4().hex}:"
     from django.core.cache import cache
 

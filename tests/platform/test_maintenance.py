@@ -11,7 +11,7 @@ import pytest
 from catalog.engine.iceberg import arrow_schema
 from catalog.engine.maintenance import files_per_day
 from catalog.engine.writer import offsets_properties, recorded_offsets
-from catalog.tasks import maintain_tables
+from catalog.services import tables_maintain
 from queries.engine.generate import trades_for_day
 
 
@@ -36,7 +36,7 @@ def test_maintenance_compacts_expires_and_keeps_the_offset_snapshot(k2_settings,
     rows_before = table.scan().to_arrow().num_rows
 
     k2_settings.K2 = dataclasses.replace(k2_settings.K2, snapshot_retention_hours=1)
-    report = maintain_tables(namespace=catalog_config.namespace, retention=dt.timedelta(0), min_files=8,
+    report = tables_maintain(namespace=catalog_config.namespace, retention=dt.timedelta(0), min_files=8,
                              data_types=("trades",))
 
     table.refresh()

@@ -19,7 +19,7 @@ import pytest
 from catalog.engine.iceberg import CatalogConfig, load_catalog
 from catalog.engine.maintenance import expire_snapshots, files_per_day, referenced_files, remove_orphan_files
 from catalog.engine.storage import S3Options
-from catalog.tasks import maintain_tables
+from catalog.services import tables_maintain
 from ingestion.engine.consumer import ConsumerConfig
 from ingestion.gaps import OrmGapSink
 from ingestion.models import SequenceGap
@@ -68,7 +68,7 @@ def api_key() -> str:
 def test_produce_consume_query_compact_expire_and_clean_orphans_all_on_s3(
         k2_settings, client, kafka_bootstrap, iceberg_tables, catalog_config, unique, s3_endpoint, s3_bucket,
         api_key) -> None:  # type: ignore[no-untyped-def]
-    k2_settings.K2_ICEBERG_NAMESPACE = catalog_config.namespace
+    k2_settings.K2 = dataclasses.replace(k2_settings.K2, iceberg_namespace=catalog_config.namespace)
     assert catalog_config.warehouse.startswith("s3://")
     registry = DictRegistry()
     topic = f"market.equities.trades.s{unique}"
@@ -111,7 +111,7 @@ def test_produce_consume_query_compact_expire_and_clean_orphans_all_on_s3(
 
     # Compact and expire (the maintenance task), on S3
     k2_settings.K2 = dataclasses.replace(k2_settings.K2, orphan_min_age_minutes=60)
-    report = maintain_tables(namespace=catalog_config.namespace, retention=dt.timedelta(0), min_files=2,
+    report = tables_maintain(namespace=catalog_config.namespace, retention=dt.timedelta(0), min_files=2,
                              data_types=("trades",))
     assert report["trades"]["days_compacted"] == 1
     assert report["trades"]["orphan_files_removed"] == 0  # nothing unreferenced yet

@@ -64,6 +64,22 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS", "1m", "not an integer"),
         ("K2_WEB_ADDR", "8000", "is not host:port"),
         ("K2_CONSUMER_SLOTS", "100", "out of range"),
+        ("K2_CONSUMER_SLOTS", "four", "not an integer"),
+        ("K2_CONSUMER_MAX_BATCH_MS", "0.5", "not an integer"),
+        ("K2_KAFKA_SESSION_TIMEOUT_MS", "500", "out of range"),
+        ("K2_S3_ENDPOINT", "minio:9000", "scheme must be one of"),
+        ("K2_S3_PATH_STYLE", "sometimes", "K2_S3_PATH_STYLE accepts"),
+        ("K2_LOG_JSON", "pretty", "K2_LOG_JSON accepts"),
+        ("K2_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING or ERROR"),
+        ("K2_QUERY_MEMORY_LIMIT", "1 gigabyte", "not a size"),
+        ("K2_QUERY_MAX_RESULT_BYTES", "256MB", "not an integer"),
+        ("K2_QUERY_MAX_CONCURRENT_RUNS", "1001", "out of range"),
+        ("K2_CATALOG_RETRY_SECONDS", "-1", "out of range"),
+        ("K2_CONSUMER_STALE_SECONDS", "2", "out of range"),
+        ("K2_CONSUMER_MAX_RESTARTS", "none", "not an integer"),
+        ("K2_CONSUMER_RESTART_WINDOW_MINUTES", "0", "out of range"),
+        ("K2_ICEBERG_NAMESPACE", "market-data", "not an identifier"),
+        ("K2_DUCKDB_THREADS", "2000", "out of range"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(name: str, value: str, fragment: str) -> None:
@@ -91,3 +107,39 @@ def test_readme_lists_every_setting_and_opens_with_the_two_commands() -> None:
     assert "make run" in head and "make test" in head
     for var in __import__("k2portal.config", fromlist=["VARIABLES"]).VARIABLES:
         assert f"| `{var.name}` |" in readme, f"README settings table misses {var.name}"
+
+
+def test_every_bad_value_is_named_not_only_the_first() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({"K2_CONSUMER_BATCH_SIZE": "abc", "REDIS_URL": "localhost:6379", "DEBUG": "maybe"})
+    lines = str(err.value).splitlines()
+    assert sorted(line.split("=", 1)[0] for line in lines) == ["DEBUG", "K2_CONSUMER_BATCH_SIZE", "REDIS_URL"]
+
+
+def test_an_empty_value_counts_as_unset() -> None:
+    cfg = load({"K2_CONSUMER_BATCH_SIZE": "", "K2_KAFKA_BOOTSTRAP": "", "DEBUG": ""})
+    assert cfg.consumer_batch_size == 1000 and cfg.uses_embedded_broker and cfg.debug is False
+
+
+def test_the_process_environment_is_read_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K2_CONSUMER_BATCH_SIZE", "2500")
+    monkeypatch.setenv("K2_ICEBERG_NAMESPACE", "market_data_b")
+    monkeypatch.setenv("K2_LOG_LEVEL", "debug")
+    cfg = load()
+    assert cfg.consumer_batch_size == 2500 and cfg.iceberg_namespace == "market_data_b" and cfg.log_level == "DEBUG"
+    monkeypatch.setenv("K2_CONSUMER_BATCH_SIZE", "lots")
+    with pytest.raises(ConfigError, match=r"^K2_CONSUMER_BATCH_SIZE='lots' is not valid \(not an integer\)"):
+        load()
+
+
+def test_a_dot_env_file_is_not_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".env").write_text("K2_CONSUMER_BATCH_SIZE=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("K2_CONSUMER_BATCH_SIZE", raising=False)
+    assert load().consumer_batch_size == 1000  # only the process environment: docker-compose reads .env, not K2
+
+
+def test_test_only_django_settings_are_gone() -> None:
+    from django.conf import settings
+
+    assert not hasattr(settings, "K2_QUERY_ENGINE") and not hasattr(settings, "K2_ICEBERG_NAMESPACE")

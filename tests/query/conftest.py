@@ -64,7 +64,7 @@ def query_settings(settings, catalog_config, iceberg_tables):  # type: ignore[no
     """Django settings whose catalog and namespace are this test's (no Kafka needed)."""
     settings.K2 = dataclasses.replace(settings.K2, iceberg_catalog_uri=catalog_config.uri,
                                       warehouse=catalog_config.warehouse, s3=catalog_config.s3)
-    settings.K2_ICEBERG_NAMESPACE = catalog_config.namespace
+    settings.K2 = dataclasses.replace(settings.K2, iceberg_namespace=catalog_config.namespace)
     from catalog import selectors
 
     selectors.get_catalog.cache_clear()

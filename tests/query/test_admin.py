@@ -96,3 +96,37 @@ def test_issue_api_key_command_prints_a_working_key(query_settings):
     raw = out.getvalue().strip()
     key = services.api_key_authenticate(raw_key=raw)
     assert key.name == "make-run" and key.scopes == ["market_data:read"]
+
+
+def test_the_admin_saves_through_the_service_and_enforces_its_timeout_rule(admin_client):
+    refused = admin_client.post("/admin/queries/savedquery/add/", {**_form("SELECT 1 AS one"), "timeout_seconds": 601})
+    assert refused.status_code == 200 and "timeout_seconds must be above 0 and at most 600" in refused.content.decode()
+    assert not SavedQuery.objects.exists()
+    created = admin_client.post("/admin/queries/savedquery/add/", {**_form("SELECT 1 AS one"), "timeout_seconds": 600})
+    assert created.status_code == 302
+    saved = SavedQuery.objects.get(slug="q1")
+    assert saved.timeout_seconds == 600
+    changed = admin_client.post(f"/admin/queries/savedquery/{saved.pk}/change/",
+                                {**_form("SELECT 2 AS two"), "timeout_seconds": 0})
+    assert changed.status_code == 200 and "timeout_seconds must be above 0" in changed.content.decode()
+    saved.refresh_from_db()
+    assert saved.sql == "SELECT 1 AS one" and saved.timeout_seconds == 600
+    admin_client.post(f"/admin/queries/savedquery/{saved.pk}/change/", {**_form("SELECT 2 AS two"), "timeout_seconds": 9})
+    saved.refresh_from_db()
+    assert saved.sql == "SELECT 2 AS two" and saved.timeout_seconds == 9
+
+
+@pytest.mark.parametrize(("changes", "field"), [({"timeout_seconds": 601}, "timeout_seconds"),
+                                                ({"timeout_seconds": 0}, "timeout_seconds"),
+                                                ({"row_limit": 0}, "row_limit"),
+                                                ({"sql": "DELETE FROM trades"}, None)])
+def test_saved_query_update_applies_the_create_rules_and_writes_nothing_when_refused(query_settings, changes, field):
+    from queries.engine.errors import BadQuery
+
+    saved = services.saved_query_create(slug="upd", name="upd", sql="SELECT 1 AS one", timeout_seconds=30)
+    with pytest.raises(BadQuery) as caught:
+        services.saved_query_update(saved_query=saved, **changes)
+    if field:
+        assert caught.value.field == field
+    stored = SavedQuery.objects.get(pk=saved.pk)
+    assert (stored.sql, stored.timeout_seconds, stored.row_limit) == ("SELECT 1 AS one", 30, 10_000)

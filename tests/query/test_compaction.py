@@ -181,3 +181,41 @@ def test_a_second_compaction_rewrites_only_the_small_files_that_arrived_since(sm
     assert big.file_path in files and len(files) == 2  # the earlier compaction's file is untouched
     assert _keys(load()) == keys_before
     assert compact_partition(load, DAY, small_file_bytes=big.file_size_in_bytes).skipped  # nothing small left
+
+
+@pytest.mark.django_db
+def test_compact_tables_takes_the_orphan_age_from_k2_orphan_min_age_minutes(query_settings, small_files, catalog_config):
+    """Without --orphan-min-age-minutes the command uses the setting the beat task uses (not a fixed 60)."""
+    import dataclasses
+    import os
+    import time
+
+    call_command("compact_tables", "--table", "trades", "--expire", "--retention-days", "0", stdout=io.StringIO())
+    dry = io.StringIO()
+    call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "0",
+                 "--dry-run", stdout=dry)
+    listed = [line.strip() for line in dry.getvalue().splitlines() if line.startswith("  ")]
+    assert listed
+    ninety_minutes_ago = time.time() - 90 * 60
+    for path in listed:
+        os.utime(urlparse(path).path, (ninety_minutes_ago, ninety_minutes_ago))
+
+    query_settings.K2 = dataclasses.replace(query_settings.K2, orphan_min_age_minutes=120)
+    kept = io.StringIO()
+    call_command("compact_tables", "--table", "trades", "--remove-orphans", stdout=kept)
+    assert "deleted 0 orphan file(s)" in kept.getvalue()
+    assert all(Path(urlparse(p).path).exists() for p in listed)
+
+    query_settings.K2 = dataclasses.replace(query_settings.K2, orphan_min_age_minutes=60)
+    out = io.StringIO()
+    call_command("compact_tables", "--table", "trades", "--remove-orphans", stdout=out)
+    assert f"deleted {len(listed)} orphan file(s)" in out.getvalue()
+    assert not any(Path(urlparse(p).path).exists() for p in listed)
+
+
+@pytest.mark.django_db
+def test_compact_tables_refuses_a_negative_retention(query_settings, small_files):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--retention-days must not be negative"):
+        call_command("compact_tables", "--table", "trades", "--expire", "--retention-days", "-1", stdout=io.StringIO())

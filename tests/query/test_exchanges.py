@@ -8,6 +8,7 @@ file with the same symbol sits in the same table.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 from io import StringIO
@@ -78,7 +79,7 @@ def test_an_exchange_with_a_bad_time_zone_or_code_is_refused() -> None:
 @pytest.fixture
 def nzx_settings(k2_settings, catalog_config, iceberg_tables):  # type: ignore[no-untyped-def]
     """Broker, catalog and the API's namespace all this test's."""
-    k2_settings.K2_ICEBERG_NAMESPACE = catalog_config.namespace
+    k2_settings.K2 = dataclasses.replace(k2_settings.K2, iceberg_namespace=catalog_config.namespace)
     return k2_settings
 
 

@@ -43,7 +43,7 @@ class Command(BaseCommand):
                                  "the table already holds are still skipped, so nothing is written twice")
         parser.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
                             help="seconds between progress lines (default: 10)")
-        parser.add_argument("--namespace", default=None, help="Iceberg namespace (default: market_data)")
+        parser.add_argument("--namespace", default=None, help="Iceberg namespace (default: K2_ICEBERG_NAMESPACE, market_data)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         data_type = opts["data_type"]
