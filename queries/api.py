@@ -292,7 +292,12 @@ def tables(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"data": formats.json_value(data)})
 
 
-@router.get("/gaps", summary="Sequence gaps (ADR #014) from Postgres, newest first", response={200: GapsOut, **ERRORS})
+@router.get("/gaps", summary="Sequence gaps (ADR #014) from Postgres, newest first", response={200: GapsOut, **ERRORS},
+            description="`format=csv` answers the filtered page as a CSV attachment (one row per gap, the JSON fields "
+                        "as columns).",
+            openapi_extra={"responses": {"200": {"description": "OK", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/GapsOut"}},
+                "text/csv": {"schema": {"type": "string"}}}}}})
 def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16),
          data_type: Literal["trades", "quotes", "reference_data"] | None = None,
          symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
