@@ -153,7 +153,9 @@ def test_broker_killed_mid_file_reports_only_acknowledged_rows_and_does_not_hang
     finally:
         broker.stop(port=port, var_dir=var_dir)
     assert killed, "the broker was never stopped"
-    assert time.monotonic() - killed[0] < 3 + 5 + 5  # delivery timeout + drain slack + a margin
+    # ends instead of waiting forever for acks that cannot come: 3 s delivery timeout plus drain
+    # slack, with room for a loaded shared machine (a hang would run into the test's timeout)
+    assert time.monotonic() - killed[0] < 60
     assert result.produced == 60_000
     assert result.failed > 0 and not result.ok
     assert result.acked + result.failed == result.produced
