@@ -15,6 +15,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
+from catalog.engine.datatypes import PARTITIONED_TYPES
 from catalog.engine.maintenance import compact_table, remove_orphan_files
 from catalog.selectors import get_catalog, snapshot_policy
 from k2portal import metrics
@@ -24,7 +25,7 @@ log = get_logger(__name__, component="maintenance")
 
 
 def maintain_tables(*, namespace: str = "market_data", retention: dt.timedelta | None = None,
-                    min_files: int = 8, data_types: tuple[str, ...] = ("trades", "quotes")) -> dict[str, Any]:
+                    min_files: int = 8, data_types: tuple[str, ...] = PARTITIONED_TYPES) -> dict[str, Any]:
     """Compact every day partition holding `min_files` or more files, then expire snapshots older
     than the retention window (K2_SNAPSHOT_RETENTION_HOURS) and thin those older than
     K2_SNAPSHOT_FULL_DETAIL_MINUTES to one per K2_SNAPSHOT_THIN_MINUTES, keeping each group's

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from catalog.engine.datatypes import PARTITIONED_TYPES
 from catalog.engine.maintenance import compact_days, compact_table, expire_snapshots, remove_orphan_files
 from catalog.selectors import get_catalog
 from k2portal import metrics
@@ -19,7 +20,7 @@ class Command(BaseCommand):
     help = "Compact Iceberg day partitions and expire old snapshots."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--table", action="append", choices=["trades", "quotes"],
+        parser.add_argument("--table", action="append", choices=PARTITIONED_TYPES,
                             help="table(s) to compact (default: trades and quotes)")
         parser.add_argument("--day", action="append", type=dt.date.fromisoformat,
                             help="UTC day partition (YYYY-MM-DD); default: every day with --min-files or more files")
@@ -35,7 +36,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         catalog, namespace = get_catalog(), selectors.namespace()
-        for data_type in opts["table"] or ["trades", "quotes"]:
+        for data_type in opts["table"] or PARTITIONED_TYPES:
             identifier = f"{namespace}.{data_type}"
 
             def load(identifier: str = identifier) -> Any:
