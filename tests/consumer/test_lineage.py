@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -14,7 +15,17 @@ from catalog.engine import schemas, wire
 from catalog.engine.iceberg import load_catalog
 from catalog.engine.writer import IcebergWriter
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder
-from tests.consumer.conftest import DictRegistry, create_topic, encode_trades, produce, trade
+from ingestion.gaps import OrmGapSink
+from tests.consumer.conftest import (
+    DictRegistry,
+    create_topic,
+    encode_trades,
+    make_config,
+    produce,
+    run_consumer,
+    trade,
+)
+from tests.consumer.test_datatypes import _create_old_tables, _old_trade_rows
 from tests.faults import PG_TEST_URL, _plain_duckdb, metadata_location
 
 T1, T2 = "market.equities.trades.asx", "market.equities.trades.chix"
@@ -137,3 +148,28 @@ def test_two_topics_and_a_recreated_topic_with_the_same_offsets_have_distinct_li
     assert sorted({(t, i) for t, i, _, _ in rows}) == sorted([(one, first_id), (one, ids[one]), (other, ids[other])])
     # the table is readable as a whole by a fresh reader: the catalog's table is the one written
     assert load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades").scan().to_arrow().num_rows == 15
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_consumer_keeps_writing_into_a_table_created_before_the_topic_columns(
+        kafka_bootstrap, catalog_config, unique, registry) -> None:
+    catalog = load_catalog(catalog_config)
+    table = _create_old_tables(catalog, catalog_config.namespace)["trades"]
+    old_rows = _old_trade_rows(3)
+    table.append(old_rows.set_column(12, "source_offset", pa.array([-3, -2, -1], pa.int64())).cast(old_rows.schema))
+    topic = f"market.equities.trades.o{unique[:8]}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", i + 1) for i in range(4)]))
+    run_consumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=4),
+                 catalog_config, registry, gap_sink=OrmGapSink())
+    location = metadata_location(PG_TEST_URL, catalog_config.namespace, "trades")
+    conn = _plain_duckdb()
+    try:
+        columns = [r[0] for r in conn.execute(f"DESCRIBE SELECT * FROM iceberg_scan('{location}')").fetchall()]
+        rows = conn.execute(f"SELECT source_offset, source_topic FROM iceberg_scan('{location}') "
+                            "ORDER BY source_offset").fetchall()
+    finally:
+        conn.close()
+    assert columns[-2:] == ["source_topic", "source_topic_id"]
+    assert [o for o, _ in rows] == [-3, -2, -1, 0, 1, 2, 3]
+    assert [t for o, t in rows if o < 0] == [None, None, None]  # rows of the old K2 read NULL
