@@ -47,6 +47,7 @@ def batch(rows: int, start: int) -> pa.Table:
         "price": [Decimal("1.000001")] * rows, "volume": [1] * rows, "qualifiers": [0] * rows,
         "venue": ["X"] * rows, "buyer_id": [None] * rows, "ingestion_timestamp": [t0] * rows,
         "sequence_number": list(n), "source_partition": [0] * rows, "source_offset": list(n),
+        "source_topic": ["market.equities.trades.asx"] * rows, "source_topic_id": [None] * rows,
     }, schema=arrow_schema("trades"))
 
 

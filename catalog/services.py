@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from pyiceberg.table import Table
 
+from catalog.engine.datatypes import PARTITIONED_TYPES
 from catalog.engine.iceberg import ensure_tables, load_catalog
 from catalog.engine.maintenance import CompactionResult, ExpiryResult, OrphanResult, compact_days, compact_table
 from catalog.engine.maintenance import remove_orphan_files as _remove_orphan_files
@@ -27,7 +28,7 @@ from k2portal import metrics
 from k2portal.logging import get_logger
 
 log = get_logger(__name__, component="maintenance")
-MAINTAINED = ("trades", "quotes")  # reference_data is small and rewritten rarely: nothing to compact
+MAINTAINED = PARTITIONED_TYPES  # reference_data (unpartitioned) is small and rewritten rarely: nothing to compact
 
 
 def _namespace(namespace: str | None) -> str:

@@ -37,6 +37,9 @@ class Trade(Schema):
     sequence_number: int | None
     source_partition: int
     source_offset: int
+    source_topic: str | None = Field(None, description="Kafka topic the row came from (null for rows written before K2 recorded it)")
+    source_topic_id: str | None = Field(None, description="Kafka topic id: with partition and offset unique across "
+                                                          "broker lifetimes (null where the broker has none)")
 
 
 class TradesOut(Schema):

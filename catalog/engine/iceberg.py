@@ -16,25 +16,16 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
-from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
+from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortField, SortOrder
-from pyiceberg.transforms import DayTransform, IdentityTransform
-from pyiceberg.types import (
-    DecimalType,
-    IntegerType,
-    LongType,
-    NestedField,
-    StringType,
-    TimestamptzType,
-)
+from pyiceberg.table.sorting import SortOrder
 
+from catalog.engine.datatypes import DATA_TYPES, EVENT_SORT_COLUMNS, LINEAGE, spec
 from catalog.engine.storage import S3Options
 
 CATALOG_NAME = "k2"
 NAMESPACE = "market_data"
-PRICE = DecimalType(18, 6)
 # A consumer commits a snapshot per batch and a fast append adds one manifest per commit: the
 # manifest list (rewritten by every commit) and every DuckDB query (which opens every manifest)
 # then cost more with each batch until maintenance compacts. Merge appends fold small
@@ -86,82 +77,26 @@ def load_catalog(config: CatalogConfig) -> Catalog:
     return SqlCatalog(config.name, uri=config.uri, **properties)
 
 
-def _trade_schema() -> Schema:
-    return Schema(
-        NestedField(1, "symbol", StringType(), required=True),
-        NestedField(2, "company_id", IntegerType(), required=True),
-        NestedField(3, "exchange", StringType(), required=True),
-        NestedField(4, "exchange_timestamp", TimestamptzType(), required=True),
-        NestedField(5, "price", PRICE, required=True),
-        NestedField(6, "volume", LongType(), required=True),
-        NestedField(7, "qualifiers", IntegerType(), required=True),
-        NestedField(8, "venue", StringType(), required=True),
-        NestedField(9, "buyer_id", StringType(), required=False),
-        NestedField(10, "ingestion_timestamp", TimestamptzType(), required=True),
-        NestedField(11, "sequence_number", LongType(), required=False),
-        NestedField(12, "source_partition", IntegerType(), required=True),
-        NestedField(13, "source_offset", LongType(), required=True),
-    )
-
-
-def _quote_schema() -> Schema:
-    return Schema(
-        NestedField(1, "symbol", StringType(), required=True),
-        NestedField(2, "company_id", IntegerType(), required=True),
-        NestedField(3, "exchange", StringType(), required=True),
-        NestedField(4, "exchange_timestamp", TimestamptzType(), required=True),
-        NestedField(5, "bid_price", PRICE, required=True),
-        NestedField(6, "bid_volume", LongType(), required=True),
-        NestedField(7, "ask_price", PRICE, required=True),
-        NestedField(8, "ask_volume", LongType(), required=True),
-        NestedField(9, "ingestion_timestamp", TimestamptzType(), required=True),
-        NestedField(10, "sequence_number", LongType(), required=False),
-        NestedField(11, "source_partition", IntegerType(), required=True),
-        NestedField(12, "source_offset", LongType(), required=True),
-    )
-
-
-def _reference_schema() -> Schema:
-    return Schema(
-        NestedField(1, "company_id", IntegerType(), required=True),
-        NestedField(2, "symbol", StringType(), required=True),
-        NestedField(3, "company_name", StringType(), required=True),
-        NestedField(4, "sector", StringType(), required=False),
-        NestedField(5, "market_cap", LongType(), required=False),
-        NestedField(6, "last_updated", TimestamptzType(), required=True),
-        NestedField(7, "source_partition", IntegerType(), required=True),
-        NestedField(8, "source_offset", LongType(), required=True),
-    )
-
-
-SCHEMAS = {"trades": _trade_schema, "quotes": _quote_schema, "reference_data": _reference_schema}
-
-
 def table_schema(data_type: str) -> Schema:
-    return SCHEMAS[data_type]()
+    """The table's Iceberg schema, built from the data type's `.avsc` (catalog.engine.datatypes)."""
+    return spec(data_type).iceberg_schema()
 
 
 def arrow_schema(data_type: str) -> pa.Schema:
     """The Arrow schema a batch must have to be appended (timestamps in µs, UTC)."""
-    return table_schema(data_type).as_arrow()
+    return spec(data_type).arrow_schema()
 
 
 def partition_spec(data_type: str) -> PartitionSpec:
-    if data_type == "reference_data":
-        return UNPARTITIONED_PARTITION_SPEC
-    # ADR #002: day(exchange_timestamp) named exchange_date; field 4 is exchange_timestamp.
-    return PartitionSpec(PartitionField(source_id=4, field_id=1000, transform=DayTransform(), name="exchange_date"))
+    """ADR #002: day(exchange_timestamp) named exchange_date, or none (the spec says which)."""
+    return spec(data_type).partition_spec()
 
 
 def sort_order(data_type: str) -> SortOrder:
-    if data_type == "reference_data":
-        return UNSORTED_SORT_ORDER
-    schema = table_schema(data_type)
-    return SortOrder(*(SortField(source_id=schema.find_field(name).field_id, transform=IdentityTransform())
-                       for name in ("symbol", "exchange_timestamp", "sequence_number")))
+    return spec(data_type).sort_order()
 
 
-SORT_COLUMNS = ("symbol", "exchange_timestamp", "sequence_number")
+SORT_COLUMNS = EVENT_SORT_COLUMNS  # the sort of the event tables (trades, quotes)
 
 
 def table_identifier(data_type: str, namespace: str = NAMESPACE) -> str:
@@ -177,18 +112,45 @@ def _with_properties(table: Table, wanted: dict[str, str]) -> Table:
     return table
 
 
+def evolve_schema(table: Table) -> Table:
+    """Add the columns a table created by an older K2 lacks (lineage columns added later), by
+    Iceberg schema evolution: no file is rewritten, rows written before read NULL there, and the
+    new field ids are the ones a table created today has (they come last in both). Idempotent."""
+    present = set(table.schema().column_names)
+    missing = [c for c in LINEAGE if c.added_later and c.name not in present]
+    if not missing:
+        return table
+    with table.update_schema() as update:
+        for column in missing:  # optional: a column added to a table with rows cannot be required
+            update.add_column(column.name, column.type, doc="Kafka lineage (added by K2 schema evolution)")
+    return table
+
+
+def add_missing_columns(table: Table, names: list[str]) -> bool:
+    """Evolve `table` to hold lineage columns a batch carries and the table lacks (a table
+    created by an older K2, evolved by the writer at its first append). True when the table
+    changed; False when nothing of `names` is such a column (a mismatch then fails the append)."""
+    present = set(table.schema().column_names)
+    later = {c.name for c in LINEAGE if c.added_later}
+    if not any(n in later and n not in present for n in names):
+        return False
+    evolve_schema(table)
+    return True
+
+
 def ensure_tables(catalog: Catalog, namespace: str = NAMESPACE) -> dict[str, Table]:
-    """Create the namespace and the three tables when missing, and bring the table properties
-    of existing ones up to date (idempotent)."""
+    """Create the namespace and the three tables when missing, and bring existing ones up to
+    date: table properties and the columns added since they were created (idempotent)."""
     try:
         catalog.create_namespace(namespace)
     except NamespaceAlreadyExistsError:
         pass
     tables: dict[str, Table] = {}
-    for data_type in SCHEMAS:
+    for data_type in DATA_TYPES:
         identifier = table_identifier(data_type, namespace)
         try:
-            tables[data_type] = _with_properties(catalog.load_table(identifier), MANIFEST_PROPERTIES)
+            table = _with_properties(catalog.load_table(identifier), MANIFEST_PROPERTIES)
+            tables[data_type] = evolve_schema(table)
         except NoSuchTableError:
             try:
                 tables[data_type] = catalog.create_table(
@@ -199,5 +161,5 @@ def ensure_tables(catalog: Catalog, namespace: str = NAMESPACE) -> dict[str, Tab
                     properties=TABLE_PROPERTIES,
                 )
             except TableAlreadyExistsError:  # another process won the race
-                tables[data_type] = catalog.load_table(identifier)
+                tables[data_type] = evolve_schema(catalog.load_table(identifier))
     return tables

@@ -48,7 +48,6 @@ from pyiceberg.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from catalog.engine import fast_commit, storage
-from catalog.engine.iceberg import SORT_COLUMNS
 from catalog.engine.writer import OFFSETS_KEY, OFFSETS_PREFIX, snapshot_records
 
 log = structlog.get_logger("catalog.maintenance").bind(component="maintenance")
@@ -107,6 +106,12 @@ def partition_day(data_file) -> dt.date | None:  # type: ignore[no-untyped-def]
     if value is None:
         return None
     return value if isinstance(value, dt.date) else EPOCH + dt.timedelta(days=int(value))
+
+
+def sort_columns(table: Table) -> list[str]:
+    """The columns of the table's recorded sort order (the data type's spec wrote it)."""
+    schema = table.schema()
+    return [schema.find_column_name(f.source_id) for f in table.sort_order().fields]  # type: ignore[misc]
 
 
 def files_per_day(table: Table, *, smaller_than: int | None = None) -> dict[dt.date, int]:
@@ -190,7 +195,7 @@ def _compact_once(load_table: Callable[[], Table], days: list[dt.date], *, min_f
             if data.num_rows != expected_rows:  # every row of exactly these files
                 raise RuntimeError(f"read {data.num_rows} rows from {day}'s small files but they hold "
                                    f"{expected_rows}; compaction stopped")
-            data = data.sort_by([(c, "ascending") for c in SORT_COLUMNS])
+            data = data.sort_by([(c, "ascending") for c in sort_columns(table)])
             written = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
             new_files.extend(written)
             old_files.extend(t.file for t in tasks)

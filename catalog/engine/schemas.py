@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import fastavro
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-DATA_TYPES = ("trades", "quotes", "reference_data")
-_FILES = {"trades": "trade.avsc", "quotes": "quote.avsc", "reference_data": "reference_data.avsc"}
-KEY_FIELD = {"trades": "symbol", "quotes": "symbol", "reference_data": "company_id"}
+from catalog.engine.datatypes import DATA_TYPES, SCHEMA_DIR, SPECS, spec
+
+__all__ = ["DATA_TYPES", "KEY_FIELD", "SCHEMA_DIR", "check_data_type", "consumer_group", "dlq_topic",
+           "parse_topic", "parsed_schema", "schema_text", "subject_name", "topic_name"]
+
+KEY_FIELD = {name: s.key_field for name, s in SPECS.items()}  # the message key of each data type (ADR #009)
 
 
 def check_data_type(data_type: str) -> str:
-    if data_type not in DATA_TYPES:
-        raise ValueError(f"unknown data type {data_type!r}: expected one of {', '.join(DATA_TYPES)}")
-    return data_type
+    return spec(data_type).name
 
 
 @cache
 def schema_text(data_type: str) -> str:
     """The canonical JSON text of a data type's Avro schema (what is registered)."""
-    raw = json.loads((SCHEMA_DIR / _FILES[check_data_type(data_type)]).read_text())
-    return json.dumps(raw, separators=(",", ":"))
+    return spec(data_type).schema_text
 
 
 @cache

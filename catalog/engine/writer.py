@@ -6,7 +6,9 @@ timeouts, SQLAlchemy's `OperationalError` from a dropped catalog connection, and
 (100 ms first delay, ×2, capped at 10 s; tenacity) for a time budget (`RetryPolicy.budget_seconds`,
 K2_CATALOG_RETRY_SECONDS, default 60 s), long enough to ride out a catalog Postgres restart or
 failover; then `CatalogUnavailable` says which catalog to check. Permanent errors, such as a
-missing table or a batch whose schema does not match, fail at once.
+missing table or a batch whose schema does not match, fail at once. A table created by an older
+K2 that lacks a lineage column the batch carries (`source_topic`, `source_topic_id`) gains it by
+schema evolution at the first append (no rewrite: older rows read NULL there).
 
 A failed commit may still have happened (an ambiguous commit: Postgres committed, the reply
 was lost). So before every retry the table is reloaded and the batch counts as committed when
@@ -56,6 +58,7 @@ from tenacity import (
 )
 
 from catalog.engine import fast_commit
+from catalog.engine.iceberg import add_missing_columns
 from k2portal import metrics
 from k2portal.logging import get_logger
 
@@ -212,6 +215,8 @@ class IcebergWriter:
                         already, found_id = self._holds(base, commit_id, ends, ids)
                         if already:
                             break
+                    if hasattr(self.table, "update_schema") and add_missing_columns(self.table, batch.schema.names):
+                        log.info("iceberg_schema_evolved", table=self.table_name, columns=batch.schema.names)
                     log.debug("iceberg_write_attempt", table=self.table_name, attempt=attempts, rows=batch.num_rows)
                     metrics.ICEBERG_WRITE_ATTEMPTS.labels(table=self.table_name, operation="append").inc()
                     if isinstance(self.table, Table):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
+from catalog.engine.datatypes import SEQUENCE_COLUMN, spec
 from catalog.engine.exchanges import ASX
 
 REQUIRED = {
@@ -229,7 +230,7 @@ class RowParser:
             raise HeaderError(f"no time zone known for exchange {exchange!r}: pass the exchange registry's "
                               f"(built in: {', '.join(EXCHANGE_TZ)})")
         self.tz = ZoneInfo(zone)
-        self.assign_sequence = data_type != "reference_data" and "sequence_number" not in self.columns
+        self.assign_sequence = spec(data_type).sequenced and SEQUENCE_COLUMN not in self.columns
         self.first_sequence = first_sequence
         self.next_sequence: dict[str, int] = {}
         self._now = now_micros or (lambda: to_micros(datetime.now(UTC)))
@@ -325,5 +326,5 @@ class RowParser:
 
 
 def key_of(data_type: str, record: dict[str, Any]) -> bytes:
-    """The message key (ADR #009): symbol for trades and quotes, company_id for reference data."""
-    return str(record["company_id" if data_type == "reference_data" else "symbol"]).encode()
+    """The message key (ADR #009): the data type's key field (symbol; company_id for reference data)."""
+    return spec(data_type).key_of(record)

@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,13 +35,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.engine.iceberg import arrow_schema
+from catalog.engine.datatypes import LINEAGE_COLUMNS, SPECS, spec
 from catalog.engine.registry import SchemaNotFound
 from queries.engine.connection import EngineConfig, connect
 
-LINEAGE = ("source_partition", "source_offset")
+LINEAGE = LINEAGE_COLUMNS  # filled from the Kafka message, not from the Avro record
 INDEX_COLUMN = "_k2_index"
-DECIMAL_COLUMNS = {"trades": ("price",), "quotes": ("bid_price", "ask_price"), "reference_data": ()}
+DECIMAL_COLUMNS = {name: s.decimal_columns for name, s in SPECS.items()}
 _MAX_UNSCALED = 10**18  # decimal(18, 6) holds |unscaled| < 10^18
 
 
@@ -116,6 +117,49 @@ def uniform_bodies(values: list[bytes | None]) -> tuple[int, bytes] | None:
     return int.from_bytes(joined[1:5], "big"), buffer[keep].tobytes()
 
 
+def _repeat(value: str | None, n: int) -> pa.Array:
+    """`value` n times as a string column, without a Python list of n items."""
+    if value is None:
+        return pa.nulls(n, pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
+                                          pa.array([value], pa.string())).dictionary_decode()
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where each message of a batch came from in Kafka: the lineage columns' values."""
+
+    partitions: list[int]
+    offsets: list[int]
+    topics: Sequence[str] | str | None
+    topic_ids: Mapping[str, str]
+
+    def columns(self, idx: list[int]) -> dict[str, pa.Array]:
+        """The lineage columns of the messages at `idx` (ascending positions)."""
+        everything = len(idx) == len(self.offsets)  # idx ascends, so this means idx == range(len(offsets))
+
+        def pick(values: Sequence[Any]) -> Sequence[Any]:
+            return values if everything else [values[i] for i in idx]
+
+        n = len(idx)
+        if self.topics is None or isinstance(self.topics, str):
+            topic = _repeat(self.topics, n)
+            topic_id = _repeat(self.topic_ids.get(self.topics) if self.topics else None, n)
+        else:
+            encoded = pa.array(pick(self.topics), pa.string()).dictionary_encode()
+            topic = encoded.dictionary_decode()
+            ids = pa.array([self.topic_ids.get(t) for t in encoded.dictionary.to_pylist()], pa.string())
+            topic_id = ids.take(encoded.indices)
+        return {"source_partition": pa.array(pick(self.partitions), pa.int32()),
+                "source_offset": pa.array(pick(self.offsets), pa.int64()),
+                "source_topic": topic, "source_topic_id": topic_id}
+
+    def row(self, i: int) -> dict[str, Any]:
+        topic = self.topics if self.topics is None or isinstance(self.topics, str) else self.topics[i]
+        return {"source_partition": self.partitions[i], "source_offset": self.offsets[i], "source_topic": topic,
+                "source_topic_id": self.topic_ids.get(topic) if topic is not None else None}
+
+
 class _ShortReadTracker(io.BytesIO):
     """A body for fastavro that remembers the first read the body could not satisfy
     (position, bytes wanted, bytes there): a truncated record, said as such."""
@@ -139,8 +183,9 @@ class BatchDecoder:
         consumer also reads the table through it); by default the decoder opens its own."""
         self.data_type = data_type
         self.registry = registry
-        self.arrow_schema = arrow_schema(data_type)
-        self.decimals = DECIMAL_COLUMNS[data_type]
+        self.spec = spec(data_type)
+        self.arrow_schema = self.spec.arrow_schema()
+        self.decimals = self.spec.decimal_columns
         self._schemas: dict[int, tuple[str, Any, str | None]] = {}  # id -> (text, parsed, problem)
         self._scratch = Path(scratch_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()))
         self._counter = itertools.count()
@@ -176,7 +221,16 @@ class BatchDecoder:
         return None
 
     # --- public ---------------------------------------------------------------------------
-    def decode(self, values: list[bytes | None], partitions: list[int], offsets: list[int]) -> DecodedBatch:
+    def decode(self, values: list[bytes | None], partitions: list[int], offsets: list[int], *,
+               topics: Sequence[str] | str | None = None,
+               topic_ids: Mapping[str, str] | None = None) -> DecodedBatch:
+        """Decode `values` (Kafka message values) into the table's Arrow schema. Lineage per
+        message: `partitions`, `offsets`, and `topics` (one per message, or one name for all);
+        `topic_ids` maps a topic name to its Kafka topic id (a broker without ids: leave it out,
+        `source_topic_id` is then NULL). Without `topics`, `source_topic` is NULL as well."""
+        if not isinstance(topics, str | None) and len(topics) != len(values):
+            raise ValueError(f"{len(topics)} topics for {len(values)} messages: give one per message or one for all")
+        where = _Where(partitions, offsets, topics, topic_ids or {})
         poison: list[Poison] = []
         groups: dict[int, list[int]] = {}
         joined: dict[int, bytes] = {}  # schema id -> bodies back to back, when already built
@@ -213,11 +267,11 @@ class BatchDecoder:
             if data is None:
                 data = b"".join([values[i][5:] for i in idx])  # type: ignore[index]
             try:
-                table, bad = self._fast(text, data, idx, partitions, offsets)
+                table, bad = self._fast(text, data, idx, where)
                 result.fast_rows += table.num_rows
             except (duckdb.Error, pa.ArrowException, ValueError):
                 bodies = [values[i][5:] for i in idx]  # type: ignore[index]
-                table, bad = self._slow(parsed, bodies, idx, partitions, offsets)
+                table, bad = self._slow(parsed, bodies, idx, where)
                 result.slow_rows += table.num_rows
             poison.extend(bad)
             tables.append(table)
@@ -226,8 +280,7 @@ class BatchDecoder:
         return result
 
     # --- fast path: one container block per schema id, read by DuckDB --------------------
-    def _fast(self, text: str, data: bytes, idx: list[int], partitions: list[int],
-              offsets: list[int]) -> tuple[pa.Table, list[Poison]]:
+    def _fast(self, text: str, data: bytes, idx: list[int], where: _Where) -> tuple[pa.Table, list[Poison]]:
         writer_fields = {f["name"] for f in json.loads(text)["fields"]}
         path = self._scratch / f"k2-decode-{os.getpid()}-{next(self._counter)}.avro"
         path.write_bytes(container_block(text, data, len(idx)))
@@ -253,19 +306,15 @@ class BatchDecoder:
             path.unlink(missing_ok=True)
         if decoded.num_rows != len(idx):
             raise ValueError(f"container block decoded to {decoded.num_rows} rows, expected {len(idx)}")
-        return self._to_table(decoded, idx, partitions, offsets)
+        return self._to_table(decoded, idx, where)
 
-    def _to_table(self, decoded: pa.Table, idx: list[int], partitions: list[int],
-                  offsets: list[int]) -> tuple[pa.Table, list[Poison]]:
+    def _to_table(self, decoded: pa.Table, idx: list[int], where: _Where) -> tuple[pa.Table, list[Poison]]:
         columns: list[pa.Array] = []
         bad_mask = None
-        everything = len(idx) == len(offsets)  # idx ascends, so this means idx == range(len(offsets))
+        lineage = where.columns(idx)
         for f in self.arrow_schema:
-            if f.name == "source_partition":
-                columns.append(pa.array(partitions if everything else [partitions[i] for i in idx], pa.int32()))
-                continue
-            if f.name == "source_offset":
-                columns.append(pa.array(offsets if everything else [offsets[i] for i in idx], pa.int64()))
+            if f.name in lineage:
+                columns.append(lineage[f.name])
                 continue
             col = decoded.column(f.name).combine_chunks()
             if f.name in self.decimals:
@@ -293,8 +342,7 @@ class BatchDecoder:
         return table.cast(schema), poison
 
     # --- slow path: one message at a time, isolating the bad ones ------------------------
-    def _slow(self, parsed: Any, bodies: list[bytes], idx: list[int], partitions: list[int],
-              offsets: list[int]) -> tuple[pa.Table, list[Poison]]:
+    def _slow(self, parsed: Any, bodies: list[bytes], idx: list[int], where: _Where) -> tuple[pa.Table, list[Poison]]:
         schema = self.arrow_schema.append(pa.field(INDEX_COLUMN, pa.int32(), nullable=False))
         rows: list[dict[str, Any]] = []
         poison: list[Poison] = []
@@ -315,8 +363,7 @@ class BatchDecoder:
                                      f"found {got} (the body is {len(body)} bytes; cut short)"))
                 continue
             row = {name: record.get(name) for name in self.arrow_schema.names}
-            row["source_partition"] = partitions[i]
-            row["source_offset"] = offsets[i]
+            row.update(where.row(i))
             row[INDEX_COLUMN] = i
             try:
                 pa.Table.from_pylist([row], schema=schema)

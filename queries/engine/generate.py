@@ -70,6 +70,9 @@ def trades_for_day(day: dt.date, *, symbols: Sequence[str], rows_per_symbol: int
         "source_partition": pa.array(sym_idx.astype(np.int32), pa.int32()),
         "source_offset": pa.array(np.arange(n, dtype=np.int64) + offset_base, pa.int64()),
     }
+    for f in schema:  # optional columns generated rows have no value for (source_topic: not from Kafka)
+        if f.name not in cols and f.nullable:
+            cols[f.name] = pa.nulls(n, f.type)
     return pa.Table.from_pydict(cols, schema=schema)
 
 

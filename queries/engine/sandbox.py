@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from catalog.engine.datatypes import spec as data_type_spec
 from queries.engine.connection import EngineConfig, connect
 from queries.engine.errors import BadQuery, NotFound, QueryError, QueryTimeout, ResourceLimit, SandboxViolation
 from queries.engine.market import scan_expr
@@ -291,7 +292,7 @@ def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str
             resolved = None
             if data_type in used:
                 try:
-                    resolved = source.resolve(data_type, as_of if data_type != "reference_data" else None)
+                    resolved = source.resolve(data_type, as_of if data_type_spec(data_type).time_travel else None)
                 except NotFound as exc:
                     if exc.field == "as_of":  # the time-travel point does not exist: say so, never "no rows"
                         raise

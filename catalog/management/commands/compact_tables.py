@@ -10,12 +10,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from catalog.engine.datatypes import PARTITIONED_TYPES
+
 
 class Command(BaseCommand):
     help = "Compact Iceberg day partitions and expire old snapshots."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--table", action="append", choices=["trades", "quotes"],
+        parser.add_argument("--table", action="append", choices=list(PARTITIONED_TYPES),
                             help="table(s) to compact (default: trades and quotes)")
         parser.add_argument("--day", action="append", type=dt.date.fromisoformat,
                             help="UTC day partition (YYYY-MM-DD); default: every day with --min-files or more files")
