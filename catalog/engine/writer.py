@@ -226,7 +226,8 @@ class IcebergWriter:
 
     def _give_up(self, exc: BaseException, attempts: int, started: float, operation: str) -> BaseException:
         """The error to raise once the budget is spent: a connection failure becomes a
-        `CatalogUnavailable` naming the catalog and what to check."""
+        `CatalogUnavailable` naming the catalog and what to check, a full disk `WarehouseFull`
+        naming the table's location."""
         elapsed = time.monotonic() - started
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         if _disk_full(exc):
