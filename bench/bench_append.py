@@ -6,6 +6,17 @@ the plain pyiceberg `Table.append` and/or K2's `IcebergWriter` commit path.
 
     .venv/bin/python bench/bench_append.py --appends 400 --window 50 --mode both
     .venv/bin/python bench/bench_append.py --appends 300 --profile profile.out   # cProfile of the last window
+    .venv/bin/python bench/bench_append.py --appends 2500 --rows 300 --window 500 --mode writer \
+        --compare none json-splice,snapshot-index json-splice snapshot-index   # parts of fast_commit on/off
+
+`--without` switches parts of `catalog.engine.fast_commit` off for the run (each one puts
+pyiceberg's own function back), and `--compare` takes several such variants in turn, one
+append each, on the same table (so every variant sees the same snapshot count and the same
+machine load: fair on a shared machine; each also with the process's CPU time per append,
+which the load inflates far less than wall time), to see what each part is worth: `json-splice` (the metadata
+JSON built from per-snapshot pieces), `snapshot-index` (an index for `snapshot_by_id`),
+`held-metadata` (the catalog's compare-and-swap base not parsed again); parts no longer in
+`fast_commit` are ignored with a note.
 
 Never asserted in tests.
 """
@@ -23,6 +34,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -51,7 +63,40 @@ def batch(rows: int, start: int) -> pa.Table:
     }, schema=arrow_schema("trades"))
 
 
-def run(mode: str, appends: int, rows: int, window: int, profile: str | None) -> list[tuple[int, float, float]]:
+PARTS = ("json-splice", "snapshot-index", "held-metadata")
+
+
+def _parts() -> dict[str, tuple[Any, str, Any, Any]]:
+    """part -> (class, attribute, fast_commit's function, pyiceberg's own), for the parts still in fast_commit."""
+    from pyiceberg.serializers import FromInputFile, ToOutputFile
+    from pyiceberg.table.metadata import TableMetadataCommonFields
+
+    from catalog.engine import fast_commit
+
+    fast_commit.verify_pyiceberg()  # installs the hooks once; `use_parts` swaps them afterwards
+    names = {
+        "json-splice": (ToOutputFile, "table_metadata", "_write_table_metadata", "_ORIGINAL_WRITE_METADATA", True),
+        "snapshot-index": (TableMetadataCommonFields, "snapshot_by_id", "_snapshot_by_id", "_ORIGINAL_SNAPSHOT_BY_ID",
+                           False),
+        "held-metadata": (FromInputFile, "table_metadata", "_read_table_metadata", "_ORIGINAL_READ_METADATA", True),
+    }
+    found = {}
+    for part, (owner, attribute, fast, plain, static) in names.items():
+        if not hasattr(fast_commit, fast) or not hasattr(fast_commit, plain):
+            continue
+        wrap = staticmethod if static else (lambda f: f)
+        found[part] = (owner, attribute, wrap(getattr(fast_commit, fast)), wrap(getattr(fast_commit, plain)))
+    return found
+
+
+def use_parts(parts: dict[str, tuple[Any, str, Any, Any]], off: set[str]) -> None:
+    """fast_commit's function for each part, except pyiceberg's own for those in `off`."""
+    for part, (owner, attribute, fast, plain) in parts.items():
+        setattr(owner, attribute, plain if part in off else fast)
+
+
+def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
+        variants: list[frozenset[str]] | None = None) -> list[tuple[int, float, float]]:
     with tempfile.TemporaryDirectory(prefix="k2-bench-append-") as warehouse:
         config = CatalogConfig(uri=URI, warehouse=f"file://{warehouse}", namespace=f"bench_append_{uuid.uuid4().hex[:8]}")
         catalog = load_catalog(config)
@@ -60,25 +105,45 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None) ->
         data = [batch(rows, i * rows) for i in range(min(appends, 20))]
         results = []
         times: list[float] = []
+        variants = variants or [frozenset()]
+        parts = _parts() if mode == "writer" and variants != [frozenset()] else {}
+        by_variant: dict[frozenset[str], list[float]] = {v: [] for v in variants}
+        cpu_by_variant: dict[frozenset[str], list[float]] = {v: [] for v in variants}
         profiler = cProfile.Profile() if profile else None
         try:
             for i in range(appends):
                 props = offsets_properties("bench", {("bench-topic", 0): (i + 1) * rows}, {"bench-topic": "id"})
                 if profiler and i >= appends - window:
                     profiler.enable()
-                start = time.perf_counter()
+                variant = variants[i % len(variants)]
+                if parts:
+                    use_parts(parts, variant)
+                start, cpu_start = time.perf_counter(), time.process_time()
                 if mode == "pyiceberg":
                     table.append(data[i % len(data)], snapshot_properties=props)
                 else:
                     writer.append(data[i % len(data)], properties=props)
                 times.append(time.perf_counter() - start)
+                by_variant[variant].append(times[-1])
+                cpu_by_variant[variant].append(time.process_time() - cpu_start)
                 if profiler:
                     profiler.disable()
                 if len(times) == window:
                     snaps = len((table if mode == "pyiceberg" else writer.table).metadata.snapshots)
                     results.append((snaps, statistics.mean(times) * 1000, statistics.median(times) * 1000))
-                    print(f"{mode:10s} snapshots={snaps:5d}  mean={results[-1][1]:7.1f} ms  "
-                          f"median={results[-1][2]:7.1f} ms", flush=True)
+                    if len(variants) == 1:
+                        print(f"{mode:10s} snapshots={snaps:5d}  mean={results[-1][1]:7.1f} ms  "
+                              f"median={results[-1][2]:7.1f} ms", flush=True)
+                    for v, samples in by_variant.items():
+                        cpu = cpu_by_variant[v]
+                        if len(variants) > 1 and samples:
+                            print(f"{mode:10s} snapshots={snaps:5d}  without={','.join(sorted(v)) or 'none':32s} "
+                                  f"n={len(samples):4d}  mean={statistics.mean(samples) * 1000:7.1f} ms  "
+                                  f"median={statistics.median(samples) * 1000:7.1f} ms  "
+                                  f"cpu mean={statistics.mean(cpu) * 1000:7.1f} ms  "
+                                  f"cpu median={statistics.median(cpu) * 1000:7.1f} ms", flush=True)
+                        samples.clear()
+                        cpu.clear()
                     times = []
         finally:
             if profiler:
@@ -96,10 +161,24 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--mode", choices=("pyiceberg", "writer", "both"), default="both")
     parser.add_argument("--profile", help="write a cProfile of the last window to this file")
+    parser.add_argument("--without", default="", help=f"comma-separated parts of fast_commit to switch off: {PARTS}")
+    parser.add_argument("--compare", nargs="+", metavar="PARTS",
+                        help="variants taken in turn, one append each (same table, same moment): each a "
+                             "comma-separated --without list, or 'none'; e.g. --compare none json-splice")
     args = parser.parse_args()
+    variants = [frozenset(p for p in v.split(",") if p and p != "none") for v in (args.compare or [args.without])]
+    unknown = sorted(set().union(*variants) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
+    if any(variants) and args.mode != "writer":
+        parser.error("--without/--compare switch parts of the writer path: use --mode writer")
+    present = _parts() if any(variants) else {}
+    for part in sorted(set().union(*variants) - set(present)):
+        print(f"{part}: not in catalog.engine.fast_commit (nothing to switch off)", flush=True)
+    print("variants: " + " | ".join(",".join(sorted(v)) or "none" for v in variants), flush=True)
     modes = ("pyiceberg", "writer") if args.mode == "both" else (args.mode,)
     for mode in modes:
-        run(mode, args.appends, args.rows, args.window, args.profile)
+        run(mode, args.appends, args.rows, args.window, args.profile, variants)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,24 @@ before its Kafka commit (the consumer's K2_TEST_KILL_AFTER_TABLE_COMMITS hook), 
 random moment up to `--max-delay` s after the round's first commit. In the middle round, at such
 a moment, the catalog Postgres is stopped for `--outage` seconds (fast shutdown: open
 transactions are cut) and started again; that consumer must survive it (its retry budget,
-K2_CATALOG_RETRY_SECONDS, is 60 s by default). A last run is left
-to finish and stopped with SIGTERM. The table is read with DuckDB `iceberg_scan` (metadata
-location from the catalog's `iceberg_tables` row, no K2 code) and compared with the
-(partition, offset) of every produced message:
+K2_CATALOG_RETRY_SECONDS, is 60 s by default). Then, with `--disk-full` seconds, a round with
+the warehouse disk full (the warehouse is on a tmpfs of `--disk-mb` MB, filled to ENOSPC for
+that long once the round's consumer has committed something, then emptied): the consumer must
+wait and write on, and is then stopped with SIGTERM. The last run is started while the catalog
+Postgres is down (`--start-outage` seconds, then started): it must wait for the catalog, not
+exit; it is left to finish and stopped with SIGTERM. The table is read with DuckDB
+`iceberg_scan` (metadata location from the catalog's `iceberg_tables` row, no K2 code) and
+compared with the (partition, offset) of every produced message:
 
     lost       = produced positions missing from the table
     duplicated = rows in the table beyond one per position
 
-    .venv/bin/python bench/fault_suite.py --messages 30000 --kills 6 --outage 30 --seed 1
+    .venv/bin/python bench/fault_suite.py --messages 30000 --kills 6 --outage 30 --disk-full 20 --start-outage 20 --seed 1
 
-Exit status 1 when anything was lost or duplicated. Not part of the test run
-(`tests/consumer/test_catalog_faults.py` covers each fault on its own).
+Exit status 1 when anything was lost or duplicated, or a consumer died of a fault it should
+have waited out. Not part of the test run (`tests/consumer/test_catalog_faults.py` and
+`tests/consumer/test_disk_and_startup_faults.py` cover each fault on its own). The full disk
+needs the right to mount a tmpfs (root): without it that round is left out, and the suite says so.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ BASE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BASE))
 
 from bench.common import PG_ADMIN, free_port  # noqa: E402
-from tests.faults import ThrowawayPostgres, duckdb_offsets  # noqa: E402
+from tests.faults import SmallTmpfs, ThrowawayPostgres, duckdb_offsets  # noqa: E402
 
 
 def _log(msg: str) -> None:
@@ -106,6 +112,11 @@ def main() -> int:
     parser.add_argument("--max-delay", type=float, default=3.0,
                         help="a random kill comes up to this many seconds after the run's first commit")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the catalog Postgres is down (0: never)")
+    parser.add_argument("--disk-full", type=float, default=20.0,
+                        help="seconds the warehouse disk is kept full in a round of its own (0: never)")
+    parser.add_argument("--disk-mb", type=int, default=256, help="size of the warehouse's tmpfs")
+    parser.add_argument("--start-outage", type=float, default=20.0,
+                        help="seconds the catalog is down when the last consumer starts (0: up)")
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
@@ -123,11 +134,20 @@ def main() -> int:
     bootstrap = broker.start(port=port, var_dir=broker_dir).address
     pg = ThrowawayPostgres()
     pg.start()
-    _log(f"broker {bootstrap}, catalog Postgres 127.0.0.1:{pg.port}, work dir {work}")
+    disk: SmallTmpfs | None = None
+    disk_note = ""
+    if args.disk_full > 0:
+        try:
+            disk = SmallTmpfs(size_mb=args.disk_mb)
+        except RuntimeError as exc:
+            disk_note = f"full-disk round left out: {exc}"
+            _log(disk_note)
+    warehouse = disk.path if disk is not None else work / "warehouse"
+    _log(f"broker {bootstrap}, catalog Postgres 127.0.0.1:{pg.port}, warehouse {warehouse}, work dir {work}")
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db}", "K2_KAFKA_BOOTSTRAP": bootstrap,
-           "K2_ICEBERG_CATALOG_URI": pg.sqlalchemy_url, "K2_WAREHOUSE": (work / "warehouse").as_uri(),
+           "K2_ICEBERG_CATALOG_URI": pg.sqlalchemy_url, "K2_WAREHOUSE": warehouse.as_uri(),
            "K2_KAFKA_SESSION_TIMEOUT_MS": "6000", "K2_LOG_JSON": "1", "K2_LOG_LEVEL": "WARNING",
            "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "k2portal.settings"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -136,6 +156,8 @@ def main() -> int:
     topic = f"market.equities.trades.fault{run_id}"
     kills = 0
     survived: bool | None = None
+    survived_disk: bool | None = None
+    waited_at_start: bool | None = None
     outage_done = args.outage <= 0
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -160,8 +182,50 @@ def main() -> int:
         cmd = [sys.executable, "manage.py", "consume", "--topic", topic, "--group", f"fault-{run_id}",
                "--namespace", namespace, "--batch-size", str(args.batch_size), "--max-batch-ms", "200"]
         log_file = open(work / "consume.log", "ab")  # noqa: SIM115 - closed at the end
+
+        def wait_for_a_commit(since: int) -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None and len(in_table()) <= since:
+                time.sleep(0.3)
+
         for round_no in range(args.kills + 1):
             last = round_no == args.kills
+            if last and disk is not None:  # before the last run: a round with the warehouse disk full
+                at_start = len(in_table())
+                proc = subprocess.Popen(cmd, cwd=BASE, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+                wait_for_a_commit(at_start)
+                filled = disk.fill()
+                held = len(in_table())
+                _log(f"disk round: warehouse disk full ({filled:,} bytes of filler) for {args.disk_full:.0f} s")
+                time.sleep(args.disk_full)
+                survived_disk = proc.poll() is None
+                _log(f"disk round: {len(in_table()) - held} rows committed while full; consumer "
+                     f"{'alive' if survived_disk else 'DEAD'}; space given back")
+                disk.free()
+                wait_for_a_commit(held)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=120)
+                _log(f"disk round: stopped with SIGTERM, exit {code} ({len(in_table())} rows in the table)")
+                proc = None
+            if last and args.start_outage > 0:  # the last run starts while the catalog is down
+                pg.stop()
+                log_file.flush()
+                seen = (work / "consume.log").stat().st_size
+                proc = subprocess.Popen(cmd, cwd=BASE, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+                deadline = time.monotonic() + 120  # Django's start-up takes seconds: from its first retry on
+                while time.monotonic() < deadline and proc.poll() is None:
+                    with open(work / "consume.log", "rb") as read:
+                        read.seek(seen)
+                        if b"catalog_unreachable_retry" in read.read():
+                            break
+                    time.sleep(0.3)
+                _log(f"last round: consumer started with the catalog Postgres down, found it down; "
+                     f"{args.start_outage:.0f} s more")
+                time.sleep(args.start_outage)
+                waited_at_start = proc.poll() is None
+                pg.start()
+                _log(f"last round: catalog Postgres started again; consumer {'waiting' if waited_at_start else 'DEAD'}")
             at_start = len(in_table())
             # odd rounds: SIGKILL right after a random Nth Iceberg commit, before its Kafka commit (the
             # consumer's own fault hook); even rounds: at a random moment once it has written something
@@ -169,7 +233,8 @@ def main() -> int:
             exact = not last and not outage_round and round_no % 2 == 1
             commits = rng.randint(1, 4)
             round_env = {**env, "K2_TEST_KILL_AFTER_TABLE_COMMITS": str(commits)} if exact else env
-            proc = subprocess.Popen(cmd, cwd=BASE, env=round_env, stdout=log_file, stderr=subprocess.STDOUT)
+            if proc is None:
+                proc = subprocess.Popen(cmd, cwd=BASE, env=round_env, stdout=log_file, stderr=subprocess.STDOUT)
             if outage_round:  # mid-run: once this round's consumer has committed something
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline and proc.poll() is None and len(in_table()) <= at_start:
@@ -218,21 +283,29 @@ def main() -> int:
             "lost": len(produced - distinct), "duplicated": len(rows) - len(distinct),
             "foreign": len(distinct - produced), "sigkills": kills, "catalog_outage_s": args.outage if outage_done else 0,
             "consumer_survived_outage": survived,
+            "disk_full_s": args.disk_full if survived_disk is not None else 0, "consumer_survived_disk_full": survived_disk,
+            "start_outage_s": args.start_outage if waited_at_start is not None else 0,
+            "consumer_waited_for_catalog_at_start": waited_at_start, "note": disk_note,
             "seed": args.seed, "elapsed_s": round(time.monotonic() - started, 1), "cores": os.cpu_count(),
         }
         print()
         print(f"produced {result['produced']:,}  rows in table {result['rows']:,}  lost {result['lost']:,}  "
               f"duplicated {result['duplicated']:,}  ({kills} SIGKILLs, catalog down {result['catalog_outage_s']:.0f} s, "
-              f"consumer survived the outage: {survived}, "
+              f"consumer survived the outage: {survived}, disk full {result['disk_full_s']:.0f} s survived: "
+              f"{survived_disk}, started with the catalog down {result['start_outage_s']:.0f} s and waited: "
+              f"{waited_at_start}, "
               f"{result['elapsed_s']:.0f} s, seed {args.seed})")
         if args.json:
             print(json.dumps(result))
-        return 1 if result["lost"] or result["duplicated"] or result["foreign"] or survived is False else 0
+        died = False in (survived, survived_disk, waited_at_start)
+        return 1 if result["lost"] or result["duplicated"] or result["foreign"] or died else 0
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
         pg.destroy()
+        if disk is not None:
+            disk.close()
         broker.stop(port=port, var_dir=broker_dir)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

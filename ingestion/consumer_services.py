@@ -55,10 +55,15 @@ def consumer_config(*, data_type: str, topics: tuple[str, ...] | None = None, to
 
 
 def build_engine(*, config: ConsumerConfig, **hooks: Any) -> IcebergConsumer:
-    """The engine with this deployment's catalog, registry and the ORM gap sink."""
+    """The engine with this deployment's catalog, registry and the ORM gap sink. A catalog that
+    cannot be reached yet (its Postgres restarting) is waited for within the consumer's retry
+    budget (K2_CATALOG_RETRY_SECONDS), then `CatalogUnavailable`; nothing is read from Kafka before."""
+    from catalog.engine.writer import call_catalog, describe_uri
     from catalog.selectors import get_catalog, get_registry
 
-    return IcebergConsumer(config, catalog=get_catalog(), registry=get_registry(), gap_sink=OrmGapSink(), **hooks)
+    catalog = call_catalog(get_catalog, what="open the catalog", policy=config.retry,
+                           catalog=describe_uri(settings.K2.iceberg_catalog_uri))
+    return IcebergConsumer(config, catalog=catalog, registry=get_registry(), gap_sink=OrmGapSink(), **hooks)
 
 
 # --- Consumer rows: start / stop / reset (admin actions, boot, the reconciler) ---------------

@@ -6,6 +6,8 @@
   client sees a dropped connection for a commit that happened (an ambiguous commit).
 - `ThrowawayPostgres`: a Postgres cluster of its own (initdb in a temp dir, a free port), run as
   the `postgres` OS user when we are root, that a test may stop and start at will.
+- `SmallTmpfs`: a tmpfs of a few MB mounted on a temp dir (we are root here: `mount -t tmpfs`)
+  to put a warehouse on, and `fill()`/`free()` to make its disk full and give the space back.
 - `duckdb_offsets`: the (source_partition, source_offset) of every row of an Iceberg table read
   with plain DuckDB `iceberg_scan`, the metadata location taken from the SQL catalog's own
   `iceberg_tables` row with psycopg: no K2 or pyiceberg code in the reading.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -145,6 +148,51 @@ class ThrowawayPostgres:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SmallTmpfs:
+    """A tmpfs of `size_mb` MB mounted on a new temp dir. `fill()` writes a filler file until the
+    kernel answers ENOSPC (the disk is then full for any writer), `free()` deletes it, `close()`
+    unmounts. Needs the right to mount (root, or CAP_SYS_ADMIN): `mount` says why otherwise."""
+
+    def __init__(self, size_mb: int = 8) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="k2-tmpfs-"))
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0777", "tmpfs", str(self.path)],
+                              capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise RuntimeError(f"cannot mount a {size_mb} MB tmpfs on {self.path} (needs root or CAP_SYS_ADMIN): "
+                               f"{done.stderr.strip()}")
+        self._filler = self.path / ".filler"
+
+    def fill(self) -> int:
+        """Fill the disk; the bytes written."""
+        written = 0
+        chunk = b"\0" * 65536
+        with open(self._filler, "ab", buffering=0) as out:
+            while True:
+                try:
+                    written += out.write(chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+            while True:  # the last pages, a byte at a time
+                try:
+                    written += out.write(b"\0")
+                except OSError:
+                    break
+        return written
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path).free
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def metadata_location(pg_url: str, namespace: str, table: str, catalog: str = "k2") -> str:

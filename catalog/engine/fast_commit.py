@@ -53,21 +53,28 @@ Those reads stage nothing, so the same shallow `table_metadata` serves them. The
 applied with sets (`_remove_snapshots`: pyiceberg's handler scans the id list three times per
 snapshot, O(N·M)); a removal that a branch, tag or statistics file points at goes to pyiceberg.
 
-What still cost time per snapshot in every commit, also only inside `append`/`expire_snapshots`:
+Also only inside `append`/`expire_snapshots`, the metadata JSON: every commit writes every
+snapshot and snapshot-log entry again (~5 µs each); `metadata_json` keeps each list's JSON from
+the previous commit and serialises only the new items (same bytes, checked once per process
+against pydantic's JSON of the whole; a difference switches it off for good, logged).
 
-- the metadata JSON: every snapshot and snapshot-log entry is serialised again by each commit
-  (~5 µs each); `metadata_json` keeps each list's JSON from the previous commit and serialises
-  only the new items (same bytes, checked once per process);
-- `TableMetadata.snapshot_by_id`, a scan from the oldest snapshot that an append makes ~13
-  times (a miss among them), answered from an index extended with each new list (`_index_of`).
+Kept and dropped by measurement (issue 10; `bench/bench_append.py --compare`, every part
+switched on and off in turn on one table, docs/benchmarks.md "fast_commit: what each part is
+worth", 2,000 snapshots): the shallow copies, the held metadata (not parsed again) and the
+JSON lists each pay for themselves; an id()-keyed index for `TableMetadata.snapshot_by_id`
+(an append scans the snapshot list ~13 times) did not, and was removed.
 
-Guard: the shortcut mirrors private pyiceberg code, so `audit_problems()` checks the pyiceberg
-version AND a hash of the source of every function mirrored or relied on along the path an
-append and an expiry take (`Transaction.append`, its commit and retry loop, the snapshot
-producer, the catalog commit, the metadata serialisers). It runs as the Django system check
-`catalog.E001` (`manage.py check`, `migrate`, `runserver`, CI: `tests/platform/test_system_checks.py`)
-and again before the first fast commit of a process (`verify_pyiceberg()` raises
-`FastCommitUnsupported`): a pyiceberg upgrade fails loudly at deploy instead of silently
+Guard: the shortcut mirrors private pyiceberg code and relies on what pyiceberg's append
+and expiry do around it (that nothing mutates the metadata in place, that `commit_transaction`
+reads its retry count through `property_as_int`, that the SQL catalog loads its compare-and-swap
+base through `FromInputFile`), so `audit_problems()` checks the pyiceberg version AND a hash of
+the source of every pyiceberg function an append and an expiry run through in the table,
+update, snapshot, metadata, catalog and serializer modules (the list is traced:
+`tests/platform/test_system_checks.py` fails when one is missing) plus every function mirrored.
+It runs as the Django system check `catalog.E001` (`manage.py check`, `migrate`, `runserver`;
+CI: `tests/platform/test_system_checks.py` runs `manage.py check` against an unchanged and a
+changed pyiceberg) and again before the first fast commit of a process (`verify_pyiceberg()`
+raises `FastCommitUnsupported`): a pyiceberg upgrade fails loudly at deploy instead of silently
 changing behaviour. Re-audit, then update `_SOURCE_HASHES`.
 
 Only for the SQL catalog: the audit covers `SqlCatalog.commit_table`, which writes the metadata
@@ -84,9 +91,9 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import importlib
 import inspect
 import threading
-from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -100,8 +107,7 @@ from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.serializers import Compressor, FromInputFile, ToOutputFile
 from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table import update as _update_module
-from pyiceberg.table.metadata import TableMetadata, TableMetadataCommonFields, TableMetadataV2
-from pyiceberg.table.snapshots import update_snapshot_summaries
+from pyiceberg.table.metadata import TableMetadata, TableMetadataV2
 from pyiceberg.table.update import (
     AddSnapshotUpdate,
     RemoveSnapshotsUpdate,
@@ -111,7 +117,7 @@ from pyiceberg.table.update import (
     _TableMetadataUpdateContext,
     _update_table_metadata_log,
 )
-from pyiceberg.table.update.snapshot import ExpireSnapshots, _FastAppendFiles, _SnapshotProducer
+from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.datetime import datetime_to_millis
 
@@ -119,36 +125,122 @@ log = structlog.get_logger("catalog.fast_commit").bind(component="storage")
 
 SUPPORTED_PYICEBERG = "0.12.0"
 
-# sha256 (first 16 hex digits) of the source of what this module mirrors or depends on, as
-# audited for pyiceberg 0.12.0.
+# sha256 (first 16 hex digits) of the source of each pyiceberg function audited, as shipped in
+# pyiceberg 0.12.0: every function an append and an expiry run through in these modules (traced;
+# `tests/platform/test_system_checks.py` fails when the trace finds one missing) and every one this
+# module mirrors or replaces. Keys are "module:qualname".
 _SOURCE_HASHES = {
-    "update_table_metadata": "cdfaa6553c2f4d68",
-    "_update_table_metadata_log": "1e055143f050efa3",
-    "Transaction.table_metadata": "b17e042b477c6adb",
-    "Transaction.append": "8acc34ccfcc5028d",
-    "Transaction.commit_transaction": "31e91e28f2729338",
-    "Transaction._apply": "1d7d332b972488aa",
-    "Transaction.__exit__": "ac35b07f0017dda3",
-    "Table._do_commit": "794b91fe1dcf7b5f",
-    "_SnapshotProducer._commit": "c6fc9654eaee932c",
-    "_SnapshotProducer._summary": "2ed6b411b541a0c2",
-    "_SnapshotProducer._manifests": "f57f3aac3c95f9f3",
-    "_FastAppendFiles._existing_manifests": "d0255db202bdc4a0",
-    "_FastAppendFiles._deleted_entries": "cb6620a6a55a8123",
-    "update_snapshot_summaries": "d6ef18bed997f9c5",
-    "MetastoreCatalog._update_and_stage_table": "2a491d0056395468",
-    "_apply_table_update[AddSnapshotUpdate]": "fc20a1a424f10764",
-    "_apply_table_update[SetSnapshotRefUpdate]": "dde0da466978ae2f",
-    "FromInputFile.table_metadata": "06dde228f3460887",
-    "SqlCatalog._convert_orm_to_iceberg": "f444ea8e12456c62",
-    "SqlCatalog.commit_table": "fb22ea690ba68b07",
-    "ExpireSnapshots.by_id": "fcf76714ee1d53fd",
-    "ExpireSnapshots._commit": "3a93a6b38693889d",
-    "_apply_table_update[RemoveSnapshotsUpdate]": "e455116c87e837e9",
-    "ToOutputFile.table_metadata": "5fae1315550ee2b5",
-    "TableMetadata.snapshot_by_id": "75e74f74b599292b",
+    "pyiceberg.catalog:Catalog._delete_old_metadata": "adcfb8eed0294a24",
+    "pyiceberg.catalog:Catalog._load_file_io": "82be8a6cfd40f34a",
+    "pyiceberg.catalog:Catalog.identifier_to_tuple": "0b0c8bb7ea8dae12",
+    "pyiceberg.catalog:Catalog.namespace_from": "f53947278f4fccfb",
+    "pyiceberg.catalog:Catalog.namespace_to_string": "8cd29e87a1d1e6b2",
+    "pyiceberg.catalog:Catalog.table_name_from": "e854390263216158",
+    "pyiceberg.catalog:MetastoreCatalog._parse_metadata_version": "ddcc204ecfc7ae24",
+    "pyiceberg.catalog:MetastoreCatalog._update_and_stage_table": "2a491d0056395468",
+    "pyiceberg.catalog:MetastoreCatalog._write_metadata": "2ed45bacb9a4b133",
+    "pyiceberg.catalog:delete_files": "3f667c2a8fe60590",
+    "pyiceberg.catalog.sql:SqlCatalog._convert_orm_to_iceberg": "f444ea8e12456c62",
+    "pyiceberg.catalog.sql:SqlCatalog._iceberg_type_filter": "df8ba97f3178a00f",
+    "pyiceberg.catalog.sql:SqlCatalog.commit_table": "fb22ea690ba68b07",
+    "pyiceberg.catalog.sql:SqlCatalog.load_table": "44dda2f08f80b821",
+    "pyiceberg.serializers:Compressor.get_compressor": "67ce4a6a32b009de",
+    "pyiceberg.serializers:FromInputFile.table_metadata": "06dde228f3460887",
+    "pyiceberg.serializers:NoopCompressor.bytes_compressor": "ebb066c886d338b7",
+    "pyiceberg.serializers:ToOutputFile.table_metadata": "5fae1315550ee2b5",
+    "pyiceberg.table:Table.__init__": "548e237b72bdbe7d",
+    "pyiceberg.table:Table._check_uuid": "0136216994e40db4",
+    "pyiceberg.table:Table._do_commit": "794b91fe1dcf7b5f",
+    "pyiceberg.table:Table.location_provider": "0f76b644b6ceba44",
+    "pyiceberg.table:Table.name": "58307c83cc5c3223",
+    "pyiceberg.table:Transaction.__enter__": "fba615c758ff3167",
+    "pyiceberg.table:Transaction.__exit__": "ac35b07f0017dda3",
+    "pyiceberg.table:Transaction.__init__": "19002cf5755316db",
+    "pyiceberg.table:Transaction._append_snapshot_producer": "1094520849e4f4bc",
+    "pyiceberg.table:Transaction._apply": "1d7d332b972488aa",
+    "pyiceberg.table:Transaction._cleanup_uncommitted_manifests": "f4b2c5730afedcc3",
+    "pyiceberg.table:Transaction._register_snapshot_producer": "8a4621960de5c544",
+    "pyiceberg.table:Transaction._stage": "6881b41fb183aa8d",
+    "pyiceberg.table:Transaction.append": "8acc34ccfcc5028d",
+    "pyiceberg.table:Transaction.commit_transaction": "31e91e28f2729338",
+    "pyiceberg.table:Transaction.table_metadata": "b17e042b477c6adb",
+    "pyiceberg.table:Transaction.update_snapshot": "e0eafdde057d67ab",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.new_snapshot_id": "7d71653130dcbd1d",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.next_sequence_number": "bf4fd050943301e7",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.schema": "25fe2f51d376b811",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.serialize_current_snapshot_id": "b6d5d37efc35fb39",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.serialize_snapshots": "9201fd09d62e50ad",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.snapshot_by_id": "75e74f74b599292b",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.snapshot_by_name": "ca2875ff8bad5c91",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.sort_order": "f5f4e147d2a79384",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.sort_order_by_id": "d35cd9b876ca3f5e",
+    "pyiceberg.table.metadata:TableMetadataCommonFields.spec": "01c948b1acb04973",
+    "pyiceberg.table.metadata:TableMetadataV2.check_partition_specs": "0e11eed9ffd60a20",
+    "pyiceberg.table.metadata:TableMetadataV2.check_schemas": "a6c631d55a9c73bf",
+    "pyiceberg.table.metadata:TableMetadataV2.check_sort_orders": "4d021472d8a070a9",
+    "pyiceberg.table.metadata:TableMetadataV2.construct_refs": "5b4550f8208d74d2",
+    "pyiceberg.table.metadata:_generate_snapshot_id": "fa0b3c6a37588e05",
+    "pyiceberg.table.metadata:check_partition_specs": "e20ab1d28c80e0c1",
+    "pyiceberg.table.metadata:check_schemas": "100ad54ba2c8950a",
+    "pyiceberg.table.metadata:check_sort_orders": "5aad0ac6e5430762",
+    "pyiceberg.table.metadata:construct_refs": "9d2ad551875678dd",
+    "pyiceberg.table.snapshots:SnapshotSummaryCollector.__init__": "23b49bfcfafe96c0",
+    "pyiceberg.table.snapshots:SnapshotSummaryCollector.add_file": "9e6c2d789e1e1856",
+    "pyiceberg.table.snapshots:SnapshotSummaryCollector.build": "3ad1411178af969c",
+    "pyiceberg.table.snapshots:SnapshotSummaryCollector.update_partition_metrics": "575cfd9bba41d15e",
+    "pyiceberg.table.snapshots:Summary.__getitem__": "9e606754c298fc2e",
+    "pyiceberg.table.snapshots:Summary.__init__": "7aae11071cd9055b",
+    "pyiceberg.table.snapshots:Summary.__len__": "b21cc1addf10e7c9",
+    "pyiceberg.table.snapshots:Summary.__setitem__": "356a202a879c192a",
+    "pyiceberg.table.snapshots:Summary.ser_model": "d889d13dd446c361",
+    "pyiceberg.table.snapshots:UpdateMetrics.__init__": "ac11a8b897ec9745",
+    "pyiceberg.table.snapshots:UpdateMetrics.add_file": "e1fd9f3285942598",
+    "pyiceberg.table.snapshots:UpdateMetrics.to_dict": "432caaf98df0e279",
+    "pyiceberg.table.snapshots:set_when_positive": "512142687e490e8d",
+    "pyiceberg.table.snapshots:update_snapshot_summaries": "d6ef18bed997f9c5",
+    "pyiceberg.table.update:AssertRefSnapshotId.validate": "cde2a83586f0f59b",
+    "pyiceberg.table.update:AssertTableUUID.validate": "0c46b99452bda028",
+    "pyiceberg.table.update:UpdateTableMetadata.__enter__": "93c0e1c9eec03927",
+    "pyiceberg.table.update:UpdateTableMetadata.__exit__": "37c6c4dadf89544a",
+    "pyiceberg.table.update:UpdateTableMetadata.__init__": "b34c8936f792a17f",
+    "pyiceberg.table.update:UpdateTableMetadata.commit": "ce996207a5d2b195",
+    "pyiceberg.table.update:_TableMetadataUpdateContext.__init__": "3c35b7ed4e58e9e9",
+    "pyiceberg.table.update:_TableMetadataUpdateContext.add_update": "5b7f1815705d05f2",
+    "pyiceberg.table.update:_TableMetadataUpdateContext.has_changes": "9836ee0f165d408c",
+    "pyiceberg.table.update:_TableMetadataUpdateContext.is_added_snapshot": "dc8510513393e1d1",
+    "pyiceberg.table.update:_apply_table_update[AddSnapshotUpdate]": "fc20a1a424f10764",
+    "pyiceberg.table.update:_apply_table_update[RemoveSnapshotsUpdate]": "e455116c87e837e9",
+    "pyiceberg.table.update:_apply_table_update[SetSnapshotRefUpdate]": "dde0da466978ae2f",
+    "pyiceberg.table.update:_update_table_metadata_log": "1e055143f050efa3",
+    "pyiceberg.table.update:update_table_metadata": "cdfaa6553c2f4d68",
+    "pyiceberg.table.update.snapshot:ExpireSnapshots.__init__": "e8b38aef88733496",
+    "pyiceberg.table.update.snapshot:ExpireSnapshots._commit": "3a93a6b38693889d",
+    "pyiceberg.table.update.snapshot:ExpireSnapshots._get_protected_snapshot_ids": "f5f98f63dd83ea99",
+    "pyiceberg.table.update.snapshot:ExpireSnapshots.by_id": "fcf76714ee1d53fd",
+    "pyiceberg.table.update.snapshot:ExpireSnapshots.by_ids": "91ef3bb9807eaa01",
+    "pyiceberg.table.update.snapshot:UpdateSnapshot.__init__": "c92d868f3f9057dd",
+    "pyiceberg.table.update.snapshot:UpdateSnapshot.merge_append": "84c067a0b9537124",
+    "pyiceberg.table.update.snapshot:_FastAppendFiles._deleted_entries": "cb6620a6a55a8123",
+    "pyiceberg.table.update.snapshot:_ManifestMergeManager.__init__": "0a775279326d4d5e",
+    "pyiceberg.table.update.snapshot:_ManifestMergeManager._group_by_spec": "3659c4cd2a4f122b",
+    "pyiceberg.table.update.snapshot:_ManifestMergeManager._merge_group": "1fb100f1744e15e8",
+    "pyiceberg.table.update.snapshot:_ManifestMergeManager.merge_manifests": "253237ff3eb47774",
+    "pyiceberg.table.update.snapshot:_MergeAppendFiles.__init__": "1643051b9eac538c",
+    "pyiceberg.table.update.snapshot:_MergeAppendFiles._process_manifests": "c5bd11e40527f506",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer.__init__": "b852274884153a53",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._build_delete_files_partition_predicate": "b94b24c0c5e4493e",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._cleanup_uncommitted": "c201b0e5b1a49086",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._commit": "c6fc9654eaee932c",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._current_branch_head_id": "1e4d9c74c8c90f50",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._manifests": "f57f3aac3c95f9f3",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._summary": "2ed6b411b541a0c2",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer._validate_target_branch": "47fb5b49d9c64a98",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer.append_data_file": "b5a7ac906ad56d86",
+    "pyiceberg.table.update.snapshot:_SnapshotProducer.commit": "5b81b509a6dc5418",
+    "pyiceberg.table.update.snapshot:_new_manifest_list_file_name": "ac212740cb942793",
+    "pyiceberg.utils.properties:property_as_bool": "466ca1a7bf2f6519",
+    "pyiceberg.utils.properties:property_as_int": "c147a20103c5d6af",
 }
-
 # The only updates an append or an expiry stages; anything else takes pyiceberg's own
 # (deep-copying) path.
 _SHALLOW_UPDATES = (AddSnapshotUpdate, SetSnapshotRefUpdate, RemoveSnapshotsUpdate)
@@ -156,7 +248,6 @@ _SHALLOW_UPDATES = (AddSnapshotUpdate, SetSnapshotRefUpdate, RemoveSnapshotsUpda
 _ORIGINAL_UPDATE_TABLE_METADATA = _update_module.update_table_metadata
 _ORIGINAL_READ_METADATA = FromInputFile.table_metadata
 _ORIGINAL_WRITE_METADATA = ToOutputFile.table_metadata
-_ORIGINAL_SNAPSHOT_BY_ID = TableMetadataCommonFields.snapshot_by_id
 _ORIGINAL_REMOVE_SNAPSHOTS = _apply_table_update.registry[RemoveSnapshotsUpdate]
 _ORIGINAL_PROPERTY_AS_INT = _table_module.property_as_int
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("k2_fast_append_commit", default=False)
@@ -171,38 +262,34 @@ class FastCommitUnsupported(RuntimeError):
     """The installed pyiceberg is not the one this commit path was audited against."""
 
 
-def _source_hashes() -> dict[str, str]:
-    def digest(obj: Any) -> str:
-        return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+# pyiceberg functions this module replaces while it runs (ContextVar-gated): audited as pyiceberg ships them
+_REPLACED = {
+    "pyiceberg.serializers:FromInputFile.table_metadata": _ORIGINAL_READ_METADATA,
+    "pyiceberg.serializers:ToOutputFile.table_metadata": _ORIGINAL_WRITE_METADATA,
+    "pyiceberg.table.update:update_table_metadata": _ORIGINAL_UPDATE_TABLE_METADATA,
+}
 
-    registry = _apply_table_update.registry
-    return {
-        "update_table_metadata": digest(_ORIGINAL_UPDATE_TABLE_METADATA),
-        "_update_table_metadata_log": digest(_update_table_metadata_log),
-        "Transaction.table_metadata": digest(Transaction.table_metadata.fget),
-        "Transaction.append": digest(Transaction.append),
-        "Transaction.commit_transaction": digest(Transaction.commit_transaction),
-        "Transaction._apply": digest(Transaction._apply),
-        "Transaction.__exit__": digest(Transaction.__exit__),
-        "Table._do_commit": digest(Table._do_commit),
-        "_SnapshotProducer._commit": digest(_SnapshotProducer._commit),
-        "_SnapshotProducer._summary": digest(_SnapshotProducer._summary),
-        "_SnapshotProducer._manifests": digest(_SnapshotProducer._manifests),
-        "_FastAppendFiles._existing_manifests": digest(_FastAppendFiles._existing_manifests),
-        "_FastAppendFiles._deleted_entries": digest(_FastAppendFiles._deleted_entries),
-        "update_snapshot_summaries": digest(update_snapshot_summaries),
-        "MetastoreCatalog._update_and_stage_table": digest(_catalog_module.MetastoreCatalog._update_and_stage_table),
-        "_apply_table_update[AddSnapshotUpdate]": digest(registry[AddSnapshotUpdate]),
-        "_apply_table_update[SetSnapshotRefUpdate]": digest(registry[SetSnapshotRefUpdate]),
-        "FromInputFile.table_metadata": digest(_ORIGINAL_READ_METADATA),
-        "SqlCatalog._convert_orm_to_iceberg": digest(SqlCatalog._convert_orm_to_iceberg),
-        "SqlCatalog.commit_table": digest(SqlCatalog.commit_table),
-        "ExpireSnapshots.by_id": digest(ExpireSnapshots.by_id),
-        "ExpireSnapshots._commit": digest(ExpireSnapshots._commit),
-        "_apply_table_update[RemoveSnapshotsUpdate]": digest(_ORIGINAL_REMOVE_SNAPSHOTS),
-        "ToOutputFile.table_metadata": digest(_ORIGINAL_WRITE_METADATA),
-        "TableMetadata.snapshot_by_id": digest(_ORIGINAL_SNAPSHOT_BY_ID),
-    }
+
+def _audited(key: str) -> Any:
+    """The pyiceberg function a `_SOURCE_HASHES` key names ("module:qualname", or
+    "module:_apply_table_update[UpdateType]" for one handler of that singledispatch function)."""
+    if key in _REPLACED:
+        return _REPLACED[key]
+    module_name, _, qualname = key.partition(":")
+    if qualname.startswith("_apply_table_update["):
+        return _apply_table_update.registry[getattr(_update_module, qualname[len("_apply_table_update["):-1])]
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = inspect.getattr_static(obj, part)
+    if isinstance(obj, property):
+        obj = obj.fget
+    if isinstance(obj, staticmethod | classmethod):
+        obj = obj.__func__
+    return obj
+
+
+def _source_hashes() -> dict[str, str]:
+    return {key: hashlib.sha256(inspect.getsource(_audited(key)).encode()).hexdigest()[:16] for key in _SOURCE_HASHES}
 
 
 def audit_problems() -> list[str]:
@@ -214,7 +301,7 @@ def audit_problems() -> list[str]:
                 f"{pyiceberg.__version__}: re-audit it (see its docstring) before use"]
     try:
         found = _source_hashes()
-    except (OSError, TypeError, KeyError) as exc:
+    except (OSError, TypeError, KeyError, AttributeError, ImportError) as exc:
         return [f"cannot inspect pyiceberg's source: {exc}"]
     changed = sorted(name for name, expected in _SOURCE_HASHES.items() if found.get(name) != expected)
     if changed:
@@ -250,11 +337,6 @@ def verify_pyiceberg() -> None:
             if current_write is not _ORIGINAL_WRITE_METADATA:
                 raise FastCommitUnsupported("pyiceberg.serializers.ToOutputFile.table_metadata is already patched")
             ToOutputFile.table_metadata = staticmethod(_write_table_metadata)  # type: ignore[method-assign]
-        current_lookup = TableMetadataCommonFields.snapshot_by_id
-        if current_lookup is not _snapshot_by_id:
-            if current_lookup is not _ORIGINAL_SNAPSHOT_BY_ID:
-                raise FastCommitUnsupported("pyiceberg TableMetadata.snapshot_by_id is already patched")
-            TableMetadataCommonFields.snapshot_by_id = _snapshot_by_id  # type: ignore[method-assign]
         current_int = _table_module.property_as_int
         if current_int is not _property_as_int:
             if current_int is not _ORIGINAL_PROPERTY_AS_INT:
@@ -370,41 +452,6 @@ def metadata_json(metadata: TableMetadata, exclude_none: bool = True) -> str:
             log.error("metadata_json_cache_disabled", reason="spliced JSON differs from pydantic's")
             return metadata.model_dump_json(exclude_none=exclude_none)
     return text
-
-
-# (the snapshot list, its length, its id()s, snapshot id -> snapshot) of the lists last looked up in
-_snapshot_index: OrderedDict[int, tuple[list[Any], int, list[int], dict[int, Any]]] = OrderedDict()
-
-
-def _index_of(snapshots: list[Any]) -> dict[int, Any]:
-    """snapshot id -> snapshot for this list; built from the index of a list it extends (an
-    append's new list is the old one plus one) instead of from scratch."""
-    with _cache_lock:
-        hit = _snapshot_index.get(id(snapshots))
-        if hit is not None and hit[0] is snapshots and hit[1] == len(snapshots):
-            return hit[3]
-        ids = list(map(id, snapshots))
-        index: dict[int, Any] | None = None
-        for _held, length, base_ids, base_index in reversed(_snapshot_index.values()):
-            if length <= len(ids) and ids[:length] == base_ids:  # `_held` keeps those objects alive
-                index = dict(base_index)
-                index.update((s.snapshot_id, s) for s in snapshots[length:])
-                break
-        if index is None:
-            index = {s.snapshot_id: s for s in snapshots}
-        _snapshot_index[id(snapshots)] = (snapshots, len(snapshots), ids, index)
-        while len(_snapshot_index) > 8:
-            _snapshot_index.popitem(last=False)
-        return index
-
-
-def _snapshot_by_id(self: TableMetadata, snapshot_id: int) -> Any:
-    """`TableMetadata.snapshot_by_id` from an index inside `append`/`expire_snapshots` (ids are
-    unique in a table, so the answer is the same; an append looks snapshots up ~13 times, each a
-    scan of the whole list, a miss included)."""
-    if _ACTIVE.get():
-        return _index_of(self.snapshots).get(snapshot_id)
-    return _ORIGINAL_SNAPSHOT_BY_ID(self, snapshot_id)
 
 
 def _write_table_metadata(metadata: TableMetadata, output_file: OutputFile, overwrite: bool = False) -> None:

@@ -5,10 +5,15 @@ timeouts, SQLAlchemy's `OperationalError` from a dropped catalog connection, and
 `CommitFailedException`: another writer committed first) are retried with exponential backoff
 (100 ms first delay, ×2, capped at 10 s; tenacity) for a time budget (`RetryPolicy.budget_seconds`,
 K2_CATALOG_RETRY_SECONDS, default 60 s), long enough to ride out a catalog Postgres restart or
-failover; then `CatalogUnavailable` says which catalog to check. Permanent errors, such as a
-missing table or a batch whose schema does not match, fail at once. A table created by an older
-K2 that lacks a lineage column the batch carries (`source_topic`, `source_topic_id`) gains it by
-schema evolution at the first append (no rewrite: older rows read NULL there).
+failover; then `CatalogUnavailable` says which catalog to check. A full warehouse disk
+(`ENOSPC`/`EDQUOT` while writing a data, manifest or metadata file, before anything is
+committed) is retried the same way, since space can come back (orphan cleanup, an operator),
+and then raises `WarehouseFull` (a `CatalogUnavailable`: the table's storage refused the commit)
+naming the warehouse. Permanent errors, such as a missing table or a batch whose schema does not
+match, fail at once. `call_catalog` gives the same budget to other catalog calls (opening the
+catalog and loading a table when a consumer starts). A table created by an older K2 that lacks
+a lineage column the batch carries (`source_topic`, `source_topic_id`) gains it by schema
+evolution at the first append (no rewrite: older rows read NULL there).
 
 A failed commit may still have happened (an ambiguous commit: Postgres committed, the reply
 was lost). So before every retry the table is reloaded and the batch counts as committed when
@@ -37,12 +42,13 @@ Plain Python, no Django import.
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
@@ -81,6 +87,12 @@ class CatalogUnavailable(RuntimeError):
     """The catalog did not accept a commit within the retry budget; the message says what to check."""
 
 
+class WarehouseFull(CatalogUnavailable):
+    """The warehouse's disk stayed full (or over quota) for the whole retry budget: nothing of the
+    batch was committed. A `CatalogUnavailable`, so every caller that reports an unreachable
+    catalog clearly (`manage.py consume`, the consumer task) reports this one as clearly."""
+
+
 class OffsetConflict(RuntimeError):
     """Another writer recorded part of this batch's offsets in the table meanwhile: appending the
     batch would write rows twice, and skipping it would lose the rest."""
@@ -96,8 +108,13 @@ def _connection_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A write refused for want of space (pyarrow's file streams raise OSError with errno set)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, CommitFailedException) or _connection_error(exc)
+    return isinstance(exc, CommitFailedException) or _connection_error(exc) or _disk_full(exc)
 
 
 @dataclass(frozen=True)
@@ -130,17 +147,62 @@ class AppendResult:
     already_committed: bool = False  # a failed attempt had in fact committed (or another writer wrote these rows)
 
 
+T = TypeVar("T")
+
+
+def call_catalog(call: Callable[[], T], *, what: str, catalog: str, policy: RetryPolicy) -> T:
+    """`call()` with the writer's budget for connection errors (a catalog Postgres restarting or
+    not up yet): retried with the same backoff, then `CatalogUnavailable` saying what could not be
+    done (`what`, e.g. "open the catalog"), the catalog (`catalog`, as a user knows it) and what to
+    check. Any other error is raised at once."""
+    started = time.monotonic()
+    attempts = 0
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("catalog_unreachable_retry", what=what, catalog=catalog, attempt=state.attempt_number,
+                    elapsed_seconds=round(time.monotonic() - started, 3), budget_seconds=policy.budget_seconds,
+                    error_type=type(exc).__name__, error=str(exc).splitlines()[0] if str(exc) else "",
+                    delay_seconds=round(state.next_action.sleep if state.next_action else 0.0, 3))
+
+    retrying = policy.retrying(before_sleep).copy(retry=retry_if_exception(_connection_error))
+    try:
+        for attempt in retrying:
+            with attempt:
+                attempts += 1
+                return call()
+    except Exception as exc:
+        if not _connection_error(exc):
+            raise
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise CatalogUnavailable(
+            f"the Iceberg catalog {catalog} could not be reached to {what} for {time.monotonic() - started:.0f} s "
+            f"({attempts} attempts; last error {type(exc).__name__}: {first_line}): check that the catalog's Postgres "
+            "is running and reachable (K2_ICEBERG_CATALOG_URI), or raise K2_CATALOG_RETRY_SECONDS to ride out "
+            "longer outages") from exc
+    raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
+
+
+def describe_uri(uri: str) -> str:
+    """A catalog URI as a user knows it, without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URI SQLAlchemy cannot parse is shown as is
+        return str(uri)
+
+
 def describe_catalog(table: Any) -> str:
     """The table's catalog as a user knows it: its URI without a password, or its name."""
-    catalog = getattr(table, "catalog", None)
+    return describe_catalog_of(getattr(table, "catalog", None))
+
+
+def describe_catalog_of(catalog: Any) -> str:
+    """A catalog as a user knows it: its URI without a password, or its name."""
     uri = getattr(catalog, "properties", {}).get("uri") if catalog is not None else None
     if uri:
-        try:
-            from sqlalchemy.engine import make_url
-
-            return make_url(uri).render_as_string(hide_password=True)
-        except Exception:  # noqa: BLE001 - a URI SQLAlchemy cannot parse is shown as is
-            return str(uri)
+        return describe_uri(str(uri))
     return str(getattr(catalog, "name", "the Iceberg catalog"))
 
 
@@ -170,11 +232,20 @@ class IcebergWriter:
 
     def _give_up(self, exc: BaseException, attempts: int, started: float, operation: str) -> BaseException:
         """The error to raise once the budget is spent: a connection failure becomes a
-        `CatalogUnavailable` naming the catalog and what to check."""
-        if not _connection_error(exc):
-            return exc
+        `CatalogUnavailable` naming the catalog and what to check, a full disk `WarehouseFull`
+        naming the table's location."""
         elapsed = time.monotonic() - started
         first_line = str(exc).splitlines()[0] if str(exc) else ""
+        if _disk_full(exc):
+            location = getattr(getattr(self.table, "metadata", None), "location", None) or "the warehouse"
+            return WarehouseFull(
+                f"the warehouse disk holding {location} is full: table {self.table_name} could not be written for "
+                f"{elapsed:.0f} s ({attempts} attempts; last error: {first_line}). Nothing of this batch was "
+                "committed: free space there (K2_WAREHOUSE; expired snapshots' and orphan files go with "
+                "`manage.py compact_tables --expire --remove-orphans`), or raise K2_CATALOG_RETRY_SECONDS to wait longer. Kafka offsets were "
+                "not committed past what the table holds: a restart resumes where the table ends")
+        if not _connection_error(exc):
+            return exc
         return CatalogUnavailable(
             f"the Iceberg catalog {describe_catalog(self.table)} could not be reached to {operation} table "
             f"{self.table_name} for {elapsed:.0f} s ({attempts} attempts; last error {type(exc).__name__}: "

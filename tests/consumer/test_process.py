@@ -116,6 +116,7 @@ def test_unreachable_broker_and_catalog_give_clear_errors(catalog_config, unique
     no_broker = consume_process(args, subprocess_env(bootstrap=closed, catalog_config=catalog_config))
     bad_catalog_env = subprocess_env(bootstrap=closed, catalog_config=catalog_config)
     bad_catalog_env["K2_ICEBERG_CATALOG_URI"] = f"postgresql+psycopg://postgres@{closed}/nope"
+    bad_catalog_env["K2_CATALOG_RETRY_SECONDS"] = "2"  # waited for that long first (test_disk_and_startup_faults.py)
     no_catalog = consume_process(args, bad_catalog_env)
     out_broker, _ = no_broker.communicate(timeout=60)
     out_catalog, _ = no_catalog.communicate(timeout=60)

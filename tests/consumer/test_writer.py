@@ -212,7 +212,7 @@ def test_fast_commit_refuses_an_unaudited_pyiceberg(iceberg_tables, change, monk
     if change == "version":
         monkeypatch.setattr(pyiceberg, "__version__", "0.12.1")
     else:
-        monkeypatch.setitem(fast_commit._SOURCE_HASHES, "update_table_metadata", "0" * 16)  # noqa: SLF001
+        monkeypatch.setitem(fast_commit._SOURCE_HASHES, "pyiceberg.table.update:update_table_metadata", "0" * 16)  # noqa: SLF001
     table = iceberg_tables["trades"]
     with pytest.raises(fast_commit.FastCommitUnsupported):
         IcebergWriter(table, table_name="trades", policy=FAST).append(_batch())
