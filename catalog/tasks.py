@@ -17,8 +17,8 @@ from django.conf import settings
 
 from catalog.engine.maintenance import compact_table, remove_orphan_files
 from catalog.selectors import get_catalog, snapshot_policy
-from k2portal import metrics
-from k2portal.logging import get_logger
+from k2core import metrics
+from k2core.logging import get_logger
 
 log = get_logger(__name__, component="maintenance")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from k2portal.logging import get_correlation_id, get_logger
+from k2core.logging import get_correlation_id, get_logger
 
 log = get_logger(__name__, component="platform")
 

@@ -23,13 +23,14 @@ from ninja.security import APIKeyHeader
 from ninja.utils import check_csrf
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from k2portal import metrics
+from k2core import metrics
+from k2core.datatypes import DATA_TYPES
 from queries import selectors, services
 from queries.api_schemas import DOC, ERRORS, GapsOut, OhlcvOut, RunOut, SavedQueriesOut, SavedQueryDetailOut, SnapshotsOut, TablesOut, TradesOut
 from queries.engine import formats
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.market import QueryResult
-from queries.engine.source import DATA_TYPES, snapshot_infos
+from queries.engine.source import snapshot_infos
 from queries.engine.timeutil import make_range
 from queries.models import ApiKey
 

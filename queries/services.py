@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from k2portal import metrics
-from k2portal.logging import get_logger
+from k2core import metrics
+from k2core.logging import get_logger
 from queries import selectors
 from queries.engine import sandbox
 from queries.engine.errors import BadQuery, QueryTimeout, TooManyRuns

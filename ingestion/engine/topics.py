@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from catalog.engine.schemas import DATA_TYPES, dlq_topic, topic_name
-from k2portal.logging import get_logger
+from k2core.kafka import PARTITIONER  # noqa: F401 - imported from here by the consumer and the producer
+from k2core.logging import get_logger
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 log = get_logger(__name__, component="topics")
 
 DEFAULT_PARTITIONS = {"asx": 30}  # ADR #009: 30 partitions for ASX (about 1000 symbols)
 DLQ_PARTITIONS = 1
-# Java clients' default partitioner (murmur2 of the key, modulo the partition count), so a key lands in the
-# same partition whichever client produced it; librdkafka's own default (consistent_random, CRC32) differs.
-PARTITIONER = "murmur2_random"
 
 
 class TopicError(RuntimeError):
@@ -47,6 +48,10 @@ def declared_topics(*, exchanges: tuple[str, ...] = ("asx",), asset_class: str =
 
 
 def _admin(bootstrap: str, timeout: float) -> AdminClient:
+    # imported here: confluent_kafka.admin is slow to import, and every process reads
+    # `declared_topics()` at start (ingestion.apps) without talking to Kafka.
+    from confluent_kafka.admin import AdminClient
+
     return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
 
 
@@ -74,6 +79,8 @@ def create_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: float = 10
         else:
             missing.append(spec)
     if missing:
+        from confluent_kafka.admin import NewTopic
+
         admin = _admin(bootstrap, timeout)  # kept alive until the futures resolve
         futures = admin.create_topics(
             [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1) for s in missing],

@@ -19,9 +19,8 @@ from pyiceberg.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from k2core.datatypes import DATA_TYPES
 from queries.engine.errors import BadQuery, NotFound
-
-DATA_TYPES = ("trades", "quotes", "reference_data")
 
 
 @dataclass(frozen=True)

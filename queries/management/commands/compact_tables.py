@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog.engine.maintenance import compact_days, compact_table, expire_snapshots, remove_orphan_files
 from catalog.selectors import get_catalog
-from k2portal import metrics
+from k2core import metrics
 from queries import selectors
 
 
