@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "ingestion",
     "catalog",
     "queries",
+    "k2portal",  # the project package: management commands that join the apps (run_summary)
 ]
 
 MIDDLEWARE = [
@@ -123,6 +124,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
 }
+K2_API_KEY_SCOPES = "queries.services.api_key_scopes"  # the schema registry's write check (catalog.registry_api)
 K2_CELERY_APP = "k2portal.celery.app"  # imported by Django code before it sends a task (k2portal/__init__.py)
 K2_CONSUMER_QUEUE = "consumers"  # the Celery queue of consumer tasks (the `consumers` worker of the Procfile)
 

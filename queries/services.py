@@ -86,6 +86,16 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
     return key
 
 
+def api_key_scopes(*, raw_key: str) -> list[str]:
+    """The scopes of a valid key (`api_key_authenticate`); PermissionError, saying why, for a
+    rejected one. The schema registry (catalog) authorises writes with it through
+    settings.K2_API_KEY_SCOPES, so the catalog app does not import this one."""
+    try:
+        return list(api_key_authenticate(raw_key=raw_key).scopes or [])
+    except KeyRejected as exc:
+        raise PermissionError(str(exc)) from None
+
+
 @cache
 def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
