@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from catalog.engine.schemas import DATA_TYPES, dlq_topic, topic_name
+from k2core.datatypes import DATA_TYPES
 from k2core.kafka import PARTITIONER  # noqa: F401 - imported from here by the consumer and the producer
 from k2core.logging import get_logger
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__, component="topics")
 
 DEFAULT_PARTITIONS = {"asx": 30}  # ADR #009: 30 partitions for ASX (about 1000 symbols)
+DECLARED_EXCHANGES = ("asx",)
+DECLARED_ASSET_CLASSES = ("equities",)
 DLQ_PARTITIONS = 1
 
 
@@ -34,9 +36,10 @@ class TopicSpec:
     dlq: bool = False
 
 
-def declared_topics(*, exchanges: tuple[str, ...] = ("asx",), asset_class: str = "equities",
+def declared_topics(*, exchanges: tuple[str, ...] = DECLARED_EXCHANGES, asset_class: str = DECLARED_ASSET_CLASSES[0],
                     partitions: int | None = None) -> list[TopicSpec]:
     """The market-data topics (one per data type and exchange) and their dead-letter topics."""
+    from catalog.engine.schemas import dlq_topic, topic_name  # imported here: fastavro is slow to import
     specs = []
     for exchange in exchanges:
         count = partitions or DEFAULT_PARTITIONS.get(exchange, 30)
@@ -49,7 +52,7 @@ def declared_topics(*, exchanges: tuple[str, ...] = ("asx",), asset_class: str =
 
 def _admin(bootstrap: str, timeout: float) -> AdminClient:
     # imported here: confluent_kafka.admin is slow to import, and every process reads
-    # `declared_topics()` at start (ingestion.apps) without talking to Kafka.
+    # `ingestion.engine.topics` at start (ingestion.apps) without talking to Kafka.
     from confluent_kafka.admin import AdminClient
 
     return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
