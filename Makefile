@@ -29,8 +29,11 @@ prometheus:
 	  apt-get install -y -q prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; } \
 	  || { echo "could not install prometheus: install Debian's prometheus package, then run make test again"; exit 1; }
 
+# ruff, and the import contracts of pyproject.toml (the layers; also checked by
+# tests/architecture/test_layers.py, so `make test` fails when one breaks).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean-var:
 	rm -rf var/warehouse var/prometheus var/*.log

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from k2portal.logging import configure  # noqa: E402
+from k2core.logging import configure  # noqa: E402
 
 configure(json_output=True, level="WARNING")  # before the writer binds its module logger
 

@@ -410,7 +410,7 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=2_000_000)
     p.add_argument("--batch-size", type=int, default=10000)
     args = parser.parse_args()
-    from k2portal.logging import configure
+    from k2core.logging import configure
 
     configure(json_output=True, level="WARNING")
     if args.pyiceberg_append:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import cache
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from pyiceberg.catalog import Catalog
@@ -11,7 +12,9 @@ from pyiceberg.catalog import Catalog
 from catalog.engine.exchanges import ASX, Exchange, lookup
 from catalog.engine.iceberg import CatalogConfig, load_catalog
 from catalog.engine.maintenance import SnapshotPolicy
-from k2portal.config import K2Config
+
+if TYPE_CHECKING:
+    from k2portal.config import K2Config
 
 
 def catalog_config(namespace: str | None = None) -> CatalogConfig:

@@ -23,9 +23,9 @@ from catalog.engine.iceberg import ensure_tables, load_catalog
 from catalog.engine.maintenance import CompactionResult, ExpiryResult, OrphanResult, compact_days, compact_table
 from catalog.engine.maintenance import remove_orphan_files as _remove_orphan_files
 from catalog.selectors import catalog_config, get_catalog, snapshot_policy
+from k2core import metrics
 from k2core.errors import Invalid, Unavailable
-from k2portal import metrics
-from k2portal.logging import get_logger
+from k2core.logging import get_logger
 
 log = get_logger(__name__, component="maintenance")
 MAINTAINED = PARTITIONED_TYPES  # reference_data (unpartitioned) is small and rewritten rarely: nothing to compact

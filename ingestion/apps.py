@@ -9,12 +9,11 @@ class IngestionConfig(AppConfig):
         # Every process (web, Celery worker and beat, manage.py commands) starts its alerting
         # counters at 0 for the declared exchanges, so a first DLQ message or write failure is
         # an increase Prometheus sees (deploy/prometheus/alerts.yml).
-        from catalog.engine.schemas import DATA_TYPES
         from ingestion.engine.reasons import POISON_REASONS
-        from ingestion.engine.topics import declared_topics
-        from k2portal import metrics
+        from ingestion.engine.topics import DECLARED_ASSET_CLASSES, DECLARED_EXCHANGES
+        from k2core import metrics
+        from k2core.datatypes import DATA_TYPES
 
-        specs = [s for s in declared_topics() if not s.dlq]
-        metrics.initialise_known_series(exchanges=tuple(sorted({s.exchange for s in specs})),
-                                        asset_classes=tuple(sorted({s.asset_class for s in specs})),
+        metrics.initialise_known_series(exchanges=tuple(sorted(DECLARED_EXCHANGES)),
+                                        asset_classes=tuple(sorted(DECLARED_ASSET_CLASSES)),
                                         data_types=DATA_TYPES, dlq_reasons=POISON_REASONS)

@@ -13,11 +13,12 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from catalog.engine.schemas import DATA_TYPES, consumer_group, topic_name
 from catalog.engine.writer import RetryPolicy
@@ -27,8 +28,10 @@ from ingestion.engine.consumer import ConsumerConfig, ConsumerStats, IcebergCons
 from ingestion.gaps import OrmGapSink
 from ingestion.models import Consumer, ConsumerRun, Topic
 from k2core.errors import Conflict
-from k2portal.config import K2Config
-from k2portal.logging import get_logger
+from k2core.logging import get_logger
+
+if TYPE_CHECKING:
+    from k2portal.config import K2Config
 
 log = get_logger(__name__, component="consumer")
 
@@ -75,6 +78,13 @@ def consumer_queue() -> str:
     return getattr(settings, "K2_CONSUMER_QUEUE", "consumers")
 
 
+def celery_app() -> Any:
+    """The project's Celery app (settings.K2_CELERY_APP), imported on first use and made current,
+    so tasks are sent through its broker with its signal handlers (correlation id). Importing
+    `k2portal` does not load Celery: a `manage.py` command that sends no task stays fast."""
+    return import_string(settings.K2_CELERY_APP)
+
+
 def task_gone(task_id: str) -> bool:
     """Whether Celery recorded the task as finished (FAILURE after a lost pool process, SUCCESS,
     REVOKED) in the result backend while the row still says it runs."""
@@ -83,7 +93,7 @@ def task_gone(task_id: str) -> bool:
     from celery.result import AsyncResult
 
     try:
-        return AsyncResult(task_id).state in ("FAILURE", "SUCCESS", "REVOKED")
+        return AsyncResult(task_id, app=celery_app()).state in ("FAILURE", "SUCCESS", "REVOKED")
     except Exception as exc:  # noqa: BLE001 - Redis unreachable: decide on the heartbeat alone
         log.warning("task_state_unavailable", task_id=task_id, error=str(exc))
         return False
@@ -136,6 +146,7 @@ def _enqueue(row: Consumer) -> None:
     row.save(update_fields=["status", "task_id", "worker", "last_error", "desired_status", "restart_times",
                             "next_restart_at", "updated_at"])
     queue = consumer_queue()
+    celery_app()
     transaction.on_commit(lambda: run_consumer.apply_async(args=[row.pk], queue=queue, task_id=task_id))
 
 

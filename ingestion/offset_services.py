@@ -11,7 +11,7 @@ from django.conf import settings
 
 from ingestion.engine.offset_reset import OffsetResetError, PartitionPlan, apply_reset, plan_reset
 from ingestion.models import Consumer
-from k2portal.logging import get_logger
+from k2core.logging import get_logger
 
 log = get_logger(__name__, component="consumer")
 

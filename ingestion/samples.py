@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from k2portal.logging import get_logger
+from k2core.logging import get_logger
 
 WINDOW_S = 3600
 log = get_logger(__name__, component="dashboard")

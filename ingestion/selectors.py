@@ -35,6 +35,18 @@ GAP_CSV_FIELDS = ("id", "detected_at", "symbol", "exchange", "asset_class", "dat
                   "filled_at", "acknowledged_at", "acknowledged_by", "note")
 
 
+def gap_list(*, exchange: str | None = None, data_type: str | None = None, symbol: str | None = None,
+             state: str | None = None, detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
+             limit: int = 100, offset: int = 0) -> list[dict]:
+    """Sequence gaps (ADR #014) newest first, filtered; rows as plain dicts."""
+    qs = gaps(exchange=exchange, data_type=data_type, symbol=symbol, state=state, detected_from=detected_from,
+              detected_to=detected_to)
+    fields = ("id", "detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
+              "received_sequence", "gap_size", "missing_remaining", "topic", "partition", "offset", "state",
+              "filled_at", "acknowledged_at", "note")
+    return list(qs.values(*fields)[offset:offset + limit])
+
+
 def gaps_csv(queryset: QuerySet[SequenceGap]) -> str:
     """The gaps as CSV (a header, one row per gap, instants in UTC ISO 8601): the export of the
     admin's filtered list and of `/api/v1/gaps?format=csv`."""

@@ -26,7 +26,7 @@ def _keep_k2_logging(**_: Any) -> None:
 
 @before_task_publish.connect
 def _send_correlation_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    from k2portal.logging import get_correlation_id
+    from k2core.logging import get_correlation_id
 
     # Not "correlation_id": Celery already uses that name for the task id.
     if headers is not None and HEADER not in headers:
@@ -35,7 +35,7 @@ def _send_correlation_id(headers: dict[str, Any] | None = None, **_: Any) -> Non
 
 @task_prerun.connect
 def _bind_correlation_id(task: Any = None, **_: Any) -> None:
-    from k2portal.logging import set_correlation_id
+    from k2core.logging import set_correlation_id
 
     request = getattr(task, "request", None)
     incoming = getattr(request, HEADER, None) if request else None
@@ -46,6 +46,6 @@ def _bind_correlation_id(task: Any = None, **_: Any) -> None:
 
 @task_postrun.connect
 def _unbind_correlation_id(**_: Any) -> None:
-    from k2portal.logging import clear_correlation_id
+    from k2core.logging import clear_correlation_id
 
     clear_correlation_id()

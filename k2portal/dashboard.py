@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from ingestion import admin_display as show
-from k2portal.logging import get_logger
+from k2core.logging import get_logger
 
 log = get_logger(__name__, component="dashboard")
 INTERVALS = ("1m", "5m", "15m", "1h")

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from k2portal.metrics import HEALTH_CHECK_FAILURES
+from k2core.metrics import HEALTH_CHECK_FAILURES
 
 TIMEOUT_S = 2.0
 

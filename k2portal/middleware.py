@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from k2portal.logging import clear_correlation_id, get_logger, set_correlation_id
+from k2core.logging import clear_correlation_id, get_logger, set_correlation_id
 
 HEADER = "X-Correlation-ID"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

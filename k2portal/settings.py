@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "ingestion",
     "catalog",
     "queries",
+    "k2portal",  # the project package: management commands that join the apps (run_summary)
 ]
 
 MIDDLEWARE = [
@@ -123,11 +124,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
 }
+K2_API_KEY_SCOPES = "queries.services.api_key_scopes"  # the schema registry's write check (catalog.registry_api)
+K2_CELERY_APP = "k2portal.celery.app"  # imported by Django code before it sends a task (k2portal/__init__.py)
 K2_CONSUMER_QUEUE = "consumers"  # the Celery queue of consumer tasks (the `consumers` worker of the Procfile)
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
 
-from k2portal.logging import configure as _configure_logging  # noqa: E402
+from k2core.logging import configure as _configure_logging  # noqa: E402
 
 LOGGING_CONFIG = None
 _configure_logging(json_output=K2.log_json, level=K2.log_level)

@@ -23,14 +23,15 @@ from ninja.security import APIKeyHeader
 from ninja.utils import check_csrf
 from pydantic import BeforeValidator, ConfigDict, Field
 
+from k2core import metrics
+from k2core.datatypes import DATA_TYPES
 from k2core.errors import ApplicationError, Forbidden, Unauthenticated
-from k2portal import metrics
 from queries import selectors, services
-from queries.api_schemas import DOC, ERRORS, GapsOut, OhlcvOut, RunOut, SavedQueriesOut, SavedQueryDetailOut, SnapshotsOut, TablesOut, TradesOut
+from queries.api_schemas import DOC, ERRORS, OhlcvOut, RunOut, SavedQueriesOut, SavedQueryDetailOut, SnapshotsOut, TablesOut, TradesOut
 from queries.engine import formats
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.market import QueryResult
-from queries.engine.source import DATA_TYPES, snapshot_infos
+from queries.engine.source import snapshot_infos
 from queries.engine.timeutil import make_range
 from queries.models import ApiKey
 
@@ -131,7 +132,7 @@ def _range(*, date: dt.date | None, end_date: dt.date | None, start: dt.datetime
         raise BadQuery("the date range is outside the supported calendar (years 1–9999)", field="date") from None
 
 
-def _utc(name: str, value: dt.datetime | None) -> dt.datetime | None:
+def as_utc(name: str, value: dt.datetime | None) -> dt.datetime | None:
     try:
         return value.astimezone(dt.UTC) if value is not None else None
     except OverflowError:
@@ -153,11 +154,11 @@ def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str, bo
             if value is not None:
                 response[f"X-K2-{key.replace('_', '-').title()}"] = str(value)
         response["Content-Disposition"] = f'attachment; filename="{meta.get("table", "result")}.{fmt}"'
-    _count(request, 200)
+    count_request(request, 200)
     return response
 
 
-def _count(request: HttpRequest, status: int) -> None:
+def count_request(request: HttpRequest, status: int) -> None:
     match = getattr(request, "resolver_match", None)
     metrics.API_REQUESTS.labels(endpoint=getattr(match, "route", None) or request.path, status=str(status)).inc()
 
@@ -266,7 +267,7 @@ def snapshots(request: HttpRequest, table: Literal["trades", "quotes", "referenc
     snaps = selectors.get_engine().snapshots(table)
     data = [{"snapshot_id": s.snapshot_id, "parent_id": s.parent_id, "committed_at": s.committed_at,
              "operation": s.operation, "summary": s.summary} for s in snaps]
-    _count(request, 200)
+    count_request(request, 200)
     return JsonResponse({"data": formats.json_value(data), "meta": {"table": table, "rows": len(data)}})
 
 
@@ -288,45 +289,8 @@ def tables(request: HttpRequest) -> HttpResponse:
                      "snapshots": len(snaps), "total_records": int(summary.get("total-records", 0)),
                      "total_data_files": int(summary.get("total-data-files", 0)),
                      "last_committed_at": snaps[-1].committed_at if snaps else None})
-    _count(request, 200)
+    count_request(request, 200)
     return JsonResponse({"data": formats.json_value(data)})
-
-
-@router.get("/gaps", summary="Sequence gaps (ADR #014) from Postgres, newest first", response={200: GapsOut, **ERRORS},
-            description="`format=csv` answers the filtered page as a CSV attachment (one row per gap, the JSON fields "
-                        "as columns).",
-            openapi_extra={"responses": {"200": {"description": "OK", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/GapsOut"}},
-                "text/csv": {"schema": {"type": "string"}}}}}})
-def gaps(request: HttpRequest, exchange: str | None = Query(None, max_length=16),
-         data_type: Literal["trades", "quotes", "reference_data"] | None = None,
-         symbol: str | None = Query(None, max_length=32), state: Literal["open", "filled", "acknowledged"] | None = None,
-         detected_from: Instant | None = None, detected_to: Instant | None = None,
-         limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000),
-         format: Literal["json", "csv"] | None = None) -> HttpResponse:
-    for name, value in (("detected_from", detected_from), ("detected_to", detected_to)):
-        if value is not None and value.tzinfo is None:
-            raise BadQuery(f"{name} needs a UTC offset, e.g. 2024-03-11T05:00:00Z", field=name)
-    for name, text in (("exchange", exchange), ("symbol", symbol)):
-        if text is not None and "\x00" in text:
-            raise BadQuery(f"{name} contains a NUL character", field=name)
-    # Postgres accepts offsets up to ±15:59 only: compare in UTC.
-    detected_from = _utc("detected_from", detected_from)
-    detected_to = _utc("detected_to", detected_to)
-    if format == "csv":
-        from ingestion.selectors import gaps as gap_queryset
-        from ingestion.selectors import gaps_csv
-
-        qs = gap_queryset(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
-                          detected_from=detected_from, detected_to=detected_to)[offset:offset + limit]
-        response = HttpResponse(gaps_csv(qs), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = 'attachment; filename="sequence_gaps.csv"'
-        _count(request, 200)
-        return response
-    rows = selectors.gap_list(exchange=exchange, data_type=data_type, symbol=symbol, state=state,
-                              detected_from=detected_from, detected_to=detected_to, limit=limit, offset=offset)
-    _count(request, 200)
-    return JsonResponse({"data": formats.json_value(rows), "meta": {"rows": len(rows), "offset": offset, "limit": limit}})
 
 
 def _saved(q: Any, with_sql: bool = False) -> dict[str, Any]:
@@ -340,13 +304,13 @@ def _saved(q: Any, with_sql: bool = False) -> dict[str, Any]:
 @queries_router.get("/queries", summary="Saved queries", response={200: SavedQueriesOut, **ERRORS})
 def query_list(request: HttpRequest) -> HttpResponse:
     data = [_saved(q) for q in selectors.saved_query_list()]
-    _count(request, 200)
+    count_request(request, 200)
     return JsonResponse({"data": formats.json_value(data)})
 
 
 @queries_router.get("/queries/{slug}", summary="One saved query with its SQL", response={200: SavedQueryDetailOut, **ERRORS})
 def query_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    _count(request, 200)
+    count_request(request, 200)
     return JsonResponse({"data": formats.json_value(_saved(selectors.saved_query_get(slug=slug), with_sql=True))})
 
 
@@ -380,7 +344,7 @@ def query_run(request: HttpRequest, slug: str, body: RunIn = Body(RunIn()), form
 
 def _error(api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, field: str | None = None,
            **extra: Any) -> HttpResponse:
-    _count(request, status)
+    count_request(request, status)
     payload: dict[str, Any] = {"error": code, "message": message}
     if field:
         payload["field"] = field

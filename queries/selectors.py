@@ -1,9 +1,8 @@
 """Reads of the queries app: the query engine bound to the platform catalog, saved queries,
-API keys and sequence gaps (read-only from ingestion)."""
+API keys."""
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 from django.conf import settings
@@ -56,20 +55,6 @@ def saved_query_get(*, slug: str) -> SavedQuery:
 
 def api_key_by_prefix(*, prefix: str) -> ApiKey | None:
     return ApiKey.objects.filter(prefix=prefix).select_related("owner").first()
-
-
-def gap_list(*, exchange: str | None = None, data_type: str | None = None, symbol: str | None = None,
-             state: str | None = None, detected_from: dt.datetime | None = None, detected_to: dt.datetime | None = None,
-             limit: int = 100, offset: int = 0) -> list[dict]:
-    """Sequence gaps (ADR #014) newest first, filtered; rows as plain dicts."""
-    from ingestion.selectors import gaps
-
-    qs = gaps(exchange=exchange, data_type=data_type, symbol=symbol, state=state, detected_from=detected_from,
-              detected_to=detected_to)
-    fields = ("id", "detected_at", "symbol", "exchange", "asset_class", "data_type", "expected_sequence",
-              "received_sequence", "gap_size", "missing_remaining", "topic", "partition", "offset", "state",
-              "filled_at", "acknowledged_at", "note")
-    return list(qs.values(*fields)[offset:offset + limit])
 
 
 def exchange(code: str) -> Exchange:

@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from k2core import metrics
 from k2core.errors import TooManyRequests, Unauthenticated
-from k2portal import metrics
-from k2portal.logging import get_logger
+from k2core.logging import get_logger
 from queries import selectors
 from queries.engine import sandbox
 from queries.engine.errors import BadQuery, QueryTimeout, TooManyRuns
@@ -88,6 +88,16 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
     if key.last_used_at is None or now - key.last_used_at > dt.timedelta(seconds=60):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key
+
+
+def api_key_scopes(*, raw_key: str) -> list[str]:
+    """The scopes of a valid key (`api_key_authenticate`); PermissionError, saying why, for a
+    rejected one. The schema registry (catalog) authorises writes with it through
+    settings.K2_API_KEY_SCOPES, so the catalog app does not import this one."""
+    try:
+        return list(api_key_authenticate(raw_key=raw_key).scopes or [])
+    except KeyRejected as exc:
+        raise PermissionError(str(exc)) from None
 
 
 @cache

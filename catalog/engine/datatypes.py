@@ -40,6 +40,8 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from k2core.datatypes import DATA_TYPES
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SEQUENCE_COLUMN = "sequence_number"
 PARTITION_FIELD_ID = 1000  # Iceberg's first partition field id
@@ -190,7 +192,8 @@ SPECS: dict[str, DataType] = {spec.name: spec for spec in (
     DataType("reference_data", "reference_data.avsc", key_field="company_id", partition_source=None,
              sort_columns=(), time_travel=False),
 )}
-DATA_TYPES: tuple[str, ...] = tuple(SPECS)
+if tuple(SPECS) != DATA_TYPES:  # the names are declared once, in k2core (the bottom layer)
+    raise RuntimeError(f"data-type specs {tuple(SPECS)} do not match k2core.datatypes.DATA_TYPES {DATA_TYPES}")
 PARTITIONED_TYPES: tuple[str, ...] = tuple(name for name, s in SPECS.items() if s.partitioned)  # what compaction rewrites
 
 

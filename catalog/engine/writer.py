@@ -65,8 +65,8 @@ from tenacity import (
 
 from catalog.engine import fast_commit
 from catalog.engine.iceberg import add_missing_columns
-from k2portal import metrics
-from k2portal.logging import get_logger
+from k2core import metrics
+from k2core.logging import get_logger
 
 log = get_logger(__name__, component="storage")
 

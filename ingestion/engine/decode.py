@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from catalog.engine.datatypes import LINEAGE_COLUMNS, SPECS, spec
 from catalog.engine.registry import SchemaNotFound
-from queries.engine.connection import EngineConfig, connect
+from k2core.duckdb_conn import DuckDBConfig, connect
 
 LINEAGE = LINEAGE_COLUMNS  # filled from the Kafka message, not from the Avro record
 INDEX_COLUMN = "_k2_index"
@@ -179,7 +179,7 @@ class BatchDecoder:
 
     def __init__(self, *, data_type: str, registry: SchemaSource, scratch_dir: str | None = None,
                  con: duckdb.DuckDBPyConnection | None = None) -> None:
-        """`con`: a DuckDB connection from `queries.engine.connection.connect` to share (the
+        """`con`: a DuckDB connection from `k2core.duckdb_conn.connect` to share (the
         consumer also reads the table through it); by default the decoder opens its own."""
         self.data_type = data_type
         self.registry = registry
@@ -190,7 +190,7 @@ class BatchDecoder:
         self._scratch = Path(scratch_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()))
         self._counter = itertools.count()
         self._owns_con = con is None
-        self._con = con if con is not None else connect(EngineConfig(threads=1))
+        self._con = con if con is not None else connect(DuckDBConfig(threads=1))
         # Each batch is a new scratch file: DuckDB's external file cache would keep every one of them
         # (measured: RSS +0.85 MB per 20,000-message batch, without bound).
         self._con.execute("SET enable_external_file_cache=false")

@@ -30,9 +30,9 @@ from catalog.engine.schemas import KEY_FIELD, parsed_schema, schema_text, subjec
 from catalog.engine.wire import HEADER, MAGIC
 from ingestion.engine.csv_rows import FileEncodingError, HeaderError, RowError, RowParser, key_of, open_csv, printable
 from ingestion.engine.fast_encode import FastEncoder
-from ingestion.engine.topics import PARTITIONER
-from k2portal import metrics
-from k2portal.logging import get_logger
+from k2core import metrics
+from k2core.kafka import PARTITIONER
+from k2core.logging import get_logger
 
 log = get_logger(__name__, component="producer")
 

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from queries.engine.connection import scan_sql
+from k2core.duckdb_conn import scan_sql
 
 StreamKey = tuple[str, str]  # (exchange, symbol)
 Recover = Callable[[list[StreamKey]], dict[StreamKey, int]]

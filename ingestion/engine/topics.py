@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from catalog.engine.schemas import DATA_TYPES, dlq_topic, topic_name
-from k2portal.logging import get_logger
+from k2core.datatypes import DATA_TYPES
+from k2core.kafka import PARTITIONER  # noqa: F401 - imported from here by the consumer and the producer
+from k2core.logging import get_logger
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 log = get_logger(__name__, component="topics")
 
 DEFAULT_PARTITIONS = {"asx": 30}  # ADR #009: 30 partitions for ASX (about 1000 symbols)
+DECLARED_EXCHANGES = ("asx",)
+DECLARED_ASSET_CLASSES = ("equities",)
 DLQ_PARTITIONS = 1
-# Java clients' default partitioner (murmur2 of the key, modulo the partition count), so a key lands in the
-# same partition whichever client produced it; librdkafka's own default (consistent_random, CRC32) differs.
-PARTITIONER = "murmur2_random"
 
 
 class TopicError(RuntimeError):
@@ -33,9 +36,10 @@ class TopicSpec:
     dlq: bool = False
 
 
-def declared_topics(*, exchanges: tuple[str, ...] = ("asx",), asset_class: str = "equities",
+def declared_topics(*, exchanges: tuple[str, ...] = DECLARED_EXCHANGES, asset_class: str = DECLARED_ASSET_CLASSES[0],
                     partitions: int | None = None) -> list[TopicSpec]:
     """The market-data topics (one per data type and exchange) and their dead-letter topics."""
+    from catalog.engine.schemas import dlq_topic, topic_name  # imported here: fastavro is slow to import
     specs = []
     for exchange in exchanges:
         count = partitions or DEFAULT_PARTITIONS.get(exchange, 30)
@@ -47,6 +51,10 @@ def declared_topics(*, exchanges: tuple[str, ...] = ("asx",), asset_class: str =
 
 
 def _admin(bootstrap: str, timeout: float) -> AdminClient:
+    # imported here: confluent_kafka.admin is slow to import, and every process reads
+    # `ingestion.engine.topics` at start (ingestion.apps) without talking to Kafka.
+    from confluent_kafka.admin import AdminClient
+
     return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
 
 
@@ -74,6 +82,8 @@ def create_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: float = 10
         else:
             missing.append(spec)
     if missing:
+        from confluent_kafka.admin import NewTopic
+
         admin = _admin(bootstrap, timeout)  # kept alive until the futures resolve
         futures = admin.create_topics(
             [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1) for s in missing],

@@ -1,72 +1,25 @@
-"""DuckDB connections with the `avro` and `iceberg` extensions loaded from site-packages.
+"""The query engine's configuration: the DuckDB connection settings (`k2core.duckdb_conn`) plus
+the limits of the query API.
 
-ADR #001: nothing is downloaded at run time. The extensions come from the PyPI wheels
-`duckdb-extension-avro` and `duckdb-extension-iceberg` (same version as DuckDB); the
-connection has extension auto-install and auto-load off, and avro is loaded before
-iceberg (iceberg reads Avro manifests through it). With an s3:// warehouse (`EngineConfig.s3`)
-`httpfs` (wheel `duckdb-extension-httpfs`) is loaded too and the connection gets an S3 secret
-(endpoint, path style, region, credentials: `catalog.engine.storage.S3Options`).
+`connect`, `scan_sql`, `extension_path` and `ExtensionMissing` are re-exported from
+`k2core.duckdb_conn` (compat shim: remove when consumer imports k2core).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import duckdb
+from k2core.duckdb_conn import DuckDBConfig, ExtensionMissing, connect, extension_path, scan_sql
 
-from catalog.engine.storage import S3Options
-
-
-class ExtensionMissing(RuntimeError):
-    """An extension wheel matching the installed DuckDB is not installed."""
+__all__ = ("EngineConfig", "ExtensionMissing", "connect", "extension_path", "scan_sql")
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Knobs of the query engine. `threads`/`memory_limit` None keep DuckDB's defaults."""
+class EngineConfig(DuckDBConfig):
+    """Knobs of the query engine: the DuckDB connection's (threads, memory limit, S3) and the
+    API's row and bar limits."""
 
-    threads: int | None = None
-    memory_limit: str | None = None
     default_limit: int = 1000
     max_limit: int = 100_000
     max_bars: int = 100_000
     replay_batch_rows: int = 65_536
-    s3: S3Options | None = None  # set for an s3:// warehouse: httpfs is loaded and a secret created
-
-
-def extension_path(name: str) -> Path:
-    """Where the `name` extension of this DuckDB version sits inside its PyPI wheel."""
-    module = __import__(f"duckdb_extension_{name}")
-    path = Path(module.__file__).resolve().parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-    if not path.exists():
-        raise ExtensionMissing(f"{path} does not exist: install duckdb-extension-{name}=={duckdb.__version__} "
-                               f"(the extension wheel must match duckdb {duckdb.__version__})")
-    return path
-
-
-def scan_sql(metadata_location: str, snapshot_id: int | None = None) -> str:
-    """The `iceberg_scan(...)` table expression for a table's metadata file (quoted), pinned to a
-    snapshot when one is given."""
-    location = metadata_location.replace("'", "''")
-    return f"iceberg_scan('{location}', snapshot_from_id={int(snapshot_id)})" if snapshot_id \
-        else f"iceberg_scan('{location}')"
-
-
-def connect(config: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB database with avro + iceberg loaded (+ httpfs and an S3 secret when
-    `config.s3` is set), UTC session time zone."""
-    config = config or EngineConfig()
-    settings: dict[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    if config.threads:
-        settings["threads"] = config.threads
-    if config.memory_limit:
-        settings["memory_limit"] = config.memory_limit
-    conn = duckdb.connect(database=":memory:", config=settings)
-    conn.execute(f"LOAD '{extension_path('avro')}'")
-    conn.execute(f"LOAD '{extension_path('iceberg')}'")
-    if config.s3 is not None:
-        conn.execute(f"LOAD '{extension_path('httpfs')}'")
-        conn.execute(config.s3.duckdb_secret_sql())
-    conn.execute("SET TimeZone = 'UTC'")
-    return conn

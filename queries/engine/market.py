@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from catalog.engine.exchanges import Exchange
 from catalog.engine.storage import s3_options_of
-from queries.engine.connection import EngineConfig, connect, scan_sql
+from k2core.duckdb_conn import connect, scan_sql
+from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.source import ResolvedTable, SnapshotInfo, TableSource
 from queries.engine.timeutil import DEFAULT_EXCHANGE, TimeRange, exchange_zone, sql_instant

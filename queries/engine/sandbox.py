@@ -32,10 +32,12 @@ import duckdb
 import pyarrow as pa
 
 from catalog.engine.datatypes import spec as data_type_spec
-from queries.engine.connection import EngineConfig, connect
+from k2core.datatypes import DATA_TYPES
+from k2core.duckdb_conn import connect
+from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery, NotFound, QueryError, QueryTimeout, ResourceLimit, SandboxViolation
 from queries.engine.market import scan_expr
-from queries.engine.source import DATA_TYPES, TableSource
+from queries.engine.source import TableSource
 
 PARAM_TYPES = ("string", "integer", "decimal", "float", "boolean", "date", "timestamp")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

@@ -19,7 +19,7 @@ from pyiceberg.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog.engine.datatypes import DATA_TYPES  # noqa: F401 - re-exported (one definition, the spec's)
+from k2core.datatypes import DATA_TYPES  # noqa: F401 - re-exported
 from queries.engine.errors import BadQuery, NotFound
 
 

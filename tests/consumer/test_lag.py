@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from catalog.engine.iceberg import load_catalog
 from ingestion.engine.consumer import ConsumerStats, IcebergConsumer
-from k2portal import metrics
+from k2core import metrics
 from tests.consumer.conftest import create_topic, encode_trades, make_config, table_rows, trade
 
 

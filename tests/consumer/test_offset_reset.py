@@ -20,7 +20,7 @@ from ingestion import consumer_services
 from ingestion.engine.offset_reset import OffsetResetError
 from ingestion.models import Consumer, Topic
 from ingestion.offset_services import plan_consumer_reset, reset_consumer_offsets
-from queries.engine.connection import connect, scan_sql
+from k2core.duckdb_conn import connect, scan_sql
 from tests.consumer.conftest import create_topic, trade
 
 

@@ -251,7 +251,7 @@ def test_gap_csv_export_keeps_the_filters_admin_and_api(admin_client) -> None:
 
 @pytest.mark.django_db
 def test_api_key_revoke_is_in_history_and_api_log_lines_name_key_and_user(admin_client, admin_user) -> None:
-    from k2portal.logging import configure
+    from k2core.logging import configure
     from queries import services
     from queries.models import ApiKey
 

@@ -20,8 +20,8 @@ from catalog.engine.iceberg import load_catalog
 from ingestion import consumer_services
 from ingestion.models import Consumer, ConsumerRun, Topic
 from ingestion.tasks import reconcile_consumers
+from k2core.duckdb_conn import connect, scan_sql
 from k2portal.config import BASE_DIR
-from queries.engine.connection import connect, scan_sql
 from tests.consumer.conftest import create_topic, produce, subprocess_env, trade
 
 

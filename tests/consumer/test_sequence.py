@@ -115,7 +115,7 @@ def test_last_sequences_come_from_the_table_in_one_aggregate(iceberg_tables) -> 
 
     from catalog.engine.iceberg import arrow_schema
     from ingestion.engine.sequence import table_last_sequences
-    from queries.engine.connection import connect
+    from k2core.duckdb_conn import connect
 
     table = iceberg_tables["trades"]
     base = datetime(2026, 3, 10, tzinfo=UTC)

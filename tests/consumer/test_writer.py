@@ -20,7 +20,7 @@ from catalog.engine.writer import (
     offsets_properties,
     recorded_offsets,
 )
-from queries.engine.connection import connect
+from k2core.duckdb_conn import connect
 
 
 class FailingTable:

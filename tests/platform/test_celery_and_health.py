@@ -9,8 +9,8 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.test import Client
 
+from k2core.logging import clear_correlation_id, get_correlation_id, set_correlation_id
 from k2portal.celery import app
-from k2portal.logging import clear_correlation_id, get_correlation_id, set_correlation_id
 from tests.conftest import free_port
 
 

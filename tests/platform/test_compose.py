@@ -9,7 +9,7 @@ import subprocess
 
 import yaml
 
-from k2portal import metrics
+from k2core import metrics
 from k2portal.config import BASE_DIR, VARIABLES
 
 COMPOSE = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())

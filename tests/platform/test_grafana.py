@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k2portal import metrics
+from k2core import metrics
 from k2portal.config import BASE_DIR
 
 DASHBOARD = BASE_DIR / "deploy/grafana/dashboards/k2-pipeline.json"

@@ -136,7 +136,7 @@ def test_orphan_files_are_removed_once_old_and_the_table_still_reads_everything(
         referenced_files,
         remove_orphan_files,
     )
-    from queries.engine.connection import connect
+    from k2core.duckdb_conn import connect
 
     table = iceberg_tables["trades"]
     day = dt.date(2014, 3, 10)

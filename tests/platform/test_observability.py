@@ -11,8 +11,8 @@ from django.test import Client
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from k2portal import metrics
-from k2portal.logging import configure, get_logger, set_correlation_id, timer
+from k2core import metrics
+from k2core.logging import configure, get_logger, set_correlation_id, timer
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_gunicorn_serves_the_portal_static_files_and_every_containers_metrics(tm
     metrics_dir = tmp_path / "prometheus"
     # Two other "containers" (same pid numbering, own directories) counted a DLQ message each.
     bump = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'k2portal.settings'; django.setup();"
-            "from k2portal import metrics; metrics.DLQ_MESSAGES.labels(exchange='zz', asset_class='equities',"
+            "from k2core import metrics; metrics.DLQ_MESSAGES.labels(exchange='zz', asset_class='equities',"
             " data_type='trades', reason='undecodable').inc()")
     for host in ("worker-a", "worker-b"):
         subprocess.run([PY, "-c", bump], cwd=BASE_DIR, env=_env(metrics_dir, host), check=True, timeout=120)

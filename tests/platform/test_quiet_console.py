@@ -13,8 +13,8 @@ import time
 
 import httpx
 
+from k2core.logging import configure
 from k2portal.config import BASE_DIR
-from k2portal.logging import configure
 from k2portal.run import platform_env
 from tests.conftest import free_port
 

@@ -233,7 +233,7 @@ def test_latency_batch_fills_the_histogram_exactly_as_observe_does() -> None:
     from prometheus_client import CollectorRegistry, Histogram
 
     from ingestion.engine.producer import LatencyBatch
-    from k2portal.metrics import LATENCY_BUCKETS
+    from k2core.metrics import LATENCY_BUCKETS
 
     registry = CollectorRegistry()
     one_by_one = Histogram("one_by_one", "h", buckets=LATENCY_BUCKETS, registry=registry)

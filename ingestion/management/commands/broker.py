@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.engine import broker
-from k2portal.config import BASE_DIR
+from k2core.paths import BASE_DIR
 
 
 class Command(BaseCommand):

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.engine.sample import STOCKS, write_sample
-from k2portal.config import BASE_DIR
+from k2core.paths import BASE_DIR
 
 SAMPLE_DIR = BASE_DIR / "data" / "sample" / "asx-2014-03"
 # The committed sample was made with exactly these arguments (tests regenerate and compare).

@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
-from catalog.engine.schemas import DATA_TYPES
-from ingestion import producer_services
-from ingestion.engine.producer import ProduceError
-from k2portal.config import BASE_DIR
+from k2core.datatypes import DATA_TYPES
+from k2core.paths import BASE_DIR
 
 LONG_FILE_BYTES = 5_000_000  # show a progress bar from about 50,000 rows
 
@@ -45,6 +42,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, csv: Path, data_type: str, exchange: str, asset_class: str, dlq_file: Path | None,
                timeout: float, connect_timeout: float, no_progress: bool, workers: int, **options: Any) -> None:
+        # imported here, not at the top: `produce --help` needs none of the producer (issue #10)
+        from tqdm import tqdm
+
+        from ingestion import producer_services
+        from ingestion.engine.producer import ProduceError
+
         if workers < 1:
             raise CommandError("--workers must be at least 1", returncode=2)
         if not csv.is_file():

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from catalog.engine import wire
 from catalog.engine.schemas import parsed_schema, schema_text, subject_name
 from catalog.selectors import get_registry
-from ingestion.engine.topics import PARTITIONER
+from k2core.kafka import PARTITIONER
 from queries import selectors
 from queries.api import parse_as_of
 from queries.engine.errors import QueryError
