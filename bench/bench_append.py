@@ -7,6 +7,10 @@ the plain pyiceberg `Table.append` and/or K2's `IcebergWriter` commit path.
     .venv/bin/python bench/bench_append.py --appends 400 --window 50 --mode both
     .venv/bin/python bench/bench_append.py --appends 300 --profile profile.out   # cProfile of the last window
 
+Each window also reports the CPU time per append (this process, user + system) and the machine's
+load average; `--runs` (default 3) repeats the whole sequence on fresh tables and a summary gives,
+per window, the median of the runs' median append time with its range.
+
 Never asserted in tests.
 """
 
@@ -28,6 +32,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import LoadSampler, fmt_spread, load_range, machine_line, own_cpu_seconds  # noqa: E402
 from k2portal.logging import configure  # noqa: E402
 
 configure(json_output=True, level="WARNING")  # before the writer binds its module logger
@@ -50,7 +55,7 @@ def batch(rows: int, start: int) -> pa.Table:
     }, schema=arrow_schema("trades"))
 
 
-def run(mode: str, appends: int, rows: int, window: int, profile: str | None) -> list[tuple[int, float, float]]:
+def run(mode: str, appends: int, rows: int, window: int, profile: str | None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="k2-bench-append-") as warehouse:
         config = CatalogConfig(uri=URI, warehouse=f"file://{warehouse}", namespace=f"bench_append_{uuid.uuid4().hex[:8]}")
         catalog = load_catalog(config)
@@ -60,6 +65,7 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None) ->
         results = []
         times: list[float] = []
         profiler = cProfile.Profile() if profile else None
+        load, cpu_start = LoadSampler().start(), own_cpu_seconds()
         try:
             for i in range(appends):
                 props = offsets_properties("bench", {("bench-topic", 0): (i + 1) * rows}, {"bench-topic": "id"})
@@ -75,11 +81,16 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None) ->
                     profiler.disable()
                 if len(times) == window:
                     snaps = len((table if mode == "pyiceberg" else writer.table).metadata.snapshots)
-                    results.append((snaps, statistics.mean(times) * 1000, statistics.median(times) * 1000))
-                    print(f"{mode:10s} snapshots={snaps:5d}  mean={results[-1][1]:7.1f} ms  "
-                          f"median={results[-1][2]:7.1f} ms", flush=True)
+                    cpu_ms = (own_cpu_seconds() - cpu_start) / window * 1000
+                    results.append({"snapshots": snaps, "mean_ms": statistics.mean(times) * 1000,
+                                    "median_ms": statistics.median(times) * 1000, "cpu_ms": cpu_ms, **load.stop()})
+                    r = results[-1]
+                    print(f"{mode:10s} snapshots={snaps:5d}  mean={r['mean_ms']:7.1f} ms  median={r['median_ms']:7.1f} ms  "
+                          f"CPU={cpu_ms:7.1f} ms/append  load {r['load_min']:.1f}–{r['load_max']:.1f}", flush=True)
                     times = []
+                    load, cpu_start = LoadSampler().start(), own_cpu_seconds()
         finally:
+            load.stop()
             if profiler:
                 profiler.dump_stats(profile)
             for name in ("trades", "quotes", "reference_data"):
@@ -95,10 +106,16 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--mode", choices=("pyiceberg", "writer", "both"), default="both")
     parser.add_argument("--profile", help="write a cProfile of the last window to this file")
+    parser.add_argument("--runs", type=int, default=3, help="repeats of the whole sequence (median and range)")
     args = parser.parse_args()
     modes = ("pyiceberg", "writer") if args.mode == "both" else (args.mode,)
+    print(machine_line(), flush=True)
     for mode in modes:
-        run(mode, args.appends, args.rows, args.window, args.profile)
+        runs = [run(mode, args.appends, args.rows, args.window, args.profile) for _ in range(args.runs)]
+        for i, windows in enumerate(zip(*runs, strict=False)):
+            print(f"{mode} window {i + 1} (snapshots {windows[0]['snapshots']:,}): median append "
+                  f"{fmt_spread((w['median_ms'] for w in windows), unit='ms')}; "
+                  f"CPU {fmt_spread((w['cpu_ms'] for w in windows), unit='ms/append')}; {load_range(windows)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import psycopg
 BASE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BASE))
 
-from bench.common import PG_ADMIN, free_port  # noqa: E402
+from bench.common import PG_ADMIN, LoadSampler, cpu_seconds, free_port, machine_line  # noqa: E402
 from tests.faults import ThrowawayPostgres, duckdb_offsets  # noqa: E402
 
 
@@ -115,6 +115,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix=f"k2-fault-{run_id}-"))
     db = f"k2_fault_{run_id}"
     started = time.monotonic()
+    load = LoadSampler(5.0).start()
+    _log(machine_line())
 
     from ingestion.engine import broker
 
@@ -160,6 +162,7 @@ def main() -> int:
         cmd = [sys.executable, "manage.py", "consume", "--topic", topic, "--group", f"fault-{run_id}",
                "--namespace", namespace, "--batch-size", str(args.batch_size), "--max-batch-ms", "200"]
         log_file = open(work / "consume.log", "ab")  # noqa: SIM115 - closed at the end
+        cpu_start = cpu_seconds()  # the consumer processes are children: counted once each is waited for
         for round_no in range(args.kills + 1):
             last = round_no == args.kills
             at_start = len(in_table())
@@ -210,6 +213,7 @@ def main() -> int:
                 _log(f"round {round_no}: SIGKILL ({len(in_table())} rows in the table)")
             proc = None
         log_file.close()
+        consumer_cpu = cpu_seconds() - cpu_start
 
         rows = in_table()
         distinct = set(rows)
@@ -219,12 +223,16 @@ def main() -> int:
             "foreign": len(distinct - produced), "sigkills": kills, "catalog_outage_s": args.outage if outage_done else 0,
             "consumer_survived_outage": survived,
             "seed": args.seed, "elapsed_s": round(time.monotonic() - started, 1), "cores": os.cpu_count(),
+            # CPU of every consumer process (start-up, killed rounds and polling by this script included)
+            "consumer_cpu_s": round(consumer_cpu, 1),
+            "consumer_cpu_us_per_record": round(consumer_cpu / max(1, len(produced)) * 1e6, 1), **load.stop(),
         }
         print()
         print(f"produced {result['produced']:,}  rows in table {result['rows']:,}  lost {result['lost']:,}  "
               f"duplicated {result['duplicated']:,}  ({kills} SIGKILLs, catalog down {result['catalog_outage_s']:.0f} s, "
               f"consumer survived the outage: {survived}, "
-              f"{result['elapsed_s']:.0f} s, seed {args.seed})")
+              f"{result['elapsed_s']:.0f} s, seed {args.seed}; consumer processes' CPU {result['consumer_cpu_s']:.1f} s, "
+              f"{result['consumer_cpu_us_per_record']:,.0f} µs per record; load {result['load_min']:.1f}–{result['load_max']:.1f})")
         if args.json:
             print(json.dumps(result))
         return 1 if result["lost"] or result["duplicated"] or result["foreign"] or survived is False else 0
