@@ -53,8 +53,7 @@ class MissingCredentials(Exception):
     pass
 
 
-class ScopeMissing(Exception):
-    pass
+ScopeMissing = services.ScopeMissing
 
 
 SCOPE_PERMISSIONS = {ApiKey.Scope.MARKET_DATA_READ.value: "queries.read_market_data",
@@ -73,11 +72,7 @@ class KeyOrStaff(APIKeyHeader):
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         if key:
-            api_key = services.api_key_authenticate(raw_key=key)
-            if self.scope not in (api_key.scopes or []):
-                raise ScopeMissing(f"this API key lacks the {self.scope!r} scope (it has: "
-                                   f"{', '.join(api_key.scopes) or 'none'}): ask an admin for a key with {self.scope!r}")
-            services.rate_limit_check(api_key=api_key)
+            api_key = services.api_key_admit(raw_key=key, scope=self.scope)
             # who made the request, for the request log line (k2portal.middleware)
             request.k2_api_key_prefix = api_key.prefix  # type: ignore[attr-defined]
             request.k2_api_key_owner = api_key.owner.get_username() if api_key.owner_id else ""  # type: ignore[attr-defined]
