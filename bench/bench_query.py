@@ -36,11 +36,12 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan  # noqa: E40
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import append_as_small_files, ensure_db, machine_line, measure_repeated  # noqa: E402
+from catalog.engine.exchanges import ASX  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.maintenance import compact_table, expire_snapshots, files_per_day  # noqa: E402
 from queries.engine.connection import EngineConfig, connect  # noqa: E402
 from queries.engine.generate import DEFAULT_SYMBOLS, trades_for_day, trading_days  # noqa: E402
-from queries.engine.market import MarketQueries, range_clause  # noqa: E402
+from queries.engine.market import MarketQueries, exchange_clause, range_clause  # noqa: E402
 from queries.engine.source import IcebergSource  # noqa: E402
 from queries.engine.timeutil import make_range  # noqa: E402
 
@@ -117,19 +118,21 @@ def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str, re
     resolved = engine.source.resolve("trades")
 
     def floor_ohlcv(symbols):  # type: ignore[no-untyped-def]
-        sql = engine.ohlcv_sql(interval="1m", rng=r_mid, symbols=symbols, resolved=resolved)
+        sql = engine.ohlcv_sql(interval="1m", rng=r_mid, symbols=symbols, resolved=resolved, exchange=ASX)
         return sql.replace(sql[sql.index("iceberg_scan("):sql.index(")", sql.index("iceberg_scan(")) + 1], parquet_of(r_mid))
 
     def floor_last100():  # type: ignore[no-untyped-def]
-        return (f"SELECT * FROM {parquet_of(r_last)} WHERE {range_clause(r_last)} AND symbol IN ('BHP') "
+        return (f"SELECT * FROM {parquet_of(r_last)} WHERE {range_clause(r_last)} AND symbol IN ('BHP'){exchange_clause(ASX)} "
                 "ORDER BY exchange_timestamp DESC, symbol DESC, source_partition DESC, source_offset DESC LIMIT 101")
 
+    # The engine runs exactly the query the API runs (the API always names the exchange: ASX by default).
     specs = [
-        ("OHLCV 1m, one symbol-day", lambda: engine.ohlcv(interval="1m", rng=r_mid, symbols=["BHP"]),
+        ("OHLCV 1m, one symbol-day", lambda: engine.ohlcv(interval="1m", rng=r_mid, symbols=["BHP"], exchange=ASX),
          f"/api/v1/ohlcv?symbol=BHP&date={mid}&interval=1m", lambda: floor_ohlcv(["BHP"])),
-        ("last 100 trades of a symbol (last day)", lambda: engine.trades(rng=r_last, symbols=["BHP"], limit=100, order="desc"),
+        ("last 100 trades of a symbol (last day)", lambda: engine.trades(rng=r_last, symbols=["BHP"], limit=100, order="desc",
+                                                                         exchange=ASX),
          f"/api/v1/trades?symbol=BHP&date={last}&limit=100&order=desc", floor_last100),
-        ("OHLCV 1m, full day, all symbols", lambda: engine.ohlcv(interval="1m", rng=r_mid),
+        ("OHLCV 1m, full day, all symbols", lambda: engine.ohlcv(interval="1m", rng=r_mid, exchange=ASX),
          f"/api/v1/ohlcv?date={mid}&interval=1m", lambda: floor_ohlcv(None)),
     ]
     for name, engine_fn, url, floor_sql in specs:
