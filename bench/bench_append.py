@@ -40,6 +40,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine_line  # noqa: E402
 from k2core.logging import configure  # noqa: E402
 
 configure(json_output=True, level="WARNING")  # before the writer binds its module logger
@@ -166,6 +167,7 @@ def main() -> None:
                         help="variants taken in turn, one append each (same table, same moment): each a "
                              "comma-separated --without list, or 'none'; e.g. --compare none json-splice")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     variants = [frozenset(p for p in v.split(",") if p and p != "none") for v in (args.compare or [args.without])]
     unknown = sorted(set().union(*variants) - set(PARTS))
     if unknown:

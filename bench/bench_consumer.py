@@ -8,6 +8,12 @@ per run, dropped at the end). Gap sink: in memory (no Django).
     .venv/bin/python bench/bench_consumer.py latency --rate 5000 --seconds 20 --max-batch-ms 50,100
     .venv/bin/python bench/bench_consumer.py rss --messages 2000000
 
+Every run also reports the consumer's CPU time per record (this process: the engine and its
+commit thread, user + system), the CPU of the whole process tree (embedded broker and, for latency,
+the paced producer included) and the machine's load average meanwhile; `--repeats` (throughput,
+progress) and `--runs` (latency) repeat each measurement (default 3) and a summary line gives the
+median and range of each headline figure.
+
 `--pyiceberg-append` (before the subcommand) makes the writer call pyiceberg's own
 `Table.append` instead of `catalog.engine.fast_commit.append`: the "before" of the
 deep-copy fix, for a same-machine, same-hour comparison.
@@ -35,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from bench.common import ensure_db, free_port, percentile  # noqa: E402
+from bench.common import Meter, ensure_db, fmt_spread, free_port, load_range, machine_line, percentile  # noqa: E402
 from catalog.engine import schemas, wire  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog  # noqa: E402
 from ingestion.engine import broker  # noqa: E402
@@ -155,7 +161,8 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
                                 max_messages=args.messages,
                                 on_batch_committed=lambda t, at, first=first: first.append(at))
             t0 = time.time()
-            engine.run()
+            with Meter(scope="self") as meter, Meter(scope="tree", load_interval=3600) as tree:
+                engine.run()
             # time from the first committed batch's start is dominated by the group join; measure steady state
             # as messages / (end - start of consumption), where start = first batch commit minus its own duration
             elapsed = time.time() - t0
@@ -166,8 +173,16 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
             results.append({"bench": "throughput", "batch_size": size, "max_batch_ms": args.max_batch_ms,
                             "messages": engine.stats.messages, "rows_in_table": rows, "batches": engine.stats.batches,
                             "wall_s": round(elapsed, 2), "records_per_s_wall": round(engine.stats.messages / elapsed),
-                            "records_per_s_steady": round(steady), "repeat": repeat})
+                            "records_per_s_steady": round(steady), "repeat": repeat,
+                            **meter.report(units=engine.stats.messages),
+                            **tree.report(units=engine.stats.messages, prefix="tree_")})
             print(json.dumps(results[-1]), flush=True)
+        runs = [r for r in results if r["batch_size"] == size]
+        print(f"throughput at batch {size:,}: steady {fmt_spread((r['records_per_s_steady'] for r in runs), '{:,.0f}', 'records/s')}; "
+              f"wall {fmt_spread((r['records_per_s_wall'] for r in runs), '{:,.0f}', 'records/s')}; "
+              f"consumer CPU {fmt_spread((r['cpu_us_per_record'] for r in runs), unit='µs/record')}; "
+              f"all processes {fmt_spread((r['tree_cpu_us_per_record'] for r in runs), unit='µs/record')}; "
+              f"{load_range(runs)}", flush=True)
     return results
 
 
@@ -194,14 +209,20 @@ def progress(env: Env, args: argparse.Namespace) -> list[dict]:
 
             engine._report_progress = timed  # type: ignore[method-assign]
             t0 = time.time()
-            engine.run()
+            with Meter(scope="self") as meter:
+                engine.run()
             elapsed = time.time() - t0
             results.append({"bench": "progress", "interval_s": interval, "messages": engine.stats.messages,
                             "wall_s": round(elapsed, 2), "reports": len(spent),
                             "report_ms_mean": round(1000 * sum(spent) / len(spent), 2) if spent else None,
                             "report_ms_max": round(1000 * max(spent), 2) if spent else None,
-                            "final_lag": engine.stats.lag, "repeat": repeat})
+                            "final_lag": engine.stats.lag, "repeat": repeat, **meter.report(units=engine.stats.messages)})
             print(json.dumps(results[-1]), flush=True)
+    for interval in (3600.0, args.interval):
+        runs = [r for r in results if r["interval_s"] == interval]
+        print(f"progress every {interval:g} s: wall {fmt_spread((r['wall_s'] for r in runs), '{:.2f}', 's')}; "
+              f"consumer CPU {fmt_spread((r['cpu_us_per_record'] for r in runs), unit='µs/record')}; {load_range(runs)}",
+              flush=True)
     return results
 
 
@@ -313,48 +334,70 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
     consumer_module.Consumer = StampingConsumer  # type: ignore[misc]
     results = []
     for max_ms in [int(x) for x in args.max_batch_ms_list.split(",")]:
-        env.fresh_broker()  # the embedded broker's fetches slow down as its in-memory log grows
-        results.append(broker_floor(env, args))
-        print(json.dumps(results[-1]), flush=True)
-        env.fresh_broker()
-        topic = env.topic(args.partitions)
-        catalog = env.namespace()
-        if args.seed_snapshots:
-            seed_snapshots(catalog, args.seed_snapshots)
-        StampingConsumer.fetched = {}
-        committed: list[tuple[object, float]] = []
+        runs = [latency_run(env, args, max_ms, i) for i in range(args.runs)]
+        results.extend(r for pair in runs for r in pair)
+        floors, lats = [f for f, _ in runs], [r for _, r in runs]
+        hands = [r["in_hand_to_visible"] or {} for r in lats]
+        print(f"latency at {args.rate:,}/s, max batch age {max_ms} ms: "
+              f"broker floor p50 {fmt_spread((f['p50_ms'] for f in floors), unit='ms')}, "
+              f"p99 {fmt_spread((f['p99_ms'] for f in floors), unit='ms')}; "
+              f"end to end p50 {fmt_spread((r['p50_ms'] for r in lats), unit='ms')}, "
+              f"p99 {fmt_spread((r['p99_ms'] for r in lats), unit='ms')}; "
+              f"consumer's own share (in hand → visible) p50 {fmt_spread((h.get('p50_ms') for h in hands), unit='ms')}, "
+              f"p99 {fmt_spread((h.get('p99_ms') for h in hands), unit='ms')}; "
+              f"consumer CPU {fmt_spread((r['cpu_us_per_record'] for r in lats), unit='µs/record')}; "
+              f"{load_range(floors + lats)}", flush=True)
+    return results
 
-        def on_commit(table, committed_at: float, committed: list = committed) -> None:  # noqa: ANN001
-            committed.append((table, committed_at))  # on the commit thread: read after the run
 
-        total = args.rate * args.seconds
-        engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
-                            max_messages=total + 1, on_batch_committed=on_commit)
-        thread = threading.Thread(target=engine.run)
+def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tuple[dict, dict]:
+    """One latency measurement: the broker floor on a fresh broker, then the consumer on another."""
+    env.fresh_broker()  # the embedded broker's fetches slow down as its in-memory log grows
+    with Meter(scope="self") as floor_meter:
+        floor = broker_floor(env, args)
+    floor.update(floor_meter.report(units=max(1, floor["rows"])), run=run)
+    print(json.dumps(floor), flush=True)
+    env.fresh_broker()
+    topic = env.topic(args.partitions)
+    catalog = env.namespace()
+    if args.seed_snapshots:
+        seed_snapshots(catalog, args.seed_snapshots)
+    StampingConsumer.fetched = {}
+    committed: list[tuple[object, float]] = []
+
+    def on_commit(table, committed_at: float, committed: list = committed) -> None:  # noqa: ANN001
+        committed.append((table, committed_at))  # on the commit thread: read after the run
+
+    total = args.rate * args.seconds
+    engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
+                        max_messages=total + 1, on_batch_committed=on_commit)
+    thread = threading.Thread(target=engine.run)
+    with Meter(scope="self") as meter:  # this process: the consumer (the producer runs in its own)
         thread.start()
         proc = multiprocessing.get_context("spawn").Process(
             target=paced_produce, args=(env.bootstrap, topic, args.rate, total, time.time() + 8))  # after the group join
         proc.start()
         proc.join(args.seconds + 60)
         thread.join(timeout=120)
-        lat: list[float] = []
-        k2_part: list[float] = []
-        for table, committed_at in committed:
-            cols = [table.column(c).to_pylist() for c in ("symbol", "ingestion_timestamp", "source_partition",  # type: ignore[attr-defined]
-                                                           "source_offset")]
-            for sym, ts, partition, offset in zip(*cols, strict=True):
-                if sym != WARMUP:
-                    lat.append(committed_at - ts.timestamp())
-                    fetched = StampingConsumer.fetched.pop((partition, offset), None)
-                    if fetched is not None:
-                        k2_part.append(committed_at - fetched)
-        results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
-                        "partitions": args.partitions, "seeded_snapshots": args.seed_snapshots,
-                        "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
-                        "batches": engine.stats.batches,
-                        "in_hand_to_visible": _quantiles(k2_part) if k2_part else None})
-        print(json.dumps(results[-1]), flush=True)
-    return results
+    lat: list[float] = []
+    k2_part: list[float] = []
+    for table, committed_at in committed:
+        cols = [table.column(c).to_pylist() for c in ("symbol", "ingestion_timestamp", "source_partition",  # type: ignore[attr-defined]
+                                                       "source_offset")]
+        for sym, ts, partition, offset in zip(*cols, strict=True):
+            if sym != WARMUP:
+                lat.append(committed_at - ts.timestamp())
+                fetched = StampingConsumer.fetched.pop((partition, offset), None)
+                if fetched is not None:
+                    k2_part.append(committed_at - fetched)
+    result = {"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
+              "partitions": args.partitions, "seeded_snapshots": args.seed_snapshots,
+              "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
+              "batches": engine.stats.batches,
+              "in_hand_to_visible": _quantiles(k2_part) if k2_part else None, "run": run,
+              **meter.report(units=max(1, len(lat)))}
+    print(json.dumps(result), flush=True)
+    return floor, result
 
 
 def rss(env: Env, args: argparse.Namespace) -> list[dict]:
@@ -373,8 +416,9 @@ def rss(env: Env, args: argparse.Namespace) -> list[dict]:
     for start in range(0, args.messages, chunk):  # produce in chunks to bound the generator's own memory
         produce(env.bootstrap, topic, encoded_values(min(chunk, args.messages - start), start))
     t0 = time.time()
-    engine.run()
-    result = {"bench": "rss", "messages": engine.stats.messages, "batch_size": args.batch_size,
+    with Meter(scope="self") as meter:
+        engine.run()
+    result = {"bench": "rss", **meter.report(units=max(1, engine.stats.messages)), "messages": engine.stats.messages, "batch_size": args.batch_size,
               "rss_mb_after_first_batch": round(samples[0][1], 1) if samples else None,
               "rss_mb_end": round(rss_mb(), 1), "samples": [(n, round(m, 1)) for n, m in samples],
               "wall_s": round(time.time() - t0, 1)}
@@ -391,14 +435,15 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=500_000)
     p.add_argument("--batch-sizes", default="1000,10000,50000")
     p.add_argument("--max-batch-ms", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("progress")
     p.add_argument("--messages", type=int, default=12_000)
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--max-batch-ms", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("latency")
+    p.add_argument("--runs", type=int, default=3, help="measurements per batch age (median and range)")
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=1000)
@@ -420,6 +465,7 @@ def main() -> None:
             table.append(df, snapshot_properties=snapshot_properties or {})
 
         fast_commit.append = pyiceberg_append  # type: ignore[assignment]
+    print(machine_line(), flush=True)
     print(json.dumps({"commit_path": "pyiceberg Table.append" if args.pyiceberg_append else "fast_commit.append"}),
           flush=True)
     env = Env()

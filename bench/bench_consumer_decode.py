@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fastavro  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from bench.common import LoadSampler, machine_line, own_cpu_seconds  # noqa: E402
 from catalog.engine import schemas, wire  # noqa: E402
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder  # noqa: E402
 from ingestion.engine.sequence import SequenceTracker  # noqa: E402
@@ -55,12 +56,14 @@ def main() -> None:
     topics = {"none": None, "one": name, "list": [name] * len(values)}[args.topics]
     topic_ids = {name: "AaI8n9fle8KHaiPTYmwr3Q"}
     decoder = BatchDecoder(data_type="trades", registry=Registry())
-    fast, slow, seq = [], [], []
+    fast, slow, seq, fast_cpu = [], [], [], []
     tracker = SequenceTracker()
+    load = LoadSampler().start()
     for _ in range(args.repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), own_cpu_seconds()
         batch = decoder.decode(values, partitions, offsets, topics=topics, topic_ids=topic_ids)
         fast.append((time.perf_counter() - t) / len(values) * 1e6)
+        fast_cpu.append((own_cpu_seconds() - c) / len(values) * 1e6)
         t = time.perf_counter()
         rows = [fastavro.schemaless_reader(io.BytesIO(v[5:]), parsed, None) for v in values]
         pa.Table.from_pylist(rows)
@@ -74,8 +77,11 @@ def main() -> None:
                                                         args.messages // args.symbols))
         tracker.check(shifted.select(["exchange", "symbol", "sequence_number", INDEX_COLUMN]), row_column=INDEX_COLUMN)
         seq.append((time.perf_counter() - t) / len(values) * 1e6)
+    print(machine_line())
     print(json.dumps({"messages_per_batch": args.messages, "topics": args.topics, "symbols": args.symbols, "repeats": args.repeats,
                       "batch_decode_us_per_msg_median": round(statistics.median(fast), 3),
+                      "batch_decode_us_per_msg_range": [round(min(fast), 3), round(max(fast), 3)],
+                      "batch_decode_cpu_us_per_msg_median": round(statistics.median(fast_cpu), 3), **load.stop(),
                       "fastavro_per_row_us_per_msg_median": round(statistics.median(slow), 3),
                       "sequence_check_us_per_msg_median": round(statistics.median(seq), 3),
                       "batch_decode_records_per_s": round(1e6 / statistics.median(fast)),

@@ -13,19 +13,15 @@ settings (linger.ms × queue.buffering.max.messages) and prints a table, which i
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port, percentile  # noqa: E402
+from bench.common import LoadSampler, cpu_seconds, fmt_spread, free_port, load_range, machine_line, percentile  # noqa: E402
 from ingestion.engine import broker  # noqa: E402
 from ingestion.engine.producer import ProducerSettings, produce_csv_parallel  # noqa: E402
 from ingestion.engine.sample import write_sample  # noqa: E402
@@ -37,25 +33,10 @@ class MemoryRegistry:
         return 1
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (the worker processes), user + system."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def one_run(csv_path: Path, settings: ProducerSettings, asset_class: str, workers: int) -> dict[str, float]:
+    """One produce of the whole file: throughput, ack latency, CPU per row (this process and its worker
+    processes, user + system; the broker is not a child of the producer) and the load meanwhile."""
+    load = LoadSampler().start()
     cpu_before = cpu_seconds()
     result = produce_csv_parallel(workers=workers, csv_path=csv_path, settings=settings, registry=MemoryRegistry(),
                                   data_type="trades", exchange="asx", asset_class=asset_class, keep_latencies=True)
@@ -63,7 +44,7 @@ def one_run(csv_path: Path, settings: ProducerSettings, asset_class: str, worker
         raise SystemExit(f"run was not clean: {result.summary()}")
     lat = result.latencies
     cpu_us = (cpu_seconds() - cpu_before) / result.acked * 1e6
-    return {"cpu_us_per_row": cpu_us, "rows": result.acked, "seconds": result.seconds, "rows_per_s": result.rows_per_second,
+    return {**load.stop(), "cpu_us_per_row": cpu_us, "rows": result.acked, "seconds": result.seconds, "rows_per_s": result.rows_per_second,
             "p50_ms": percentile(lat, 0.50) * 1000, "p99_ms": percentile(lat, 0.99) * 1000, "max_ms": max(lat) * 1000}
 
 
@@ -100,6 +81,7 @@ def paced_latency(csv_path: Path, settings: ProducerSettings, asset_class: str, 
         producer.flush(30)
         total = int(rate * seconds)
         per_slice = max(1, rate // 100)
+        cpu_before = cpu_seconds()  # after the warm-up
         start = time.perf_counter()
         sent = 0
         while sent < total:
@@ -115,7 +97,8 @@ def paced_latency(csv_path: Path, settings: ProducerSettings, asset_class: str, 
             if pause > 0:
                 time.sleep(pause)
         producer.flush(30)
-    return {"rate": rate, "acked": len(latencies), "failed": failed[0], "p50_ms": percentile(latencies, 0.5) * 1000,
+    cpu_us = (cpu_seconds() - cpu_before) / max(1, sent) * 1e6
+    return {"rate": rate, "acked": len(latencies), "failed": failed[0], "cpu_us_per_row": cpu_us, "p50_ms": percentile(latencies, 0.5) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000, "max_ms": max(latencies) * 1000}
 
 
@@ -149,8 +132,7 @@ def main() -> None:
         if args.sweep:
             variants = [(f"linger {linger} ms, queue {queue:,}", replace(base, linger_ms=linger, queue_max_messages=queue))
                         for linger in (5, 20) for queue in (20_000, 100_000, 500_000)]
-        print(f"date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · nproc {os.cpu_count()} · CPU {cpu_model()} · "
-              f"Python {platform.python_version()} · file {size_mb:.0f} MB, {args.rows:,} rows · workers {args.workers}", flush=True)
+        print(f"{machine_line()} · file {size_mb:.0f} MB, {args.rows:,} rows · workers {args.workers}", flush=True)
         for label, settings in variants:
             runs = []
             for i in range(args.runs):
@@ -161,20 +143,33 @@ def main() -> None:
                 runs.append(run)
                 print(f"  [{label}] run {i + 1}: {run['rows_per_s']:,.0f} rows/s acked ({run['seconds']:.2f} s, "
                       f"wall {time.perf_counter() - started:.2f} s), ack latency p50 {run['p50_ms']:.1f} ms, "
-                      f"p99 {run['p99_ms']:.1f} ms, max {run['max_ms']:.1f} ms, producer CPU {run['cpu_us_per_row']:.1f} µs/row", flush=True)
+                      f"p99 {run['p99_ms']:.1f} ms, max {run['max_ms']:.1f} ms, producer CPU {run['cpu_us_per_row']:.1f} µs/row, "
+                      f"load {run['load_min']:.1f}–{run['load_max']:.1f}", flush=True)
             if not runs:
                 continue
-            print(f"{label}: median {statistics.median(r['rows_per_s'] for r in runs):,.0f} rows/s, "
-                  f"p50 {statistics.median(r['p50_ms'] for r in runs):.1f} ms, "
-                  f"p99 {statistics.median(r['p99_ms'] for r in runs):.1f} ms, "
-                  f"producer CPU {statistics.median(r['cpu_us_per_row'] for r in runs):.1f} µs/row "
-                  f"(median of {len(runs)} runs)", flush=True)
+            print(f"{label}: throughput {fmt_spread((r['rows_per_s'] for r in runs), '{:,.0f}', 'rows/s')}; "
+                  f"ack p50 {fmt_spread((r['p50_ms'] for r in runs), unit='ms')}; "
+                  f"ack p99 {fmt_spread((r['p99_ms'] for r in runs), unit='ms')}; "
+                  f"producer CPU {fmt_spread((r['cpu_us_per_row'] for r in runs), unit='µs/row')}; "
+                  f"{load_range(runs)}", flush=True)
         for rate in [int(r) for r in args.rates.split(",") if r]:
-            topic_class = f"pace{port}x{rate}"
-            create_topics(status.address, declared_topics(asset_class=topic_class))
-            paced = paced_latency(csv_path, ProducerSettings(bootstrap_servers=status.address), topic_class, rate, args.rate_seconds)
-            print(f"paced {rate:,} rows/s for {args.rate_seconds:g} s: acked {paced['acked']:,}, failed {paced['failed']}, "
-                  f"ack latency p50 {paced['p50_ms']:.1f} ms, p99 {paced['p99_ms']:.1f} ms, max {paced['max_ms']:.1f} ms", flush=True)
+            paced_runs = []
+            for i in range(args.runs):
+                topic_class = f"pace{port}x{rate}x{i}"
+                create_topics(status.address, declared_topics(asset_class=topic_class))
+                load = LoadSampler().start()
+                paced = paced_latency(csv_path, ProducerSettings(bootstrap_servers=status.address), topic_class, rate,
+                                      args.rate_seconds)
+                paced.update(load.stop())
+                paced_runs.append(paced)
+                print(f"  paced {rate:,} rows/s for {args.rate_seconds:g} s, run {i + 1}: acked {paced['acked']:,}, "
+                      f"failed {paced['failed']}, ack latency p50 {paced['p50_ms']:.1f} ms, p99 {paced['p99_ms']:.1f} ms, "
+                      f"max {paced['max_ms']:.1f} ms, CPU {paced['cpu_us_per_row']:.1f} µs/row, "
+                      f"load {paced['load_min']:.1f}–{paced['load_max']:.1f}", flush=True)
+            print(f"paced {rate:,} rows/s: ack p50 {fmt_spread((r['p50_ms'] for r in paced_runs), unit='ms')}; "
+                  f"ack p99 {fmt_spread((r['p99_ms'] for r in paced_runs), unit='ms')}; "
+                  f"CPU {fmt_spread((r['cpu_us_per_row'] for r in paced_runs), unit='µs/row')}; {load_range(paced_runs)}",
+                  flush=True)
     finally:
         broker.stop(port=port, var_dir=var_dir)
 

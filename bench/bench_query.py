@@ -4,6 +4,12 @@ read_parquet over the same data files; before and after compaction.
 
     .venv/bin/python bench/bench_query.py                 # build 10M rows (20 days x 10 symbols), measure
     .venv/bin/python bench/bench_query.py --skip-build    # measure an existing bench table again
+    .venv/bin/python bench/bench_query.py --skip-build --compacted-only   # only the compacted layout
+
+Each figure is measured `--repeats` times (default 3; each repeat = 3 warm-up rounds, then `--runs`
+interleaved rounds) and reported as the median of the repeats' p50 (or p99) with their range,
+beside the CPU time per query (this process, user + system, DuckDB's threads included) and the
+machine's load average during the measurement.
 
 The table is written straight into Iceberg (no Kafka): each trading day is sorted by time and
 cut into 5,000-row files, the layout a consumer committing every few thousand rows leaves.
@@ -16,7 +22,6 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -30,12 +35,13 @@ os.environ.setdefault("K2_LOG_LEVEL", "WARNING")
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench.common import append_as_small_files, ensure_db, percentile  # noqa: E402
+from bench.common import append_as_small_files, ensure_db, machine_line, measure_repeated  # noqa: E402
+from catalog.engine.exchanges import ASX  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.maintenance import compact_table, expire_snapshots, files_per_day  # noqa: E402
 from queries.engine.connection import EngineConfig, connect  # noqa: E402
 from queries.engine.generate import DEFAULT_SYMBOLS, trades_for_day, trading_days  # noqa: E402
-from queries.engine.market import MarketQueries, range_clause  # noqa: E402
+from queries.engine.market import MarketQueries, exchange_clause, range_clause  # noqa: E402
 from queries.engine.source import IcebergSource  # noqa: E402
 from queries.engine.timeutil import make_range  # noqa: E402
 
@@ -59,19 +65,7 @@ def build(config: CatalogConfig, *, days: int, symbols: list[str], rows_per_symb
         table = catalog.load_table(f"{config.namespace}.trades")
 
 
-def measure_interleaved(fns: dict, runs: int, warmup: int = 3) -> dict:
-    """Time the variants in turn within each round, so a busy machine slows them alike."""
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + runs):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            if i >= warmup:
-                samples[name].append((time.perf_counter() - t) * 1000)
-    return {name: {"p50": statistics.median(v), "p99": percentile(v, 0.99), "runs": runs} for name, v in samples.items()}
-
-
-def django_client(config: CatalogConfig):  # type: ignore[no-untyped-def]
+def django_client(config: CatalogConfig, django_db: str = "k2_bench_django"):  # type: ignore[no-untyped-def]
     import dataclasses
 
     import django
@@ -81,7 +75,7 @@ def django_client(config: CatalogConfig):  # type: ignore[no-untyped-def]
     from django.db import connection
     from django.test.utils import setup_test_environment
 
-    settings.DATABASES["default"]["TEST"].update({"NAME": "k2_bench_django"})
+    settings.DATABASES["default"]["TEST"].update({"NAME": django_db})
     setup_test_environment()
     connection.creation.create_test_db(verbosity=0, keepdb=True)
     settings.K2 = dataclasses.replace(settings.K2, iceberg_catalog_uri=config.uri, warehouse=config.warehouse)
@@ -97,7 +91,7 @@ def django_client(config: CatalogConfig):  # type: ignore[no-untyped-def]
     return Client(), raw
 
 
-def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str, repeats: int = 3) -> list[dict]:  # type: ignore[no-untyped-def]
     catalog = load_catalog(config)
     engine = MarketQueries(IcebergSource(catalog, config.namespace), EngineConfig())
     days = trading_days(START, 10_000)
@@ -124,19 +118,21 @@ def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str) ->
     resolved = engine.source.resolve("trades")
 
     def floor_ohlcv(symbols):  # type: ignore[no-untyped-def]
-        sql = engine.ohlcv_sql(interval="1m", rng=r_mid, symbols=symbols, resolved=resolved)
+        sql = engine.ohlcv_sql(interval="1m", rng=r_mid, symbols=symbols, resolved=resolved, exchange=ASX)
         return sql.replace(sql[sql.index("iceberg_scan("):sql.index(")", sql.index("iceberg_scan(")) + 1], parquet_of(r_mid))
 
     def floor_last100():  # type: ignore[no-untyped-def]
-        return (f"SELECT * FROM {parquet_of(r_last)} WHERE {range_clause(r_last)} AND symbol IN ('BHP') "
+        return (f"SELECT * FROM {parquet_of(r_last)} WHERE {range_clause(r_last)} AND symbol IN ('BHP'){exchange_clause(ASX)} "
                 "ORDER BY exchange_timestamp DESC, symbol DESC, source_partition DESC, source_offset DESC LIMIT 101")
 
+    # The engine runs exactly the query the API runs (the API always names the exchange: ASX by default).
     specs = [
-        ("OHLCV 1m, one symbol-day", lambda: engine.ohlcv(interval="1m", rng=r_mid, symbols=["BHP"]),
+        ("OHLCV 1m, one symbol-day", lambda: engine.ohlcv(interval="1m", rng=r_mid, symbols=["BHP"], exchange=ASX),
          f"/api/v1/ohlcv?symbol=BHP&date={mid}&interval=1m", lambda: floor_ohlcv(["BHP"])),
-        ("last 100 trades of a symbol (last day)", lambda: engine.trades(rng=r_last, symbols=["BHP"], limit=100, order="desc"),
+        ("last 100 trades of a symbol (last day)", lambda: engine.trades(rng=r_last, symbols=["BHP"], limit=100, order="desc",
+                                                                         exchange=ASX),
          f"/api/v1/trades?symbol=BHP&date={last}&limit=100&order=desc", floor_last100),
-        ("OHLCV 1m, full day, all symbols", lambda: engine.ohlcv(interval="1m", rng=r_mid),
+        ("OHLCV 1m, full day, all symbols", lambda: engine.ohlcv(interval="1m", rng=r_mid, exchange=ASX),
          f"/api/v1/ohlcv?date={mid}&interval=1m", lambda: floor_ohlcv(None)),
     ]
     for name, engine_fn, url, floor_sql in specs:
@@ -146,20 +142,28 @@ def run_suite(config: CatalogConfig, client, key: str, runs: int, label: str) ->
 
         row = {"layout": label, "query": name, "files": len(files),
                "manifests": len(table.current_snapshot().manifests(table.io))}
-        row.update(measure_interleaved({"floor": floor(floor_sql), "engine": engine_fn, "api": api_fn}, runs))
+        row.update(measure_repeated({"floor": floor(floor_sql), "engine": engine_fn, "api": api_fn}, runs, repeats,
+                                    ratios=[("engine", "floor"), ("api", "engine")]))
         cases.append(row)
         print(json.dumps(row), flush=True)
     return cases
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| layout | query | files / manifests | floor p50 / p99 ms | engine p50 / p99 ms | API p50 / p99 ms | engine/floor | API/engine |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """Medians of the repeats (range in brackets for the p50s and ratios)."""
+    def rng(s: dict, fmt: str = "{:.1f}") -> str:
+        return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+    out = ["| layout | query | files / manifests | floor p50 (range) / p99 ms | engine p50 (range) / p99 ms | "
+           "API p50 (range) / p99 ms | engine/floor | API/engine | CPU ms per query floor / engine / API | load |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         f, e, a = r["floor"], r["engine"], r["api"]
-        out.append(f"| {r['layout']} | {r['query']} | {r['files']} / {r['manifests']} | {f['p50']:.1f} / {f['p99']:.1f} | "
-                   f"{e['p50']:.1f} / {e['p99']:.1f} | {a['p50']:.1f} / {a['p99']:.1f} | "
-                   f"{e['p50'] / f['p50']:.2f} | {a['p50'] / e['p50']:.2f} |")
+        out.append(f"| {r['layout']} | {r['query']} | {r['files']} / {r['manifests']} | "
+                   f"{rng(f['p50'])} / {f['p99']['median']:.1f} | {rng(e['p50'])} / {e['p99']['median']:.1f} | "
+                   f"{rng(a['p50'])} / {a['p99']['median']:.1f} | {rng(r['engine/floor'], '{:.2f}')} | "
+                   f"{rng(r['api/engine'], '{:.2f}')} | {f['cpu_ms']['median']:.1f} / {e['cpu_ms']['median']:.1f} / "
+                   f"{a['cpu_ms']['median']:.1f} | {r['load_min']:.1f}–{r['load_max']:.1f} |")
     return "\n".join(out)
 
 
@@ -169,7 +173,9 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--rows-per-symbol-day", type=int, default=50_000)
     parser.add_argument("--file-rows", type=int, default=5_000)
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=50, help="timed rounds per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (median and range)")
+    parser.add_argument("--compacted-only", action="store_true", help="skip the small-file layout")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--catalog-db", default="k2_bench_iceberg")
     parser.add_argument("--warehouse", default=str(ROOT / "var" / "bench-warehouse"))
@@ -183,8 +189,10 @@ def main() -> None:
         build(config, days=args.days, symbols=list(DEFAULT_SYMBOLS[:args.symbols]),
               rows_per_symbol=args.rows_per_symbol_day, file_rows=args.file_rows)
         print(f"built in {time.perf_counter() - t:.0f} s", flush=True)
-    client, key = django_client(config)
-    rows = run_suite(config, client, key, args.runs, "small files (5,000 rows each, time-sorted)")
+    print(machine_line(), flush=True)
+    client, key = django_client(config, f"{args.catalog_db}_django")
+    rows = [] if args.compacted_only else run_suite(config, client, key, args.runs,
+                                                    "small files (5,000 rows each, time-sorted)", args.repeats)
     catalog = load_catalog(config)
     load = lambda: catalog.load_table(f"{NAMESPACE}.trades")  # noqa: E731
     t = time.perf_counter()
@@ -197,9 +205,10 @@ def main() -> None:
     # Simulate that next commit: one trade on a day no query below reads.
     load().append(trades_for_day(dt.date(2024, 1, 2), symbols=["ZZZ"], rows_per_symbol=1, seed=1,
                                  schema=arrow_schema("trades"), offset_base=10**12))
-    rows += run_suite(config, client, key, args.runs, "compacted (1 file per day, symbol-sorted) + next append")
+    rows += run_suite(config, client, key, args.runs, "compacted (1 file per day, symbol-sorted) + next append", args.repeats)
     cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True).stdout.strip()
     print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs ({cpu}) · Python {platform.python_version()}"
+          f" · load average now {os.getloadavg()[0]:.2f}"
           f" · rows={args.days * args.symbols * args.rows_per_symbol_day:,}"
           f" · compaction {compact_s:.0f} s\n")
     print(markdown(rows))

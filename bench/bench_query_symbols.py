@@ -29,7 +29,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-from bench.common import append_as_small_files, ensure_db, percentile  # noqa: E402
+from bench.common import append_as_small_files, ensure_db, measure_repeated  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.maintenance import compact_table, expire_snapshots  # noqa: E402
 from queries.engine.connection import EngineConfig  # noqa: E402
@@ -160,7 +159,8 @@ def main() -> None:
     parser.add_argument("--target-rows", type=int, default=50_000, help="target-symbol trades per trading day")
     parser.add_argument("--other-rows", type=int, default=2_000, help="trades per trading day of each other symbol")
     parser.add_argument("--file-rows", type=int, default=5_000)
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=50, help="timed rounds per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the measurement (median and range)")
     parser.add_argument("--catalog-db", default="k2_bench_iceberg")
     parser.add_argument("--warehouse", default=str(ROOT / "var" / "bench-symbols"))
     parser.add_argument("--keep", action="store_true", help="keep the tables, namespaces and warehouse")
@@ -200,32 +200,32 @@ def main() -> None:
             # after BHP, so it costs manifests + footers + row-group statistics + <= 1 row group per file)
             fns[(n, "absent")] = lambda e=engine: e.ohlcv(interval="1m", rng=r_mid, symbols=[ABSENT])
 
-        samples: dict = {k: [] for k in fns}
-        warmup = 3
-        for i in range(warmup + args.runs):
-            for key, fn in fns.items():  # interleaved: every N and query in each round
-                t = time.perf_counter()
-                fn()
-                if i >= warmup:
-                    samples[key].append((time.perf_counter() - t) * 1000)
-        for (n, q), v in samples.items():
-            info[n][q] = {"p50": round(statistics.median(v), 1), "p99": round(percentile(v, 0.99), 1)}
+        measured = measure_repeated(fns, args.runs, args.repeats)  # interleaved: every N and query in each round
+        for (n, q) in fns:
+            m = measured[(n, q)]
+            info[n][q] = {"p50": round(m["p50"]["median"], 1), "p99": round(m["p99"]["median"], 1),
+                          "p50_min": round(m["p50"]["min"], 1), "p50_max": round(m["p50"]["max"], 1),
+                          "cpu_ms": round(m["cpu_ms"]["median"], 1)}
 
         cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True,
                              text=True).stdout.strip()
         print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · nproc {os.cpu_count()} ({cpu}) · Python "
               f"{platform.python_version()} · load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} · "
-              f"{args.runs} runs, 3 warm-up\n")
+              f"{args.repeats} repeats of {args.runs} runs (3 warm-up each): p50 = median of the repeats' p50 "
+              f"(range), p99 = median of their p99; CPU ms per query (median); load during the measurement "
+              f"{measured['load_min']:.1f}–{measured['load_max']:.1f}\n")
         print("| N symbols | rows | small files → compacted files (row groups) / manifests | (a) scan rows / files | "
               "(a) row groups admitting BHP (rows) | "
-              "(a) OHLCV 1m p50 / p99 ms | (b) last 100 p50 / p99 ms | (c) absent symbol p50 / p99 ms |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "(a) OHLCV 1m p50 (range) / p99 ms | (b) last 100 p50 (range) / p99 ms | (c) absent symbol p50 (range) / p99 ms | "
+              "CPU ms per query (a) / (b) / (c) |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for n in ns_values:
             r = info[n]
             print(f"| {n:,} | {r['rows']:,} | {r['small_files']:,} → {r['files']} ({r['row_groups']}) / {r['manifests']} | "
                   f"{r['scan_rows']:,} / {r['scan_files']} | {r['target_row_groups']} ({r['target_rg_rows']:,}) | "
-                  f"{r['ohlcv']['p50']} / {r['ohlcv']['p99']} | "
-                  f"{r['last100']['p50']} / {r['last100']['p99']} | {r['absent']['p50']} / {r['absent']['p99']} |")
+                  + " | ".join(f"{r[q]['p50']} ({r[q]['p50_min']}–{r[q]['p50_max']}) / {r[q]['p99']}"
+                               for q in ("ohlcv", "last100", "absent"))
+                  + f" | {r['ohlcv']['cpu_ms']} / {r['last100']['cpu_ms']} / {r['absent']['cpu_ms']} |")
         lo, hi = info[ns_values[0]], info[ns_values[-1]]
         print(f"\nratio N={ns_values[-1]} / N={ns_values[0]}: OHLCV p50 {hi['ohlcv']['p50'] / lo['ohlcv']['p50']:.2f}, "
               f"p99 {hi['ohlcv']['p99'] / lo['ohlcv']['p99']:.2f}; last 100 p50 "

@@ -54,7 +54,7 @@ import psycopg
 BASE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BASE))
 
-from bench.common import PG_ADMIN, free_port  # noqa: E402
+from bench.common import PG_ADMIN, LoadSampler, cpu_seconds, free_port, machine_line  # noqa: E402
 from tests.faults import SmallTmpfs, ThrowawayPostgres, duckdb_offsets  # noqa: E402
 
 
@@ -126,6 +126,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix=f"k2-fault-{run_id}-"))
     db = f"k2_fault_{run_id}"
     started = time.monotonic()
+    load = LoadSampler(5.0).start()
+    _log(machine_line())
 
     from ingestion.engine import broker
 
@@ -188,6 +190,7 @@ def main() -> int:
             while time.monotonic() < deadline and proc.poll() is None and len(in_table()) <= since:
                 time.sleep(0.3)
 
+        cpu_start = cpu_seconds()  # the consumer processes are children: counted once each is waited for
         for round_no in range(args.kills + 1):
             last = round_no == args.kills
             if last and disk is not None:  # before the last run: a round with the warehouse disk full
@@ -275,6 +278,7 @@ def main() -> int:
                 _log(f"round {round_no}: SIGKILL ({len(in_table())} rows in the table)")
             proc = None
         log_file.close()
+        consumer_cpu = cpu_seconds() - cpu_start
 
         rows = in_table()
         distinct = set(rows)
@@ -287,6 +291,9 @@ def main() -> int:
             "start_outage_s": args.start_outage if waited_at_start is not None else 0,
             "consumer_waited_for_catalog_at_start": waited_at_start, "note": disk_note,
             "seed": args.seed, "elapsed_s": round(time.monotonic() - started, 1), "cores": os.cpu_count(),
+            # CPU of every consumer process (start-up, killed rounds and polling by this script included)
+            "consumer_cpu_s": round(consumer_cpu, 1),
+            "consumer_cpu_us_per_record": round(consumer_cpu / max(1, len(produced)) * 1e6, 1), **load.stop(),
         }
         print()
         print(f"produced {result['produced']:,}  rows in table {result['rows']:,}  lost {result['lost']:,}  "
@@ -294,7 +301,8 @@ def main() -> int:
               f"consumer survived the outage: {survived}, disk full {result['disk_full_s']:.0f} s survived: "
               f"{survived_disk}, started with the catalog down {result['start_outage_s']:.0f} s and waited: "
               f"{waited_at_start}, "
-              f"{result['elapsed_s']:.0f} s, seed {args.seed})")
+              f"{result['elapsed_s']:.0f} s, seed {args.seed}; consumer processes' CPU {result['consumer_cpu_s']:.1f} s, "
+              f"{result['consumer_cpu_us_per_record']:,.0f} µs per record; load {result['load_min']:.1f}–{result['load_max']:.1f})")
         if args.json:
             print(json.dumps(result))
         died = False in (survived, survived_disk, waited_at_start)

@@ -25,7 +25,7 @@ from pydantic import BeforeValidator, ConfigDict, Field
 
 from k2core import metrics
 from k2core.datatypes import DATA_TYPES
-from k2core.errors import ApplicationError, Forbidden, Unauthenticated
+from k2core.errors import ApplicationError, Unauthenticated
 from queries import selectors, services
 from queries.api_schemas import DOC, ERRORS, OhlcvOut, RunOut, SavedQueriesOut, SavedQueryDetailOut, SnapshotsOut, TablesOut, TradesOut
 from queries.engine import formats
@@ -55,8 +55,7 @@ class MissingCredentials(Unauthenticated):
     """No API key and no staff session (401)."""
 
 
-class ScopeMissing(Forbidden):
-    """A key without the endpoint's scope, or a user without its permission (403)."""
+ScopeMissing = services.ScopeMissing
 
 
 SCOPE_PERMISSIONS = {ApiKey.Scope.MARKET_DATA_READ.value: "queries.read_market_data",
@@ -75,11 +74,7 @@ class KeyOrStaff(APIKeyHeader):
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         if key:
-            api_key = services.api_key_authenticate(raw_key=key)
-            if self.scope not in (api_key.scopes or []):
-                raise ScopeMissing(f"this API key lacks the {self.scope!r} scope (it has: "
-                                   f"{', '.join(api_key.scopes) or 'none'}): ask an admin for a key with {self.scope!r}")
-            services.rate_limit_check(api_key=api_key)
+            api_key = services.api_key_admit(raw_key=key, scope=self.scope)
             # who made the request, for the request log line (k2portal.middleware)
             request.k2_api_key_prefix = api_key.prefix  # type: ignore[attr-defined]
             request.k2_api_key_owner = api_key.owner.get_username() if api_key.owner_id else ""  # type: ignore[attr-defined]

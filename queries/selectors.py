@@ -4,11 +4,13 @@ API keys."""
 from __future__ import annotations
 
 import threading
+import time
 
 from django.conf import settings
 from django.db.models import QuerySet
 
-from catalog.engine.exchanges import Exchange, UnknownExchange
+from catalog.engine.exchanges import Exchange, UnknownExchange, lookup
+from queries import caches
 from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery, NotFound
 from queries.engine.market import MarketQueries
@@ -57,11 +59,21 @@ def api_key_by_prefix(*, prefix: str) -> ApiKey | None:
     return ApiKey.objects.filter(prefix=prefix).select_related("owner").first()
 
 
+def _exchange_registry() -> dict[str, Exchange]:
+    """The exchange registry, kept up to caches.EXCHANGES_CACHE_SECONDS (queries.caches says why)."""
+    from catalog.selectors import exchanges
+
+    cached = caches.exchanges[-1] if caches.exchanges else None
+    if cached is not None and time.monotonic() - cached[0] < caches.EXCHANGES_CACHE_SECONDS:
+        return cached[1]
+    registry = exchanges()
+    caches.exchanges[:] = [(time.monotonic(), registry)]
+    return registry
+
+
 def exchange(code: str) -> Exchange:
     """The registered exchange of an API request's `exchange=` (any case); 400 naming the known ones otherwise."""
-    from catalog.selectors import exchange as registered
-
     try:
-        return registered(code)
+        return lookup(_exchange_registry(), code)
     except UnknownExchange as exc:
         raise BadQuery(str(exc), field="exchange") from None

@@ -10,7 +10,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from functools import cache
 from typing import Any
 
 import redis
@@ -19,9 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from k2core import metrics
-from k2core.errors import TooManyRequests, Unauthenticated
+from k2core.errors import Forbidden, TooManyRequests, Unauthenticated
 from k2core.logging import get_logger
-from queries import selectors
+from queries import caches, selectors
 from queries.engine import sandbox
 from queries.engine.errors import BadQuery, QueryTimeout, TooManyRuns
 from queries.models import ApiKey, SavedQuery
@@ -72,21 +71,26 @@ class KeyRejected(Unauthenticated):
     """The key in the request is malformed, unknown or revoked (401); the message says which."""
 
 
-def api_key_authenticate(*, raw_key: str) -> ApiKey:
+class ScopeMissing(Forbidden):
+    """A key without the endpoint's scope, or a user without its permission (403); the message says what."""
+
+
+def _prefix_of(raw_key: str) -> str:
     parts = raw_key.split("_")
     if len(parts) < 3 or f"{parts[0]}_" != KEY_PREFIX:
         raise KeyRejected("the X-API-Key header does not hold a K2 API key (k2_<prefix>_<secret>): "
                           "copy the whole key an admin issued you")
-    key = selectors.api_key_by_prefix(prefix=parts[1])
+    return parts[1]
+
+
+def _usable(key: ApiKey | None, raw_key: str) -> ApiKey:
+    """The key row if the raw key matches it and it may be used; KeyRejected saying why not."""
     if key is None or not hmac.compare_digest(key.key_hash, _hash(raw_key)):
         raise KeyRejected("this API key is not known: ask an admin to issue one (admin → API keys)")
     if key.revoked_at is not None:
         raise KeyRejected(f"this API key was revoked at {key.revoked_at.isoformat()}: ask an admin for a new one")
     if key.owner is not None and not key.owner.is_active:
         raise KeyRejected("this API key's owner is deactivated, so the key no longer works: ask an admin for a new one")
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > dt.timedelta(seconds=60):
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key
 
 
@@ -100,9 +104,83 @@ def api_key_scopes(*, raw_key: str) -> list[str]:
         raise PermissionError(str(exc)) from None
 
 
-@cache
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+def _touch(key: ApiKey) -> None:
+    """Note when the key was last used, at most once a minute (a write per request would cost more
+    than the rest of the authentication)."""
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > dt.timedelta(seconds=60):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey:
+    """The key row for a raw key, read from Postgres (no cache); KeyRejected when it may not be used."""
+    key = _usable(selectors.api_key_by_prefix(prefix=_prefix_of(raw_key)), raw_key)
+    _touch(key)
+    return key
+
+
+# --- The API's hot path: key rows cached in the process (queries.caches says how revocation and
+# deactivation still take effect at once), one Redis round trip per request ---------------------------
+
+
+def _count_request(prefix: str, now: float) -> tuple[int | None, bytes | None]:
+    """Count one request in the key's one-minute window and read the key generation, in one round
+    trip (a non-transactional pipeline: INCR, EXPIRE, GET). (None, None) when Redis is unreachable:
+    an outage of the limiter must not take the API down; it is logged and counted."""
+    name = f"k2:ratelimit:{prefix}:{int(now // 60)}"  # the random prefix: unique even across databases
+    try:
+        pipe = _redis(settings.K2.redis_url).pipeline(transaction=False)
+        pipe.incr(name)
+        pipe.expire(name, 120)
+        pipe.get(caches.KEY_GENERATION)
+        count, _, generation = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("rate_limiter_unavailable", error=str(exc))
+        metrics.ERRORS.labels(component="api", error="rate_limiter_unavailable").inc()
+        return None, None
+    return int(count), generation
+
+
+def _enforce_limit(key: ApiKey, count: int | None, now: float) -> int:
+    if count is None:
+        return 0
+    if count > key.rate_limit_per_minute:
+        metrics.API_RATE_LIMITED.inc()
+        raise RateLimited(key.rate_limit_per_minute, 60 - int(now % 60))
+    return count
+
+
+def api_key_admit(*, raw_key: str, scope: str, now: float | None = None) -> ApiKey:
+    """An API request's key: known, matching, not revoked, owner active, holding `scope`, and within
+    its rate limit (the request is counted). KeyRejected, ScopeMissing or RateLimited otherwise.
+    Postgres is read only when this process has no row for the key younger than
+    caches.KEY_CACHE_SECONDS or keys changed since (queries.caches); Redis once."""
+    now = time.time() if now is None else now
+    prefix = _prefix_of(raw_key)
+    entry = caches.rows.get(prefix)
+    from_cache = entry is not None and time.monotonic() - entry[1] < caches.KEY_CACHE_SECONDS
+    key = entry[0] if from_cache else selectors.api_key_by_prefix(prefix=prefix)  # type: ignore[index]
+    _has_scope(_usable(key, raw_key), scope)
+    count, generation = _count_request(prefix, now)
+    if from_cache and generation is not None and generation != entry[2]:  # type: ignore[index]
+        key = selectors.api_key_by_prefix(prefix=prefix)  # keys changed somewhere: read the row again
+        _has_scope(_usable(key, raw_key), scope)
+        from_cache = False
+    if not from_cache:
+        caches.rows[prefix] = (key, time.monotonic(), generation)  # type: ignore[assignment]
+    _enforce_limit(key, count, now)  # type: ignore[arg-type]
+    _touch(key)  # type: ignore[arg-type]
+    return key  # type: ignore[return-value]
+
+
+def _has_scope(key: ApiKey, scope: str) -> None:
+    if scope not in (key.scopes or []):
+        raise ScopeMissing(f"this API key lacks the {scope!r} scope (it has: "
+                           f"{', '.join(key.scopes) or 'none'}): ask an admin for a key with {scope!r}")
+
+
+_redis = caches.redis_client
 
 
 def rate_limit_check(*, api_key: ApiKey, now: float | None = None) -> int:
@@ -110,21 +188,8 @@ def rate_limit_check(*, api_key: ApiKey, now: float | None = None) -> int:
     If Redis is unreachable the request is let through and the failure is logged and counted:
     an outage of the limiter must not take the API down."""
     now = time.time() if now is None else now
-    window = int(now // 60)
-    name = f"k2:ratelimit:{api_key.prefix}:{window}"  # the random prefix: unique even across databases
-    try:
-        pipe = _redis(settings.K2.redis_url).pipeline()
-        pipe.incr(name)
-        pipe.expire(name, 120)
-        count = int(pipe.execute()[0])
-    except redis.RedisError as exc:
-        log.warning("rate_limiter_unavailable", error=str(exc))
-        metrics.ERRORS.labels(component="api", error="rate_limiter_unavailable").inc()
-        return 0
-    if count > api_key.rate_limit_per_minute:
-        metrics.API_RATE_LIMITED.inc()
-        raise RateLimited(api_key.rate_limit_per_minute, 60 - int(now % 60))
-    return count
+    count, _ = _count_request(api_key.prefix, now)
+    return _enforce_limit(api_key, count, now)
 
 
 MAX_TIMEOUT_SECONDS = 600.0

@@ -70,3 +70,16 @@ def query_settings(settings, catalog_config, iceberg_tables):  # type: ignore[no
     selectors.get_catalog.cache_clear()
     yield settings
     selectors.get_catalog.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_caches():  # type: ignore[no-untyped-def]
+    """A test's rolled-back rows (keys, exchanges) send no post_save signal: start each test with the
+    API's in-process caches (queries.caches) empty, as a new process would."""
+    from queries import caches
+
+    caches.rows.clear()
+    caches.exchanges.clear()
+    yield
+    caches.rows.clear()
+    caches.exchanges.clear()
