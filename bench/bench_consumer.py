@@ -308,7 +308,7 @@ def seed_snapshots(catalog: CatalogConfig, count: int) -> None:
 
 
 def latency(env: Env, args: argparse.Namespace) -> list[dict]:
-    from ingestion.engine import consumer as consumer_module
+    from ingestion.engine.consumer import loop as consumer_module
 
     consumer_module.Consumer = StampingConsumer  # type: ignore[misc]
     results = []

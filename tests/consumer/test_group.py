@@ -9,7 +9,7 @@ import time
 import pytest
 
 from catalog.engine.iceberg import load_catalog
-from ingestion.engine.consumer import IcebergConsumer
+from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from tests.consumer.conftest import create_topic, encode_trades, make_config, produce, table_rows, trade
 
 
@@ -20,7 +20,7 @@ def test_two_members_of_one_group_split_the_partitions_and_write_each_message_on
     create_topic(kafka_bootstrap, topic, partitions=4)
     stop = threading.Event()
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, batch_size=50)
-    members = [IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry,
+    members = [IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
                                stop_signal=stop.is_set) for _ in range(2)]
     threads = [threading.Thread(target=m.run, daemon=True) for m in members]
     for t in threads:
