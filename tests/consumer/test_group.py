@@ -28,10 +28,10 @@ def test_two_members_of_one_group_split_the_partitions_and_write_each_message_on
     try:
         deadline = time.monotonic() + 60
         # Both members hold partitions once the group has settled (each assignment is recorded).
-        while time.monotonic() < deadline and not all(m._written_upto for m in members):
+        while time.monotonic() < deadline and not all(m._sent_to_table_upto for m in members):
             time.sleep(0.2)
-        assert all(m._written_upto for m in members), "the group never gave both members partitions"
-        owned = [set(m._written_upto) for m in members]
+        assert all(m._sent_to_table_upto for m in members), "the group never gave both members partitions"
+        owned = [set(m._sent_to_table_upto) for m in members]
         assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 4
 
         symbols = [f"S{i}" for i in range(12)]
