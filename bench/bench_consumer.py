@@ -8,6 +8,11 @@ per run, dropped at the end). Gap sink: in memory (no Django).
     .venv/bin/python bench/bench_consumer.py latency --rate 5000 --seconds 20 --max-batch-ms 50,100
     .venv/bin/python bench/bench_consumer.py rss --messages 2000000
 
+`default` as a batch size (`--batch-sizes default`, `--batch-size default`) or batch age
+(`--max-batch-ms default`, `--max-batch-ms-list default`) leaves it to the engine's default
+(`ConsumerConfig`). Each result also carries the process CPU time per record (user + system)
+and the machine's load average over the run.
+
 `--pyiceberg-append` (before the subcommand) makes the writer call pyiceberg's own
 `Table.append` instead of `catalog.engine.fast_commit.append`: the "before" of the
 deep-copy fix, for a same-machine, same-hour comparison.
@@ -133,8 +138,32 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> No
     assert producer.flush(120) == 0
 
 
+def _opt(value: str) -> int | None:
+    """An int option, or None for `default` (the engine's own default)."""
+    return None if value == "default" else int(value)
+
+
+class Usage:
+    """Process CPU time (user + system) and the machine's 1-minute load average, over a run."""
+
+    def __init__(self) -> None:
+        self.cpu0 = self._cpu()
+        self.load0 = os.getloadavg()[0]
+
+    @staticmethod
+    def _cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def result(self, records: int) -> dict:
+        cpu = self._cpu() - self.cpu0
+        return {"cpu_us_per_record": round(1e6 * cpu / records, 2) if records else None,
+                "load_1m": [round(self.load0, 2), round(os.getloadavg()[0], 2)]}
+
+
 def engine_for(env: Env, topic: str, catalog: CatalogConfig, on_batch_committed=None, **kw: object) -> IcebergConsumer:  # noqa: ANN001
     kw.setdefault("progress_interval_s", 3600)
+    kw = {k: v for k, v in kw.items() if v is not None}  # None: the engine's default
     config = ConsumerConfig(bootstrap_servers=env.bootstrap, data_type="trades", topics=(topic,),
                             group_id=f"bench-{uuid.uuid4().hex[:6]}", session_timeout_ms=6000,
                             namespace=catalog.namespace, **kw)  # type: ignore[arg-type]
@@ -147,13 +176,19 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
     results = []
     topic = env.topic()
     produce(env.bootstrap, topic, values)
-    for size in [int(x) for x in args.batch_sizes.split(",")]:
+    for size in [_opt(x) for x in args.batch_sizes.split(",")]:
         for repeat in range(args.repeats):
             catalog = env.namespace()
             first: list[float] = []
-            engine = engine_for(env, topic, catalog, batch_size=size, max_batch_ms=args.max_batch_ms,
-                                max_messages=args.messages,
-                                on_batch_committed=lambda t, at, first=first: first.append(at))
+            sizes: list[int] = []
+
+            def committed(t, at, first=first, sizes=sizes) -> None:  # noqa: ANN001
+                first.append(at)
+                sizes.append(t.num_rows)
+
+            engine = engine_for(env, topic, catalog, batch_size=size, max_batch_ms=_opt(args.max_batch_ms),
+                                max_messages=args.messages, on_batch_committed=committed)
+            usage = Usage()
             t0 = time.time()
             engine.run()
             # time from the first committed batch's start is dominated by the group join; measure steady state
@@ -162,11 +197,14 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
             rows = load_catalog(catalog).load_table(f"{catalog.namespace}.trades").scan(
                 selected_fields=("source_offset",)).to_arrow().num_rows
             # steady state: from the first batch's commit to the last one (the group join and close excluded)
-            steady = (engine.stats.messages - size) / (first[-1] - first[0]) if len(first) > 1 else 0
-            results.append({"bench": "throughput", "batch_size": size, "max_batch_ms": args.max_batch_ms,
+            steady = (engine.stats.messages - sizes[0]) / (first[-1] - first[0]) if len(first) > 1 else 0
+            results.append({"bench": "throughput", "batch_size": engine.config.batch_size,
+                            "batch_floor": engine.config.batch_floor, "max_batch_ms": engine.config.max_batch_ms,
                             "messages": engine.stats.messages, "rows_in_table": rows, "batches": engine.stats.batches,
+                            "batch_rows_median": sorted(sizes)[len(sizes) // 2] if sizes else None,
                             "wall_s": round(elapsed, 2), "records_per_s_wall": round(engine.stats.messages / elapsed),
-                            "records_per_s_steady": round(steady), "repeat": repeat})
+                            "records_per_s_steady": round(steady), **usage.result(engine.stats.messages),
+                            "repeat": repeat})
             print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -312,7 +350,7 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
 
     consumer_module.Consumer = StampingConsumer  # type: ignore[misc]
     results = []
-    for max_ms in [int(x) for x in args.max_batch_ms_list.split(",")]:
+    for max_ms in [_opt(x) for x in args.max_batch_ms_list.split(",")]:
         env.fresh_broker()  # the embedded broker's fetches slow down as its in-memory log grows
         results.append(broker_floor(env, args))
         print(json.dumps(results[-1]), flush=True)
@@ -328,8 +366,9 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
             committed.append((table, committed_at))  # on the commit thread: read after the run
 
         total = args.rate * args.seconds
-        engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
+        engine = engine_for(env, topic, catalog, batch_size=_opt(args.batch_size), max_batch_ms=max_ms,
                             max_messages=total + 1, on_batch_committed=on_commit)
+        usage = Usage()
         thread = threading.Thread(target=engine.run)
         thread.start()
         proc = multiprocessing.get_context("spawn").Process(
@@ -350,8 +389,9 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
                         k2_part.append(committed_at - fetched)
         results.append({"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
                         "partitions": args.partitions, "seeded_snapshots": args.seed_snapshots,
-                        "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
-                        "batches": engine.stats.batches,
+                        "batch_size": engine.config.batch_size, "batch_floor": engine.config.batch_floor,
+                        "max_batch_ms": engine.config.max_batch_ms, "rows": len(lat), **_quantiles(lat),
+                        "batches": engine.stats.batches, **usage.result(engine.stats.messages),
                         "in_hand_to_visible": _quantiles(k2_part) if k2_part else None})
         print(json.dumps(results[-1]), flush=True)
     return results
@@ -390,7 +430,7 @@ def main() -> None:
     p = sub.add_parser("throughput")
     p.add_argument("--messages", type=int, default=500_000)
     p.add_argument("--batch-sizes", default="1000,10000,50000")
-    p.add_argument("--max-batch-ms", type=int, default=500)
+    p.add_argument("--max-batch-ms", default="500")
     p.add_argument("--repeats", type=int, default=1)
     p = sub.add_parser("progress")
     p.add_argument("--messages", type=int, default=12_000)
@@ -401,7 +441,7 @@ def main() -> None:
     p = sub.add_parser("latency")
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--seconds", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", default="1000")
     p.add_argument("--max-batch-ms-list", default="50,100")
     p.add_argument("--partitions", type=int, default=30, help="topic partitions (ADR #009: 30 for ASX)")
     p.add_argument("--seed-snapshots", type=int, default=0,

@@ -20,7 +20,11 @@ class ConsumerConfig:
     topics: tuple[str, ...] | None = None
     topic_pattern: str | None = None
     group_id: str | None = None  # default: k2-iceberg-writer-{data_type} (ADR #012)
-    batch_size: int = 1000  # ADR #015
+    # Batches are sized from what is waiting (issue #15): a small one at once when traffic is thin,
+    # up to `batch_size` with a backlog; while the batch before is being committed, one fills to
+    # at least `batch_floor` (ADR #015's 1,000) unless it is `max_batch_ms` old first.
+    batch_size: int = 50_000  # the upper bound
+    batch_floor: int = 1000  # ADR #015
     max_batch_ms: int = 500
     max_messages: int | None = None  # None: daemon mode (ADR #016)
     from_beginning: bool = False
@@ -46,8 +50,8 @@ class ConsumerConfig:
             raise ValueError("Specify either topics or topic_pattern, not both (ADR #013)")
         if not self.topics and not self.topic_pattern:
             raise ValueError("Specify either topics or topic_pattern (ADR #013): e.g. market.equities.trades.asx")
-        if self.batch_size < 1 or self.max_batch_ms < 1:
-            raise ValueError("batch_size and max_batch_ms must be positive")
+        if self.batch_size < 1 or self.batch_floor < 1 or self.max_batch_ms < 1:
+            raise ValueError("batch_size, batch_floor and max_batch_ms must be positive")
 
     @property
     def group(self) -> str:

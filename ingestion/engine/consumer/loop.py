@@ -1,7 +1,8 @@
 """The consumer loop: Kafka → Iceberg, one batch at a time (ADR #003, #011–#016).
 
-Per batch (up to `batch_size` messages, or what arrived before the first one was `max_batch_ms`
-old, counted from its Kafka timestamp, and while the batch before was still being committed):
+Per batch (sized from what is waiting: what is at hand at once when traffic is thin, up to
+`batch_size` messages with a backlog, never older than `max_batch_ms` from its first message's
+Kafka timestamp; see `_collect`):
 
 1. drop messages the table already holds (offset below what a snapshot recorded);
 2. decode the whole batch at once (`decode.BatchDecoder`); poison messages go to
@@ -226,7 +227,8 @@ class IcebergConsumer:
                                  on_lost=self._on_revoke)
         mode = "daemon" if self.config.max_messages is None else "batch"
         log.info("consumer_starting", mode=mode, group=self.config.group, subscription=self.config.subscription,
-                 batch_size=self.config.batch_size, max_batch_ms=self.config.max_batch_ms,
+                 batch_size=self.config.batch_size, batch_floor=self.config.batch_floor,
+                 max_batch_ms=self.config.max_batch_ms,
                  max_messages=self.config.max_messages)
         metrics.initialise_known_series(exchanges=(labels["exchange"],), asset_classes=(labels["asset_class"],),
                                         data_types=(self.config.data_type,), dlq_reasons=POISON_REASONS)
@@ -323,44 +325,102 @@ class IcebergConsumer:
         log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     # --- collecting a batch ---------------------------------------------------------------
+    # While the commit thread is busy and little is waiting, the loop looks for newly arrived
+    # messages this often (it wakes at once when the commit is done).
+    COLLECT_SLICE_S = 0.01
+    # With a backlog, how long a fetch may take to bring more before the batch goes as it is
+    # (librdkafka's fetch.wait.max.ms is at most 100 ms here).
+    FETCH_WAIT_S = 0.2
+
     def _collect(self) -> None:
-        """Fill `self._pending` up to batch_size, or until the batch is max_batch_ms old, and past
-        that while the batch before it is still being committed (it could not be handed over
-        anyway: one batch in flight).
+        """Fill `self._pending` with the next batch, sized from what is waiting:
+
+        - the first message is awaited (`poll` returns as soon as one is there);
+        - the batch then takes what librdkafka has already fetched, without waiting, up to its
+          target: `batch_floor` when little is waiting, up to `batch_size` with a backlog (a
+          first message already `max_batch_ms` old on arrival, or the owned partitions' log ends,
+          from the last fetch responses, past what was read);
+        - with a backlog, it fills to its target as fast as the fetches bring messages, for at
+          most `max_batch_ms`;
+        - otherwise it is handed over as soon as nothing more is at hand and the commit thread is
+          free (thin traffic: a small batch at once), at its target, or once its first message is
+          `max_batch_ms` old; while the batch before is being committed, it keeps taking what
+          arrives (it could not be handed over anyway).
 
         The age counts from the first message's Kafka timestamp (the producer's or the broker's
         clock) when that is in the past, else from its arrival here: messages the broker held
         back arrive old and are not kept waiting a whole window more."""
         consumer = self._consumer
         assert consumer is not None
-        limit = self.config.batch_size
+        ceiling = self.config.batch_size
         if self.config.max_messages is not None:
-            limit = min(limit, self.config.max_messages - self.stats.messages)
-        window = self.config.max_batch_ms / 1000
-        deadline: float | None = None
-        swept = False  # took what librdkafka had queued once the batch was due
-        while len(self._pending) < limit and not self._stop.is_set():
-            if deadline is None:
-                # poll returns as soon as one message is there; consume(n) would wait to fill n
-                first = consumer.poll(self.config.idle_poll_s)
-                got = [first] if first is not None else []
-            else:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    if swept and not self.pipeline.busy:
-                        break
-                    if swept:  # the committer is busy: take what arrives until it is free
-                        self.pipeline.wait()
-                    swept, timeout = True, 0
-                # consume(n) waits for n messages or the timeout, whatever a stop signal says: a
-                # slice at a time, so a stop (or a lost partition) is seen within idle_poll_s
-                got = consumer.consume(num_messages=limit - len(self._pending),
-                                       timeout=min(timeout, self.config.idle_poll_s))
-            self._pending.extend(self._usable(got))
-            if self._pending and deadline is None:
-                deadline = time.monotonic() + window - message_age(self._pending[0], window)
-            if not got and deadline is None:
+            ceiling = min(ceiling, self.config.max_messages - self.stats.messages)
+        if not self._pending:
+            first = consumer.poll(self.config.idle_poll_s)
+            self._pending.extend(self._usable([first] if first is not None else []))
+            if not self._pending:
                 return  # idle: let the loop check stop signals and report progress
+        window = self.config.max_batch_ms / 1000
+        started = time.monotonic()
+        deadline = started + window - message_age(self._pending[0], window)
+        target = self._batch_target(ceiling, overdue=deadline <= started)
+        backlog = target > min(self.config.batch_floor, ceiling)
+        while len(self._pending) < target and not self._stop.is_set():
+            wanted = target - len(self._pending)
+            got = consumer.consume(num_messages=wanted, timeout=0)  # what is at hand, no waiting
+            self._pending.extend(self._usable(got))
+            if len(got) >= wanted:
+                continue
+            now = time.monotonic()
+            if backlog:
+                # the messages are on the broker: take them as fast as the fetches bring them, for
+                # at most max_batch_ms of collecting (their own age says nothing: they are old)
+                if now - started >= window:
+                    break
+                more = consumer.consume(num_messages=wanted - len(got),
+                                        timeout=min(window - (now - started), self.FETCH_WAIT_S))
+                self._pending.extend(self._usable(more))
+                if not more:
+                    break  # the fetches brought nothing: no backlog after all
+                continue
+            left = deadline - now
+            if not self.pipeline.busy or left <= 0:
+                break
+            self.pipeline.wait(timeout=min(left, self.COLLECT_SLICE_S))
+        log.debug("batch_collected", messages=len(self._pending), target=target, backlog=backlog,
+                  committer_busy=self.pipeline.busy)
+
+    def _batch_target(self, ceiling: int, *, overdue: bool) -> int:
+        """How many messages the batch in hand may take, within [batch_floor, ceiling]: the ceiling
+        when its first message was already `max_batch_ms` old on arrival (`overdue`: it waited on
+        the broker, the consumer is behind), else what is waiting in the owned partitions (in
+        hand, fetched, or still on the broker as far as the last fetch responses tell)."""
+        floor = min(self.config.batch_floor, ceiling)
+        if overdue:
+            return ceiling
+        return max(floor, min(ceiling, len(self._pending) + self._waiting()))
+
+    def _waiting(self) -> int:
+        """Messages in the owned partitions' logs past what this member has read: the high
+        watermark of each partition's last fetch response minus its position (local state only;
+        partitions not read from yet count nothing)."""
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            positions = consumer.position(consumer.assignment())
+        except (KafkaException, RuntimeError):
+            return 0
+        waiting = 0
+        for tp in positions:
+            if tp.offset < 0:
+                continue
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high > tp.offset:
+                waiting += high - tp.offset
+        return waiting
 
     @staticmethod
     def _usable(got: list[Any]) -> list[Any]:

@@ -28,7 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--data-type", choices=DATA_TYPES,
                             help="the table to write; default: taken from the topic name")
         parser.add_argument("--group", help="consumer group (default: k2-iceberg-writer-{data_type}, ADR #012)")
-        parser.add_argument("--batch-size", type=int, help="records per Iceberg commit (default: K2_CONSUMER_BATCH_SIZE, 1000)")
+        parser.add_argument("--batch-size", type=int,
+                            help="the most records per Iceberg commit: batches are sized from what is waiting, a few "
+                                 "records at once when traffic is thin, up to this with a backlog "
+                                 "(default: K2_CONSUMER_BATCH_SIZE)")
         parser.add_argument("--max-batch-ms", type=int,
                             help="flush a partial batch once its first message is this many ms old, from its Kafka "
                                  "timestamp (default: K2_CONSUMER_MAX_BATCH_MS, 500)")
