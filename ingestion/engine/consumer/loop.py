@@ -341,7 +341,8 @@ class IcebergConsumer:
           first message already `max_batch_ms` old on arrival, or the owned partitions' log ends,
           from the last fetch responses, past what was read);
         - with a backlog, it fills to its target as fast as the fetches bring messages, for at
-          most `max_batch_ms`;
+          most `max_batch_ms`, and goes as it is once the partitions' log ends are reached while
+          the commit thread is free (the consumer has caught up);
         - otherwise it is handed over as soon as nothing more is at hand and the commit thread is
           free (thin traffic: a small batch at once), at its target, or once its first message is
           `max_batch_ms` old; while the batch before is being committed, it keeps taking what
@@ -364,7 +365,8 @@ class IcebergConsumer:
         started = time.monotonic()
         deadline = started + window - message_age(self._pending[0], window)
         target = self._batch_target(ceiling, overdue=deadline <= started)
-        backlog = target > min(self.config.batch_floor, ceiling)
+        floor = min(self.config.batch_floor, ceiling)
+        backlog = target > floor
         while len(self._pending) < target and not self._stop.is_set():
             wanted = target - len(self._pending)
             got = consumer.consume(num_messages=wanted, timeout=0)  # what is at hand, no waiting
@@ -377,6 +379,8 @@ class IcebergConsumer:
                 # at most max_batch_ms of collecting (their own age says nothing: they are old)
                 if now - started >= window:
                     break
+                if not self.pipeline.busy and self._waiting() < floor:
+                    break  # caught up with the log ends: what comes next arrives in real time
                 more = consumer.consume(num_messages=wanted - len(got),
                                         timeout=min(window - (now - started), self.FETCH_WAIT_S))
                 self._pending.extend(self._usable(more))
