@@ -1,11 +1,13 @@
 """`manage.py consume` with a fault injected from outside the engine, for the crash tests:
-`python -m tests.consumer.faulty_consume [--kill-after-table-commits N] [--kill-after-dlq-sends N] -- consume ARGS`.
+`python -m tests.consumer.faulty_consume [--kill-after-table-commits N] [--kill-after-dlq-sends N]
+[--hold-commits-after-rows N] -- consume ARGS`.
 
 The command, the engine and every service are the real ones; only the engine's hooks are
 wrapped: the process SIGKILLs itself right after the Nth Iceberg commit (on the commit thread,
 before that batch's Kafka commit: the `on_batch_committed` hook), or right after the Nth batch's
 dead letters were delivered (before anything of that batch is committed: a `DeadLetterQueue`
-whose `send` returned)."""
+whose `send` returned); or the commit thread is held, once N rows are in the table, until the
+engine is asked to stop (a slow commit: the next batch stays in hand meanwhile)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import django
@@ -39,8 +42,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kill-after-table-commits", type=int)
     parser.add_argument("--kill-after-dlq-sends", type=int)
+    parser.add_argument("--hold-commits-after-rows", type=int)
     faults = parser.parse_args(sys.argv[1:split])
     hooks: dict[str, Any] = {}
+    engines: list[Any] = []
     if faults.kill_after_table_commits:
         commits = [0]
 
@@ -52,6 +57,17 @@ def main() -> None:
                 _sigkill(after_table_commits=commits[0])
 
         hooks["on_batch_committed"] = committed
+    if faults.hold_commits_after_rows:
+        rows_in_table = [0]
+
+        def hold(rows: Any, _at: float) -> None:
+            rows_in_table[0] += rows.num_rows
+            if rows_in_table[0] >= faults.hold_commits_after_rows:
+                log.warning("fault_injection_commit_thread_held", rows=rows_in_table[0])
+                while not engines[0].stopping:
+                    time.sleep(0.05)
+
+        hooks["on_batch_committed"] = hold
     if faults.kill_after_dlq_sends:
         class KilledAfterSends(DeadLetterQueue):
             sends = 0
@@ -64,7 +80,12 @@ def main() -> None:
 
         hooks["dead_letters"] = KilledAfterSends
     real = consumer_services.build_engine
-    consumer_services.build_engine = lambda **kw: real(**kw, **hooks)
+
+    def build_engine(**kw: Any) -> Any:
+        engines.append(real(**kw, **hooks))
+        return engines[-1]
+
+    consumer_services.build_engine = build_engine
     execute_from_command_line(["manage.py", *sys.argv[split + 1:]])
 
 

@@ -145,6 +145,11 @@ class IcebergConsumer:
         self.writer: IcebergWriter | None = None
 
     # --- control --------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (signal, `request_stop`, the stop signal, or max_messages)."""
+        return self._stop.is_set()
+
     def request_stop(self, *_: Any) -> None:
         """Finish the batch in hand, write it, commit, close (ADR #016). Safe from signal handlers."""
         self._stop.set()
