@@ -139,8 +139,14 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> No
     assert producer.flush(120) == 0
 
 
+def _opt(value: str) -> int | None:
+    """An int option, or None for `default` (the engine's own default)."""
+    return None if value == "default" else int(value)
+
+
 def engine_for(env: Env, topic: str, catalog: CatalogConfig, on_batch_committed=None, **kw: object) -> IcebergConsumer:  # noqa: ANN001
     kw.setdefault("progress_interval_s", 3600)
+    kw = {k: v for k, v in kw.items() if v is not None}  # None: the engine's default
     config = ConsumerConfig(bootstrap_servers=env.bootstrap, data_type="trades", topics=(topic,),
                             group_id=f"bench-{uuid.uuid4().hex[:6]}", session_timeout_ms=6000,
                             namespace=catalog.namespace, **kw)  # type: ignore[arg-type]
@@ -153,13 +159,18 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
     results = []
     topic = env.topic()
     produce(env.bootstrap, topic, values)
-    for size in [int(x) for x in args.batch_sizes.split(",")]:
+    for size in [_opt(x) for x in args.batch_sizes.split(",")]:
         for repeat in range(args.repeats):
             catalog = env.namespace()
             first: list[float] = []
-            engine = engine_for(env, topic, catalog, batch_size=size, max_batch_ms=args.max_batch_ms,
-                                max_messages=args.messages,
-                                on_batch_committed=lambda t, at, first=first: first.append(at))
+            sizes: list[int] = []
+
+            def committed(t, at, first=first, sizes=sizes) -> None:  # noqa: ANN001
+                first.append(at)
+                sizes.append(t.num_rows)
+
+            engine = engine_for(env, topic, catalog, batch_size=size, max_batch_ms=_opt(args.max_batch_ms),
+                                max_messages=args.messages, on_batch_committed=committed)
             t0 = time.time()
             with Meter(scope="self") as meter, Meter(scope="tree", load_interval=3600) as tree:
                 engine.run()
@@ -169,15 +180,17 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
             rows = load_catalog(catalog).load_table(f"{catalog.namespace}.trades").scan(
                 selected_fields=("source_offset",)).to_arrow().num_rows
             # steady state: from the first batch's commit to the last one (the group join and close excluded)
-            steady = (engine.stats.messages - size) / (first[-1] - first[0]) if len(first) > 1 else 0
-            results.append({"bench": "throughput", "batch_size": size, "max_batch_ms": args.max_batch_ms,
+            steady = (engine.stats.messages - sizes[0]) / (first[-1] - first[0]) if len(first) > 1 else 0
+            results.append({"bench": "throughput", "batch_size_option": size, "batch_size": engine.config.batch_size,
+                            "batch_floor": engine.config.batch_floor, "max_batch_ms": engine.config.max_batch_ms,
                             "messages": engine.stats.messages, "rows_in_table": rows, "batches": engine.stats.batches,
+                            "batch_rows_median": sorted(sizes)[len(sizes) // 2] if sizes else None,
                             "wall_s": round(elapsed, 2), "records_per_s_wall": round(engine.stats.messages / elapsed),
                             "records_per_s_steady": round(steady), "repeat": repeat,
                             **meter.report(units=engine.stats.messages),
                             **tree.report(units=engine.stats.messages, prefix="tree_")})
             print(json.dumps(results[-1]), flush=True)
-        runs = [r for r in results if r["batch_size"] == size]
+        runs = [r for r in results if r["batch_size_option"] == size]
         print(f"throughput at batch {size:,}: steady {fmt_spread((r['records_per_s_steady'] for r in runs), '{:,.0f}', 'records/s')}; "
               f"wall {fmt_spread((r['records_per_s_wall'] for r in runs), '{:,.0f}', 'records/s')}; "
               f"consumer CPU {fmt_spread((r['cpu_us_per_record'] for r in runs), unit='µs/record')}; "
@@ -329,11 +342,11 @@ def seed_snapshots(catalog: CatalogConfig, count: int) -> None:
 
 
 def latency(env: Env, args: argparse.Namespace) -> list[dict]:
-    from ingestion.engine import consumer as consumer_module
+    from ingestion.engine.consumer import loop as consumer_module  # where the engine creates its Kafka consumer
 
     consumer_module.Consumer = StampingConsumer  # type: ignore[misc]
     results = []
-    for max_ms in [int(x) for x in args.max_batch_ms_list.split(",")]:
+    for max_ms in [_opt(x) for x in args.max_batch_ms_list.split(",")]:
         runs = [latency_run(env, args, max_ms, i) for i in range(args.runs)]
         results.extend(r for pair in runs for r in pair)
         floors, lats = [f for f, _ in runs], [r for _, r in runs]
@@ -369,7 +382,7 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
         committed.append((table, committed_at))  # on the commit thread: read after the run
 
     total = args.rate * args.seconds
-    engine = engine_for(env, topic, catalog, batch_size=args.batch_size, max_batch_ms=max_ms,
+    engine = engine_for(env, topic, catalog, batch_size=_opt(args.batch_size), max_batch_ms=max_ms,
                         max_messages=total + 1, on_batch_committed=on_commit)
     thread = threading.Thread(target=engine.run)
     with Meter(scope="self") as meter:  # this process: the consumer (the producer runs in its own)
@@ -392,7 +405,8 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
                     k2_part.append(committed_at - fetched)
     result = {"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
               "partitions": args.partitions, "seeded_snapshots": args.seed_snapshots,
-              "batch_size": args.batch_size, "max_batch_ms": max_ms, "rows": len(lat), **_quantiles(lat),
+              "batch_size": engine.config.batch_size, "batch_floor": engine.config.batch_floor,
+              "max_batch_ms": engine.config.max_batch_ms, "rows": len(lat), **_quantiles(lat),
               "batches": engine.stats.batches,
               "in_hand_to_visible": _quantiles(k2_part) if k2_part else None, "run": run,
               **meter.report(units=max(1, len(lat)))}
@@ -433,8 +447,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="bench", required=True)
     p = sub.add_parser("throughput")
     p.add_argument("--messages", type=int, default=500_000)
-    p.add_argument("--batch-sizes", default="1000,10000,50000")
-    p.add_argument("--max-batch-ms", type=int, default=500)
+    p.add_argument("--batch-sizes", default="1000,10000,50000", help="comma-separated; `default`: the engine's")
+    p.add_argument("--max-batch-ms", default="500", help="an int, or `default`: the engine's")
     p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("progress")
     p.add_argument("--messages", type=int, default=12_000)
@@ -446,7 +460,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="measurements per batch age (median and range)")
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--seconds", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", default="1000", help="an int, or `default`: the engine's")
     p.add_argument("--max-batch-ms-list", default="50,100")
     p.add_argument("--partitions", type=int, default=30, help="topic partitions (ADR #009: 30 for ASX)")
     p.add_argument("--seed-snapshots", type=int, default=0,

@@ -39,7 +39,8 @@ from bench.common import append_as_small_files, ensure_db, machine_line, measure
 from catalog.engine.exchanges import ASX  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog  # noqa: E402
 from catalog.engine.maintenance import compact_table, expire_snapshots, files_per_day  # noqa: E402
-from queries.engine.connection import EngineConfig, connect  # noqa: E402
+from k2core.duckdb_conn import connect  # noqa: E402
+from queries.engine.connection import EngineConfig  # noqa: E402
 from queries.engine.generate import DEFAULT_SYMBOLS, trades_for_day, trading_days  # noqa: E402
 from queries.engine.market import MarketQueries, exchange_clause, range_clause  # noqa: E402
 from queries.engine.source import IcebergSource  # noqa: E402

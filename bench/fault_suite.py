@@ -9,7 +9,7 @@ for the embedded schema registry and the gap table.
 Then: produce `--messages` trades (keyed by symbol over `--partitions` partitions, sequence
 numbers in order), and run `manage.py consume` as a subprocess `--kills` times, each time
 SIGKILLed at a random point (`--seed`): odd rounds right after a random 1st-4th Iceberg commit,
-before its Kafka commit (the consumer's K2_TEST_KILL_AFTER_TABLE_COMMITS hook), the others at a
+before its Kafka commit (run by `tests.consumer.faulty_consume`, which wraps the engine's commit hook), the others at a
 random moment up to `--max-delay` s after the round's first commit. In the middle round, at such
 a moment, the catalog Postgres is stopped for `--outage` seconds (fast shutdown: open
 transactions are cut) and started again; that consumer must survive it (its retry budget,
@@ -181,8 +181,9 @@ def main() -> int:
         def in_table() -> list[tuple[int, int]]:
             return duckdb_offsets(pg.url, namespace)
 
-        cmd = [sys.executable, "manage.py", "consume", "--topic", topic, "--group", f"fault-{run_id}",
-               "--namespace", namespace, "--batch-size", str(args.batch_size), "--max-batch-ms", "200"]
+        consume = ["consume", "--topic", topic, "--group", f"fault-{run_id}",
+                   "--namespace", namespace, "--batch-size", str(args.batch_size), "--max-batch-ms", "200"]
+        cmd = [sys.executable, "manage.py", *consume]
         log_file = open(work / "consume.log", "ab")  # noqa: SIM115 - closed at the end
 
         def wait_for_a_commit(since: int) -> None:
@@ -231,13 +232,15 @@ def main() -> int:
                 _log(f"last round: catalog Postgres started again; consumer {'waiting' if waited_at_start else 'DEAD'}")
             at_start = len(in_table())
             # odd rounds: SIGKILL right after a random Nth Iceberg commit, before its Kafka commit (the
-            # consumer's own fault hook); even rounds: at a random moment once it has written something
+            # test-side wrapper of the engine's commit hook); even rounds: at a random moment once it has
+            # written something
             outage_round = not outage_done and round_no == args.kills // 2
             exact = not last and not outage_round and round_no % 2 == 1
             commits = rng.randint(1, 4)
-            round_env = {**env, "K2_TEST_KILL_AFTER_TABLE_COMMITS": str(commits)} if exact else env
+            round_cmd = [sys.executable, "-m", "tests.consumer.faulty_consume", "--kill-after-table-commits", str(commits),
+                         "--", *consume] if exact else cmd
             if proc is None:
-                proc = subprocess.Popen(cmd, cwd=BASE, env=round_env, stdout=log_file, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(round_cmd, cwd=BASE, env=env, stdout=log_file, stderr=subprocess.STDOUT)
             if outage_round:  # mid-run: once this round's consumer has committed something
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline and proc.poll() is None and len(in_table()) <= at_start:

@@ -165,7 +165,9 @@ class K2Settings(BaseSettings):
         None, "AWS_ACCESS_KEY_ID", "the S3 access key of an s3:// warehouse (pyiceberg and DuckDB)")
     aws_secret_access_key: str | None = _setting(None, "AWS_SECRET_ACCESS_KEY", "the S3 secret key of an s3:// warehouse")
     aws_session_token: str | None = _setting(None, "AWS_SESSION_TOKEN", "an S3 session token, with temporary credentials")
-    consumer_batch_size: PositiveInt = _setting(1000, "K2_CONSUMER_BATCH_SIZE", "a positive integer (ADR #015)")
+    consumer_batch_size: PositiveInt = _setting(
+        50_000, "K2_CONSUMER_BATCH_SIZE",
+        "a positive integer: the largest batch (batches adapt to what is waiting; ADR #015's 1,000 is the floor)")
     consumer_max_batch_ms: PositiveInt = _setting(
         500, "K2_CONSUMER_MAX_BATCH_MS",
         "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)")

@@ -174,6 +174,40 @@ class _ShortReadTracker(io.BytesIO):
         return data
 
 
+def avro_decimals(raw: pa.Array, type_: pa.DataType) -> pa.Array:
+    """Avro decimal values (big-endian two's complement bytes, as read_avro returns them) as a
+    decimal128 array of `type_` (its scale is the writer's: the schema check guarantees it), in
+    a few numpy passes instead of per-row SQL string work (hex, casts: a third of the decode).
+    Null where the value is longer than 8 bytes or its unscaled value reaches 10^18 (beyond
+    decimal(18, s)): the caller makes those rows poison."""
+    if raw.type != pa.binary():
+        raw = raw.cast(pa.binary())
+    n = len(raw)
+    bufs = raw.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=raw.offset * 4)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None and n else np.zeros(1, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    lengths = np.diff(offsets)
+    fits = lengths <= 8
+    width = np.where(fits, lengths, 0)
+    value = np.zeros(n, dtype=np.uint64)
+    for j in range(int(width.max()) if n else 0):
+        has = width > j
+        value[has] = (value[has] << np.uint64(8)) | data[starts[has] + j].astype(np.uint64)
+    signed = value.view(np.int64)  # right as is for 8 bytes and for non-negative values
+    negative = (width > 0) & (width < 8)
+    negative[negative] = data[starts[negative]] >= 0x80
+    signed[negative] -= np.left_shift(np.int64(1), (8 * width[negative]).astype(np.int64))
+    valid = fits & (signed > -_MAX_UNSCALED) & (signed < _MAX_UNSCALED)  # not abs(): -2**63 has none
+    if raw.null_count:
+        valid &= raw.is_valid().to_numpy(zero_copy_only=False)
+    words = np.empty((n, 2), dtype=np.int64)  # decimal128: little-endian low word, then the sign
+    words[:, 0] = signed
+    words[:, 1] = signed >> 63
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(type_, n, [bitmap, pa.py_buffer(words)])
+
+
 class BatchDecoder:
     """Decodes batches for one data type (one decoder per consumer; not thread-safe)."""
 
@@ -291,14 +325,7 @@ class BatchDecoder:
                     continue
                 if f.name not in writer_fields:
                     selects.append(f'NULL AS "{f.name}"')
-                elif f.name in self.decimals:
-                    c = f'"{f.name}"'
-                    raw = (f"CASE WHEN octet_length({c}) = 0 THEN 0::HUGEINT "
-                           f"WHEN octet_length({c}) > 8 THEN NULL "
-                           f"WHEN left(hex({c}), 1) >= '8' THEN ('0x' || hex({c}))::UBIGINT::HUGEINT - (1::HUGEINT << (8 * octet_length({c}))) "
-                           f"ELSE ('0x' || hex({c}))::UBIGINT::HUGEINT END")
-                    selects.append(f'CASE WHEN abs({raw}) < {_MAX_UNSCALED} THEN ({raw})::DECIMAL(18,0) END AS {c}')
-                else:
+                else:  # decimals as their raw Avro bytes: `avro_decimals` converts them in numpy
                     selects.append(f'"{f.name}"')
             sql = f"SELECT {', '.join(selects)} FROM read_avro('{path}')"
             decoded = self._con.execute(sql).to_arrow_table()
@@ -318,8 +345,7 @@ class BatchDecoder:
                 continue
             col = decoded.column(f.name).combine_chunks()
             if f.name in self.decimals:
-                # unscaled integers as decimal(18,0): same 16-byte buffers, reinterpreted with scale 6
-                col = pa.Array.from_buffers(f.type, len(col), col.buffers(), offset=col.offset)
+                col = avro_decimals(col, f.type)
                 nulls = col.is_null()
                 bad_mask = nulls if bad_mask is None else pc.or_(bad_mask, nulls)
             else:

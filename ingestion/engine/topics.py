@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from k2core.datatypes import DATA_TYPES
-from k2core.kafka import PARTITIONER  # noqa: F401 - imported from here by the consumer and the producer
 from k2core.logging import get_logger
 
 if TYPE_CHECKING:

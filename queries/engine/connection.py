@@ -1,17 +1,13 @@
-"""The query engine's configuration: the DuckDB connection settings (`k2core.duckdb_conn`) plus
-the limits of the query API.
-
-`connect`, `scan_sql`, `extension_path` and `ExtensionMissing` are re-exported from
-`k2core.duckdb_conn` (compat shim: remove when consumer imports k2core).
-"""
+"""The query engine's configuration: the DuckDB connection settings (`k2core.duckdb_conn`, where
+`connect` and `scan_sql` live) plus the limits of the query API."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from k2core.duckdb_conn import DuckDBConfig, ExtensionMissing, connect, extension_path, scan_sql
+from k2core.duckdb_conn import DuckDBConfig
 
-__all__ = ("EngineConfig", "ExtensionMissing", "connect", "extension_path", "scan_sql")
+__all__ = ("EngineConfig",)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from catalog.engine import schemas, wire
 from catalog.engine.iceberg import CatalogConfig, load_catalog
-from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer
+from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer, MemoryGapSink
 from k2portal.config import BASE_DIR
 
 BASE_TIME = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
@@ -93,6 +93,8 @@ def make_config(bootstrap: str, topic: str, unique: str, **kw: Any) -> ConsumerC
 
 
 def run_consumer(config: ConsumerConfig, catalog_config: CatalogConfig, registry: Any, **kw: Any) -> IcebergConsumer:
+    """Run an engine to its end; gaps kept in memory unless the test passes its own `gap_sink`."""
+    kw.setdefault("gap_sink", MemoryGapSink())
     engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, **kw)
     engine.run()
     return engine
@@ -125,8 +127,11 @@ def subprocess_env(*, bootstrap: str, catalog_config: CatalogConfig, extra: dict
     return env
 
 
-def consume_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "manage.py", "consume", *args], cwd=BASE_DIR, env=env,
+def consume_process(args: list[str], env: dict[str, str], *, faults: list[str] | None = None) -> subprocess.Popen[str]:
+    """`manage.py consume ARGS` as a child process; with `faults` (e.g. ["--kill-after-table-commits", "2"]),
+    the same command run by `tests.consumer.faulty_consume`, which SIGKILLs it at that point."""
+    command = ["-m", "tests.consumer.faulty_consume", *faults, "--"] if faults else ["manage.py"]
+    return subprocess.Popen([sys.executable, *command, "consume", *args], cwd=BASE_DIR, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

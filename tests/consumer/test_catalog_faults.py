@@ -27,7 +27,7 @@ from catalog.engine.writer import (
     offsets_properties,
     recorded_offsets,
 )
-from ingestion.engine.consumer import IcebergConsumer
+from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from tests.consumer.conftest import (
     create_topic,
     encode_trades,
@@ -119,7 +119,7 @@ def test_a_second_group_on_the_same_table_writes_nothing_twice(kafka_bootstrap, 
     produce(kafka_bootstrap, topic, encode_trades(registry, topic,
                                                   [trade(f"S{i % 4}", i // 4 + 1) for i in range(300, 400)]))
     second = IcebergConsumer(make_config(kafka_bootstrap, topic, f"b{unique}", namespace=catalog_config.namespace),
-                             catalog=load_catalog(catalog_config), registry=registry)
+                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     _run_until(second, 100)
     assert second.stats.rows_written == 100 and second.stats.messages == 100  # resumed where the table ends
     rows = duckdb_offsets(PG_TEST_URL, catalog_config.namespace)
@@ -157,7 +157,7 @@ def test_offsets_recorded_in_the_old_per_group_format_are_resumed_by_any_group(
     fast_commit.append(table, _batch(counts[0], 0, partition=0), snapshot_properties=old)
     fast_commit.append(table, _batch(1, 20_000, partition=1), snapshot_properties=stale)
     engine = IcebergConsumer(make_config(kafka_bootstrap, topic, f"new{unique}", namespace=catalog_config.namespace),
-                             catalog=load_catalog(catalog_config), registry=registry)
+                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     _run_until(engine, counts[1])
     assert engine.stats.rows_written == counts[1]  # partition 0 resumed from the old record, 1 from its start
     rows = duckdb_offsets(PG_TEST_URL, catalog_config.namespace)
@@ -213,7 +213,7 @@ def test_consumer_rides_out_a_catalog_postgres_restart(kafka_bootstrap, outage_c
     produce(kafka_bootstrap, topic, encoded[:300])
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=600,
                          retry=RetryPolicy(budget_seconds=60, max_delay=2.0))
-    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry)
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -251,7 +251,7 @@ def test_catalog_down_beyond_the_budget_fails_clearly_without_committing_past_th
     produce(kafka_bootstrap, topic, encoded[:200])
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
                          retry=RetryPolicy(budget_seconds=3, max_delay=1.0))
-    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry)
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -76,14 +76,12 @@ def test_dead_letters_sent_again_after_a_crash_are_recognisable_by_key_and_a_tru
     produce(kafka_bootstrap, topic, values)
     args = ["--topic", topic, "--group", f"g-{unique}", "--batch-size", "10", "--max-batch-ms", "2000",
             "--namespace", catalog_config.namespace, "--max-messages", "4"]
-    env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config,
-                         extra={"K2_TEST_KILL_AFTER_DLQ_SENDS": "1"})
-    proc = consume_process(args, env)
+    env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config)
+    proc = consume_process(args, env, faults=["--kill-after-dlq-sends", "1"])
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, out
     assert table_rows(catalog_config) == []  # killed before the batch's commit
 
-    env.pop("K2_TEST_KILL_AFTER_DLQ_SENDS")
     proc = consume_process(args, env)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out

@@ -118,3 +118,24 @@ def test_mixed_schema_ids_in_one_batch_decode_per_group_and_keep_positions() -> 
     assert result.poison == [] and result.fast_rows == 3
     rows = sorted(result.table.to_pylist(), key=lambda r: r[INDEX_COLUMN])
     assert [(r[INDEX_COLUMN], r["sequence_number"], r["source_offset"]) for r in rows] == [(0, 1, 7), (1, 2, 8), (2, 3, 9)]
+
+
+def test_avro_decimal_bytes_convert_exactly_and_values_beyond_decimal_18_are_null() -> None:
+    """The numpy conversion of Avro decimal bytes (big-endian two's complement) against Python's
+    own int.from_bytes, at every width and at the edges of decimal(18, 6)."""
+    import pyarrow as pa
+
+    from ingestion.engine.decode import avro_decimals
+
+    raw = [b"", b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff", b"\x00\x80", b"\xff\x7f", b"\x01\x00\x00",
+           (10**18 - 1).to_bytes(8, "big", signed=True), (-(10**18) + 1).to_bytes(8, "big", signed=True),
+           (10**18).to_bytes(8, "big", signed=True), (-(10**18)).to_bytes(8, "big", signed=True),
+           (-(2**63)).to_bytes(8, "big", signed=True), (2**63 - 1).to_bytes(8, "big", signed=True),
+           b"\x00" + (5).to_bytes(8, "big"), None, (-123456789).to_bytes(4, "big", signed=True)]
+    got = avro_decimals(pa.array(raw, pa.binary()), pa.decimal128(18, 6)).to_pylist()
+    expected = []
+    for b in raw:
+        unscaled = None if b is None or len(b) > 8 else int.from_bytes(b, "big", signed=True)
+        ok = unscaled is not None and abs(unscaled) < 10**18
+        expected.append(Decimal(unscaled).scaleb(-6) if ok else None)
+    assert got == expected

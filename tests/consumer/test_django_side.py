@@ -16,10 +16,11 @@ from k2portal.config import load
 from tests.consumer.conftest import create_topic, produce, table_rows, trade
 
 
-def test_batch_size_defaults_to_1000_and_env_overrides_it() -> None:
+def test_batch_floor_is_adr_015s_1000_and_the_batch_size_bound_comes_from_the_env() -> None:
     base = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/k2"}
     default = consumer_services.consumer_config(data_type="trades", topics=("t",), k2=load(base))
-    assert default.batch_size == 1000
+    assert default.batch_floor == 1000  # ADR #015: the floor of an adaptive batch (issue #15)
+    assert default.batch_size >= default.batch_floor
     override = consumer_services.consumer_config(data_type="trades", topics=("t",),
                                                  k2=load({**base, "K2_CONSUMER_BATCH_SIZE": "5000"}))
     assert override.batch_size == 5000

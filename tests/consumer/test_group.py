@@ -9,7 +9,7 @@ import time
 import pytest
 
 from catalog.engine.iceberg import load_catalog
-from ingestion.engine.consumer import IcebergConsumer
+from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from tests.consumer.conftest import create_topic, encode_trades, make_config, produce, table_rows, trade
 
 
@@ -20,7 +20,7 @@ def test_two_members_of_one_group_split_the_partitions_and_write_each_message_on
     create_topic(kafka_bootstrap, topic, partitions=4)
     stop = threading.Event()
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, batch_size=50)
-    members = [IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry,
+    members = [IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
                                stop_signal=stop.is_set) for _ in range(2)]
     threads = [threading.Thread(target=m.run, daemon=True) for m in members]
     for t in threads:
@@ -28,10 +28,10 @@ def test_two_members_of_one_group_split_the_partitions_and_write_each_message_on
     try:
         deadline = time.monotonic() + 60
         # Both members hold partitions once the group has settled (each assignment is recorded).
-        while time.monotonic() < deadline and not all(m._written_upto for m in members):
+        while time.monotonic() < deadline and not all(m._sent_to_table_upto for m in members):
             time.sleep(0.2)
-        assert all(m._written_upto for m in members), "the group never gave both members partitions"
-        owned = [set(m._written_upto) for m in members]
+        assert all(m._sent_to_table_upto for m in members), "the group never gave both members partitions"
+        owned = [set(m._sent_to_table_upto) for m in members]
         assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 4
 
         symbols = [f"S{i}" for i in range(12)]

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from catalog.engine import schemas, wire
 from catalog.engine.iceberg import load_catalog
-from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer
+from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer, MemoryGapSink
 from ingestion.gaps import OrmGapSink
 from ingestion.models import SequenceGap
 from tests.consumer.conftest import (
@@ -259,7 +259,7 @@ class _Stamped:
 def test_batch_age_counts_from_the_kafka_timestamp_and_never_from_the_future() -> None:
     from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
 
-    from ingestion.engine.consumer import _age
+    from ingestion.engine.consumer.loop import message_age as _age
 
     now_ms = int(time.time() * 1000)
     assert 0.15 <= _age(_Stamped(TIMESTAMP_CREATE_TIME, now_ms - 200), cap=0.5) <= 0.5
@@ -288,7 +288,7 @@ def test_messages_that_arrive_late_are_written_without_waiting_another_window(
     window_s = 20
     engine = IcebergConsumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
                                          batch_size=1000, max_batch_ms=window_s * 1000),
-                             catalog=load_catalog(catalog_config), registry=registry)
+                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     thread = run_in_thread(engine)
     started = time.monotonic()
     try:
@@ -317,7 +317,7 @@ def test_a_running_consumer_keeps_what_it_holds_out_of_full_garbage_collections(
     produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", 1)]))
     gc.unfreeze()
     engine = IcebergConsumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace),
-                             catalog=load_catalog(catalog_config), registry=registry)
+                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     thread = run_in_thread(engine)
     try:
         deadline = time.monotonic() + 60

@@ -39,16 +39,14 @@ def test_sigkill_between_iceberg_and_kafka_commit_then_restart_writes_every_mess
     produce(kafka_bootstrap, topic, _encode(topic, [trade(f"S{i % 3}", i // 3 + 1) for i in range(300)]))
     args = ["--topic", topic, "--group", group, "--batch-size", "100", "--max-batch-ms", "2000",
             "--namespace", catalog_config.namespace]
-    env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config,
-                         extra={"K2_TEST_KILL_AFTER_TABLE_COMMITS": "2"})
-    proc = consume_process([*args, "--max-messages", "300"], env)
+    env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config)
+    proc = consume_process([*args, "--max-messages", "300"], env, faults=["--kill-after-table-commits", "2"])
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, out
     # killed after the 2nd Iceberg commit, before its Kafka commit
     assert len(table_rows(catalog_config)) == 200
     assert _committed(kafka_bootstrap, group, topic) == [100]
 
-    env.pop("K2_TEST_KILL_AFTER_TABLE_COMMITS")
     proc = consume_process([*args, "--max-messages", "100"], env)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
@@ -135,7 +133,7 @@ def test_failed_commit_on_the_commit_thread_stops_the_loop_and_kafka_never_runs_
     from pyiceberg.exceptions import NoSuchTableError
 
     from catalog.engine.iceberg import load_catalog
-    from ingestion.engine.consumer import IcebergConsumer
+    from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
     from tests.consumer.conftest import encode_trades, make_config, run_consumer
     from tests.consumer.test_writer import FailingTable
 
@@ -147,7 +145,7 @@ def test_failed_commit_on_the_commit_thread_stops_the_loop_and_kafka_never_runs_
     catalog = load_catalog(catalog_config)
     failing = FailingTable(catalog.load_table(f"{catalog_config.namespace}.trades"),
                            NoSuchTableError("table dropped under the consumer"), 1, after=2)
-    engine = IcebergConsumer(config, catalog=catalog, registry=registry, table=failing)
+    engine = IcebergConsumer(config, catalog=catalog, registry=registry, gap_sink=MemoryGapSink(), table=failing)
     with pytest.raises(Exception, match="table dropped under the consumer"):
         engine.run()
     in_table = sorted(r["source_offset"] for r in table_rows(catalog_config))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ingestion.engine.consumer import IcebergConsumer
+from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from ingestion.engine.progress import ProgressGate
 from tests.consumer.conftest import create_topic, encode_trades, make_config, produce, trade
 
@@ -35,7 +35,7 @@ def test_idle_consumer_writes_progress_only_when_messages_moved(kafka_bootstrap,
                          progress_interval_s=0.1, stop_check_interval_s=0.1, from_beginning=True)
     from catalog.engine.iceberg import load_catalog
 
-    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry,
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
                              stop_signal=stop.is_set, heartbeat=lambda stats: beats.append(stats.messages))
     thread = threading.Thread(target=engine.run, daemon=True)
     thread.start()

@@ -26,10 +26,12 @@ def test_stop_while_the_broker_is_down_is_bounded_exits_0_and_says_what_was_not_
         create_topic(address, topic)
         encoded = _encode(topic, [trade("BHP", i + 1) for i in range(250)])
         produce(address, topic, encoded[:200])
-        # batches of 100; a partial batch is held for a minute, so the last one is still in hand at the stop
+        # batches of 100 at most; once 200 rows are in the table the commit thread is held (a slow
+        # commit) until the stop, so the next batch, up to a minute old, is still in hand at the stop
         args = ["--topic", topic, "--group", f"g-{unique}", "--batch-size", "100", "--max-batch-ms", "60000",
                 "--namespace", catalog_config.namespace, "--progress-interval", "1"]
-        proc = consume_process(args, subprocess_env(bootstrap=address, catalog_config=catalog_config))
+        proc = consume_process(args, subprocess_env(bootstrap=address, catalog_config=catalog_config),
+                               faults=["--hold-commits-after-rows", "200"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(table_rows(catalog_config)) < 200:
             time.sleep(0.3)

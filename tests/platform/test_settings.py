@@ -18,7 +18,7 @@ def test_defaults_are_the_local_stack() -> None:
     assert cfg.uses_embedded_broker and cfg.bootstrap_servers == "127.0.0.1:19092"
     assert cfg.iceberg_catalog_uri == "postgresql+psycopg://postgres@127.0.0.1:5432/k2"
     assert cfg.warehouse == (BASE_DIR / "var" / "warehouse").as_uri()
-    assert cfg.consumer_batch_size == 1000  # ADR #015
+    assert cfg.consumer_batch_size == 50_000  # the upper bound; ADR #015's 1,000 is the adaptive batch's floor
     assert cfg.debug is False
     assert cfg.session_timeout_ms == 6000  # short group joins on the embedded broker
 
@@ -118,7 +118,7 @@ def test_every_bad_value_is_named_not_only_the_first() -> None:
 
 def test_an_empty_value_counts_as_unset() -> None:
     cfg = load({"K2_CONSUMER_BATCH_SIZE": "", "K2_KAFKA_BOOTSTRAP": "", "DEBUG": ""})
-    assert cfg.consumer_batch_size == 1000 and cfg.uses_embedded_broker and cfg.debug is False
+    assert cfg.consumer_batch_size == 50_000 and cfg.uses_embedded_broker and cfg.debug is False
 
 
 def test_the_process_environment_is_read_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +136,7 @@ def test_a_dot_env_file_is_not_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / ".env").write_text("K2_CONSUMER_BATCH_SIZE=7\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("K2_CONSUMER_BATCH_SIZE", raising=False)
-    assert load().consumer_batch_size == 1000  # only the process environment: docker-compose reads .env, not K2
+    assert load().consumer_batch_size == 50_000  # only the process environment: docker-compose reads .env, not K2
 
 
 def test_test_only_django_settings_are_gone() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -13,10 +12,6 @@ from catalog.engine.schemas import DATA_TYPES, parse_topic
 from catalog.engine.writer import CatalogUnavailable, OffsetConflict
 from ingestion import consumer_services
 from ingestion.engine.consumer import ConsumerError, ConsumerStats
-
-# Test-only fault injection (the exactly-once crash test): SIGKILL after N Iceberg commits.
-KILL_ENV = "K2_TEST_KILL_AFTER_TABLE_COMMITS"
-KILL_DLQ_ENV = "K2_TEST_KILL_AFTER_DLQ_SENDS"  # the same, after N batches' dead letters were delivered
 
 
 class Command(BaseCommand):
@@ -33,7 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--data-type", choices=DATA_TYPES,
                             help="the table to write; default: taken from the topic name")
         parser.add_argument("--group", help="consumer group (default: k2-iceberg-writer-{data_type}, ADR #012)")
-        parser.add_argument("--batch-size", type=int, help="records per Iceberg commit (default: K2_CONSUMER_BATCH_SIZE, 1000)")
+        parser.add_argument("--batch-size", type=int,
+                            help="the most records per Iceberg commit: batches are sized from what is waiting, a few "
+                                 "records at once when traffic is thin, up to this with a backlog "
+                                 "(default: K2_CONSUMER_BATCH_SIZE)")
         parser.add_argument("--max-batch-ms", type=int,
                             help="flush a partial batch once its first message is this many ms old, from its Kafka "
                                  "timestamp (default: K2_CONSUMER_MAX_BATCH_MS, 500)")
@@ -57,17 +55,13 @@ class Command(BaseCommand):
         for name in ("batch_size", "max_batch_ms", "max_messages"):
             if opts[name] is not None and opts[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
-        kill = os.environ.get(KILL_ENV)
-        kill_dlq = os.environ.get(KILL_DLQ_ENV)
         try:
             config = consumer_services.consumer_config(
                 data_type=data_type, topics=(opts["topic"],) if opts["topic"] else None,
                 topic_pattern=opts["topic_pattern"], group_id=opts["group"], batch_size=opts["batch_size"],
                 max_batch_ms=opts["max_batch_ms"], max_messages=opts["max_messages"],
                 from_beginning=opts["from_beginning"], namespace=opts["namespace"],
-                progress_interval_s=opts["progress_interval"],
-                kill_after_table_commits=int(kill) if kill else None,
-                kill_after_dlq_sends=int(kill_dlq) if kill_dlq else None)
+                progress_interval_s=opts["progress_interval"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
