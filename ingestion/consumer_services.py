@@ -81,8 +81,16 @@ def consumer_queue() -> str:
 def celery_app() -> Any:
     """The project's Celery app (settings.K2_CELERY_APP), imported on first use and made current,
     so tasks are sent through its broker with its signal handlers (correlation id). Importing
-    `k2portal` does not load Celery: a `manage.py` command that sends no task stays fast."""
-    return import_string(settings.K2_CELERY_APP)
+    `k2portal` does not load Celery: a `manage.py` command that sends no task stays fast.
+
+    Celery's current app is per thread, and any earlier look-up of it (a task object touched
+    before this app was imported, in any thread) creates a fallback app with the default amqp://
+    broker: a task sent from such a thread would go there (a RabbitMQ on the host took it) and no
+    worker would see it. So the app is made the process default and this thread's current one."""
+    app = import_string(settings.K2_CELERY_APP)
+    app.set_default()
+    app.set_current()
+    return app
 
 
 def task_gone(task_id: str) -> bool:

@@ -16,7 +16,7 @@ from catalog.engine import schemas, wire
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
 from catalog.engine.writer import RetryPolicy, WarehouseFull
 from catalog.registry import EmbeddedRegistry
-from ingestion.engine.consumer import IcebergConsumer
+from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from tests.consumer.conftest import (
     consume_process,
     create_topic,
@@ -88,7 +88,7 @@ def test_full_warehouse_disk_is_waited_out_and_every_row_lands_once(kafka_bootst
     produce(kafka_bootstrap, topic, encoded[:300])
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=600,
                          retry=RetryPolicy(budget_seconds=60, max_delay=1.0))
-    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry)
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     thread, errors = _start(engine)
     assert wait_for(lambda: engine.stats.rows_written >= 300, 60), (engine.stats, errors)
     assert wait_for(lambda: _committed(kafka_bootstrap, config.group, topic) == 300, 20)
@@ -118,7 +118,7 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
     produce(kafka_bootstrap, topic, encoded[:200])
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
                          retry=RetryPolicy(budget_seconds=3, max_delay=1.0))
-    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry)
+    engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
     thread, errors = _start(engine)
     assert wait_for(lambda: engine.stats.rows_written >= 200, 60), (engine.stats, errors)
     assert wait_for(lambda: _committed(kafka_bootstrap, config.group, topic) == 200, 20)
@@ -137,7 +137,8 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
 
     disk.free()
     restarted = IcebergConsumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
-                                            max_messages=300), catalog=load_catalog(catalog_config), registry=registry)
+                                            max_messages=300), catalog=load_catalog(catalog_config), registry=registry,
+                                gap_sink=MemoryGapSink())
     restarted.run()
     assert restarted.stats.rows_written == 300
     _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 500)
