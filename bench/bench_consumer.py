@@ -191,7 +191,8 @@ def throughput(env: Env, args: argparse.Namespace) -> list[dict]:
                             **tree.report(units=engine.stats.messages, prefix="tree_")})
             print(json.dumps(results[-1]), flush=True)
         runs = [r for r in results if r["batch_size_option"] == size]
-        print(f"throughput at batch {size:,}: steady {fmt_spread((r['records_per_s_steady'] for r in runs), '{:,.0f}', 'records/s')}; "
+        label = "default" if size is None else f"{size:,}"
+        print(f"throughput at batch {label}: steady {fmt_spread((r['records_per_s_steady'] for r in runs), '{:,.0f}', 'records/s')}; "
               f"wall {fmt_spread((r['records_per_s_wall'] for r in runs), '{:,.0f}', 'records/s')}; "
               f"consumer CPU {fmt_spread((r['cpu_us_per_record'] for r in runs), unit='µs/record')}; "
               f"all processes {fmt_spread((r['tree_cpu_us_per_record'] for r in runs), unit='µs/record')}; "
