@@ -314,8 +314,19 @@ def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str
                 conn.execute(f"CREATE VIEW {data_type} AS SELECT * FROM {scan_expr(resolved)}")
         hidden = sorted({d for where in (source.warehouse(), *locations) for d in _allowed_dirs(where)})
         _lock(conn, hidden)
-        timer = threading.Timer(max(deadline - time.monotonic(), 0.001), conn.interrupt)
-        timer.daemon = True
+        # Interrupt at the deadline and keep interrupting until the run ends: an interrupt that
+        # lands before DuckDB starts executing the statement is lost (a short timeout on a busy
+        # machine), and the query would then run unbounded.
+        finished = threading.Event()
+
+        def interrupt_past_deadline() -> None:
+            if finished.wait(max(deadline - time.monotonic(), 0.001)):
+                return
+            while not finished.is_set():
+                conn.interrupt()
+                finished.wait(0.05)
+
+        timer = threading.Thread(target=interrupt_past_deadline, daemon=True, name="k2-query-deadline")
         timer.start()
         try:
             reader = conn.execute(statement.query, bound).to_arrow_reader(min(row_limit + 1, FETCH_ROWS))
@@ -333,7 +344,7 @@ def run(*, source: TableSource, sql: str, declarations: Mapping[str, Mapping[str
                     raise duckdb.InterruptException("deadline")
             table = pa.Table.from_batches(batches, schema=reader.schema)
         finally:
-            timer.cancel()
+            finished.set()
     except duckdb.InterruptException:
         raise QueryTimeout(f"the query ran longer than its {timeout_s:g} s timeout and was stopped: "
                            "narrow the time range or add filters, or raise the saved query's timeout") from None
