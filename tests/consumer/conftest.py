@@ -1,7 +1,9 @@
 """Helpers for the consumer tests: a real broker (the shared `kafka_bootstrap`), a real
 Iceberg catalog with a namespace per test, and messages produced with confluent-kafka in
 the Confluent wire format. The registry here is a small dict-backed implementation of the
-`SchemaRegistry` interface (not a stand-in for a service: the engine only needs ids → text)."""
+`SchemaRegistry` interface (not a stand-in for a service: the engine only needs ids → text).
+`outage_catalog` is a catalog on a Postgres cluster of the test's own, which the test stops and
+starts to inject a catalog outage at a real boundary."""
 
 from __future__ import annotations
 
@@ -9,19 +11,20 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from catalog.engine import schemas, wire
-from catalog.engine.iceberg import CatalogConfig, load_catalog
+from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
 from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer, MemoryGapSink
 from k2portal.config import BASE_DIR
+from tests.faults import ThrowawayPostgres
 
 BASE_TIME = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
 
@@ -106,6 +109,31 @@ def run_in_thread(engine: IcebergConsumer) -> threading.Thread:
     return thread
 
 
+def run_in_thread_with_errors(engine: IcebergConsumer) -> tuple[threading.Thread, list[BaseException]]:
+    """Run an engine in a daemon thread; what it raises is collected in the list, for the test to assert on."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's assertions
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 1) -> list[int]:
+    """The group's committed Kafka offset of each partition of `topic`, read from the broker (negative: none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return [tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                                       timeout=10)]
+    finally:
+        consumer.close()
+
+
 def table_rows(catalog_config: CatalogConfig, data_type: str = "trades") -> list[dict[str, Any]]:
     table = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.{data_type}")
     return table.scan().to_arrow().to_pylist()
@@ -138,3 +166,20 @@ def consume_process(args: list[str], env: dict[str, str], *, faults: list[str] |
 @pytest.fixture
 def registry() -> DictRegistry:
     return DictRegistry()
+
+
+@pytest.fixture
+def outage_catalog(warehouse_dir, unique) -> Iterator[tuple[ThrowawayPostgres, CatalogConfig]]:  # noqa: ANN001
+    """(pg, config): a catalog with this test's tables on a Postgres cluster of the test's own
+    (`tests.faults.ThrowawayPostgres`, running), which the test stops and starts to take the
+    catalog down and bring it back; the cluster is destroyed after the test."""
+    pg = ThrowawayPostgres()
+    try:
+        pg.start()
+        config = CatalogConfig(uri=pg.sqlalchemy_url, warehouse=warehouse_dir.as_uri(), namespace=f"t_{unique}")
+        catalog = load_catalog(config)
+        ensure_tables(catalog, config.namespace)
+        catalog.engine.dispose()  # no connection of the test's left open when the test stops the cluster
+        yield pg, config
+    finally:
+        pg.destroy()

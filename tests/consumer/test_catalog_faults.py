@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from catalog.engine import fast_commit
 from catalog.engine.iceberg import CatalogConfig, arrow_schema, ensure_tables, load_catalog
@@ -29,15 +28,17 @@ from catalog.engine.writer import (
 )
 from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from tests.consumer.conftest import (
+    committed_offsets,
     create_topic,
     encode_trades,
     make_config,
     produce,
     run_consumer,
     run_in_thread,
+    run_in_thread_with_errors,
     trade,
 )
-from tests.faults import PG_TEST_URL, CutAfterCommitProxy, ThrowawayPostgres, duckdb_offsets, wait_for
+from tests.faults import PG_TEST_URL, CutAfterCommitProxy, duckdb_offsets, wait_for
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, budget_seconds=10)
 
@@ -183,25 +184,7 @@ def test_two_writers_never_write_the_same_offsets_twice(iceberg_tables, catalog_
 
 
 # --- item 3: a catalog outage is ridden out within the budget, then fails clearly ------------------
-@pytest.fixture
-def outage_catalog(warehouse_dir, unique):  # type: ignore[no-untyped-def]
-    """A catalog on a Postgres cluster of this test's own, which the test stops and starts."""
-    pg = ThrowawayPostgres()
-    pg.start()
-    config = CatalogConfig(uri=pg.sqlalchemy_url, warehouse=warehouse_dir.as_uri(), namespace=f"t_{unique}")
-    ensure_tables(load_catalog(config), config.namespace)
-    yield pg, config
-    pg.destroy()
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
-    finally:
-        consumer.close()
-
-
+# `outage_catalog` (tests/consumer/conftest.py): the catalog on a Postgres cluster the test stops and starts
 @pytest.mark.timeout(180)
 @pytest.mark.django_db(transaction=True)
 def test_consumer_rides_out_a_catalog_postgres_restart(kafka_bootstrap, outage_catalog, registry, unique) -> None:
@@ -214,30 +197,21 @@ def test_consumer_rides_out_a_catalog_postgres_restart(kafka_bootstrap, outage_c
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=600,
                          retry=RetryPolicy(budget_seconds=60, max_delay=2.0))
     engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            engine.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, errors = run_in_thread_with_errors(engine)
     assert wait_for(lambda: engine.stats.rows_written >= 300, 60), engine.stats
     pg.stop()  # the catalog goes away mid-run ...
     produce(kafka_bootstrap, topic, encoded[300:])
     time.sleep(8)
     assert thread.is_alive() and not errors, errors  # ... the consumer waits instead of dying
     assert engine.stats.rows_written == 300
-    assert _committed(kafka_bootstrap, config.group, topic) == 300  # nothing committed past the table
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [300]  # nothing committed past the table
     pg.start()  # ... and comes back
     thread.join(timeout=90)
     assert not thread.is_alive() and not errors, errors
     assert engine.stats.rows_written == 600
     rows = duckdb_offsets(pg.url, catalog_config.namespace)
     assert len(rows) == len(set(rows)) == 600 and sorted(o for _, o in rows) == list(range(600))
-    assert _committed(kafka_bootstrap, config.group, topic) == 600
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [600]
 
 
 @pytest.mark.timeout(180)
@@ -252,16 +226,7 @@ def test_catalog_down_beyond_the_budget_fails_clearly_without_committing_past_th
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
                          retry=RetryPolicy(budget_seconds=3, max_delay=1.0))
     engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            engine.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, errors = run_in_thread_with_errors(engine)
     assert wait_for(lambda: engine.stats.rows_written >= 200, 60), engine.stats
     pg.stop()
     started = time.monotonic()
@@ -276,7 +241,7 @@ def test_catalog_down_beyond_the_budget_fails_clearly_without_committing_past_th
     pg.start()
     rows = duckdb_offsets(pg.url, catalog_config.namespace)
     assert sorted(o for _, o in rows) == list(range(200))
-    assert _committed(kafka_bootstrap, config.group, topic) == 200  # not past what the table holds
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [200]  # not past what the table holds
 
 
 def test_catalog_retry_budget_comes_from_the_setting(settings) -> None:  # type: ignore[no-untyped-def]

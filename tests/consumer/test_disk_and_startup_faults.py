@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from catalog.engine import schemas, wire
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
@@ -18,23 +17,17 @@ from catalog.engine.writer import RetryPolicy, WarehouseFull
 from catalog.registry import EmbeddedRegistry
 from ingestion.engine.consumer import IcebergConsumer, MemoryGapSink
 from tests.consumer.conftest import (
+    committed_offsets,
     consume_process,
     create_topic,
     encode_trades,
     make_config,
     produce,
+    run_in_thread_with_errors,
     subprocess_env,
     trade,
 )
-from tests.faults import PG_TEST_URL, SmallTmpfs, ThrowawayPostgres, duckdb_offsets, free_port, wait_for
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
-    finally:
-        consumer.close()
+from tests.faults import PG_TEST_URL, SmallTmpfs, duckdb_offsets, free_port, wait_for
 
 
 def _written_once(rows: list[tuple[int, int]], count: int) -> None:
@@ -60,20 +53,6 @@ def tmpfs_catalog(iceberg_uri, unique):  # type: ignore[no-untyped-def]
     disk.close()
 
 
-def _start(engine: IcebergConsumer) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            engine.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertions
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, errors
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.django_db(transaction=True)
 def test_full_warehouse_disk_is_waited_out_and_every_row_lands_once(kafka_bootstrap, tmpfs_catalog, registry,
@@ -89,22 +68,22 @@ def test_full_warehouse_disk_is_waited_out_and_every_row_lands_once(kafka_bootst
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=600,
                          retry=RetryPolicy(budget_seconds=60, max_delay=1.0))
     engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
-    thread, errors = _start(engine)
+    thread, errors = run_in_thread_with_errors(engine)
     assert wait_for(lambda: engine.stats.rows_written >= 300, 60), (engine.stats, errors)
-    assert wait_for(lambda: _committed(kafka_bootstrap, config.group, topic) == 300, 20)
+    assert wait_for(lambda: committed_offsets(kafka_bootstrap, config.group, topic) == [300], 20)
     assert disk.fill() > 0 and disk.free_bytes() == 0  # the warehouse disk is full ...
     produce(kafka_bootstrap, topic, encoded[300:])
     time.sleep(6)
     assert thread.is_alive() and not errors, errors  # ... the consumer waits instead of failing or skipping
     assert engine.stats.rows_written == 300
     _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 300)
-    assert _committed(kafka_bootstrap, config.group, topic) == 300  # nothing committed past the table
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [300]  # nothing committed past the table
     disk.free()  # space comes back
     thread.join(timeout=90)
     assert not thread.is_alive() and not errors, errors
     assert engine.stats.rows_written == 600
     _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 600)
-    assert _committed(kafka_bootstrap, config.group, topic) == 600
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [600]
 
 
 @pytest.mark.timeout(180)
@@ -119,9 +98,9 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
                          retry=RetryPolicy(budget_seconds=3, max_delay=1.0))
     engine = IcebergConsumer(config, catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink())
-    thread, errors = _start(engine)
+    thread, errors = run_in_thread_with_errors(engine)
     assert wait_for(lambda: engine.stats.rows_written >= 200, 60), (engine.stats, errors)
-    assert wait_for(lambda: _committed(kafka_bootstrap, config.group, topic) == 200, 20)
+    assert wait_for(lambda: committed_offsets(kafka_bootstrap, config.group, topic) == [200], 20)
     disk.fill()
     started = time.monotonic()
     produce(kafka_bootstrap, topic, encoded[200:])
@@ -133,7 +112,7 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
     assert disk.path.as_uri() in message and "full" in message and "K2_CATALOG_RETRY_SECONDS" in message
     assert "No space left on device" in message
     _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 200)
-    assert _committed(kafka_bootstrap, config.group, topic) == 200  # not past what the table holds
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [200]  # not past what the table holds
 
     disk.free()
     restarted = IcebergConsumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
@@ -142,7 +121,7 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
     restarted.run()
     assert restarted.stats.rows_written == 300
     _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 500)
-    assert _committed(kafka_bootstrap, config.group, topic) == 500
+    assert committed_offsets(kafka_bootstrap, config.group, topic) == [500]
 
 
 # --- a consumer started while its catalog is down ------------------------------------------------------
@@ -157,41 +136,33 @@ def _encode(topic: str, count: int) -> list[tuple[bytes, bytes]]:
 @pytest.mark.timeout(240)
 @pytest.mark.django_db(transaction=True)
 def test_consumer_started_while_the_catalog_is_down_waits_then_writes_every_message_once(
-        kafka_bootstrap, warehouse_dir, unique) -> None:
-    pg = ThrowawayPostgres()
+        kafka_bootstrap, outage_catalog, unique) -> None:
+    pg, catalog_config = outage_catalog
+    topic = f"market.equities.trades.w{unique}"
+    group = f"g-{unique}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, _encode(topic, 300))
+    pg.stop()  # the catalog is down before the consumer starts
+    env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config,
+                         extra={"K2_CATALOG_RETRY_SECONDS": "90"})
+    proc = consume_process(["--topic", topic, "--group", group, "--namespace", catalog_config.namespace,
+                            "--batch-size", "100", "--max-messages", "300"], env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    # the process has started (Django's start-up takes seconds on a busy machine) and found the catalog down
+    assert wait_for(lambda: any("catalog_unreachable_retry" in line for line in lines) or proc.poll() is not None,
+                    120), "".join(lines)
+    time.sleep(5)
+    assert proc.poll() is None, "".join(lines)  # waiting, not failed
+    assert committed_offsets(kafka_bootstrap, group, topic)[0] < 0  # and nothing committed meanwhile
     pg.start()
-    try:
-        catalog_config = CatalogConfig(uri=pg.sqlalchemy_url, warehouse=warehouse_dir.as_uri(), namespace=f"t_{unique}")
-        catalog = load_catalog(catalog_config)
-        ensure_tables(catalog, catalog_config.namespace)
-        catalog.engine.dispose()
-        topic = f"market.equities.trades.w{unique}"
-        group = f"g-{unique}"
-        create_topic(kafka_bootstrap, topic)
-        produce(kafka_bootstrap, topic, _encode(topic, 300))
-        pg.stop()  # the catalog is down before the consumer starts
-        env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config,
-                             extra={"K2_CATALOG_RETRY_SECONDS": "90"})
-        proc = consume_process(["--topic", topic, "--group", group, "--namespace", catalog_config.namespace,
-                                "--batch-size", "100", "--max-messages", "300"], env)
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
-        reader.start()
-        # the process has started (Django's start-up takes seconds on a busy machine) and found the catalog down
-        assert wait_for(lambda: any("catalog_unreachable_retry" in line for line in lines) or proc.poll() is not None,
-                        120), "".join(lines)
-        time.sleep(5)
-        assert proc.poll() is None, "".join(lines)  # waiting, not failed
-        assert _committed(kafka_bootstrap, group, topic) < 0  # and nothing committed meanwhile
-        pg.start()
-        proc.wait(timeout=150)
-        reader.join(timeout=10)
-        out = "".join(lines)
-        assert proc.returncode == 0, out
-        _written_once(duckdb_offsets(pg.url, catalog_config.namespace), 300)
-        assert _committed(kafka_bootstrap, group, topic) == 300
-    finally:
-        pg.destroy()
+    proc.wait(timeout=150)
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert proc.returncode == 0, out
+    _written_once(duckdb_offsets(pg.url, catalog_config.namespace), 300)
+    assert committed_offsets(kafka_bootstrap, group, topic) == [300]
 
 
 @pytest.mark.timeout(120)
@@ -215,4 +186,4 @@ def test_consumer_started_while_the_catalog_stays_down_fails_clearly_after_the_b
     assert "catalog_unreachable_retry" in out
     assert "Traceback" not in out  # ... then one clear line
     assert f"127.0.0.1:{port}/postgres" in out and "K2_CATALOG_RETRY_SECONDS" in out and "Postgres" in out
-    assert _committed(kafka_bootstrap, group, topic) < 0  # no Kafka offset committed
+    assert committed_offsets(kafka_bootstrap, group, topic)[0] < 0  # no Kafka offset committed
