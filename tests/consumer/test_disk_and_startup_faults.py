@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from catalog.engine import schemas, wire
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
 from catalog.engine.writer import RetryPolicy, WarehouseFull
 from catalog.registry import EmbeddedRegistry
@@ -127,10 +126,7 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
 # --- a consumer started while its catalog is down ------------------------------------------------------
 def _encode(topic: str, count: int) -> list[tuple[bytes, bytes]]:
     """Trades registered in the embedded registry (the test database), which `manage.py consume` reads."""
-    schema_id = EmbeddedRegistry().register(schemas.subject_name(topic), schemas.schema_text("trades"))
-    parsed = schemas.parsed_schema("trades")
-    return [(r["symbol"].encode(), wire.encode(schema_id, parsed, r))
-            for r in (trade(f"S{i % 3}", i // 3 + 1) for i in range(count))]
+    return encode_trades(EmbeddedRegistry(), topic, [trade(f"S{i % 3}", i // 3 + 1) for i in range(count)])
 
 
 @pytest.mark.timeout(240)

@@ -13,7 +13,7 @@ from catalog.engine.iceberg import load_catalog
 from ingestion import consumer_services
 from ingestion.models import Consumer, ConsumerRun, Topic
 from k2portal.config import load
-from tests.consumer.conftest import create_topic, produce, table_rows, trade
+from tests.consumer.conftest import create_topic, encode_trades, produce, table_rows, trade
 
 
 def test_batch_floor_is_adr_015s_1000_and_the_batch_size_bound_comes_from_the_env() -> None:
@@ -81,15 +81,12 @@ def test_ensure_default_consumers_is_idempotent() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_task_runs_until_status_is_stopping_and_records_the_run(k2_settings, kafka_bootstrap, iceberg_tables,
                                                                 catalog_config, unique, monkeypatch) -> None:
-    from catalog.engine import schemas, wire
     from catalog.registry import EmbeddedRegistry
     from ingestion.tasks import run_consumer
 
     topic_name = f"market.equities.trades.c{unique}"
     create_topic(kafka_bootstrap, topic_name)
-    schema_id = EmbeddedRegistry().register(schemas.subject_name(topic_name), schemas.schema_text("trades"))
-    produce(kafka_bootstrap, topic_name, [(b"BHP", wire.encode(schema_id, schemas.parsed_schema("trades"), trade("BHP", s)))
-                                          for s in range(1, 21)])
+    produce(kafka_bootstrap, topic_name, encode_trades(EmbeddedRegistry(), topic_name, [trade("BHP", s) for s in range(1, 21)]))
     topic = Topic.objects.create(name=topic_name, asset_class="equities", data_type="trades", exchange=f"c{unique}")
     consumer = Consumer.objects.create(name=f"c-{unique}", data_type="trades", topic=topic, group_id=f"g-{unique}",
                                        batch_size=5, max_batch_ms=100, status=Consumer.Status.STARTING)

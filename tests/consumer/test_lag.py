@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from catalog.engine.iceberg import load_catalog
 from ingestion.engine.consumer import ConsumerStats, IcebergConsumer, MemoryGapSink
 from k2core import metrics
-from tests.consumer.conftest import create_topic, encode_trades, make_config, table_rows, trade
+from tests.consumer.conftest import committed_offsets, create_topic, encode_trades, make_config, table_rows, trade
 
 
 def _produce_in_batches(bootstrap: str, topic: str, registry: Any, per_partition: dict[int, list[int]]) -> None:
@@ -35,15 +35,6 @@ def _produce_in_batches(bootstrap: str, topic: str, registry: Any, per_partition
 def _lag_series(group: str) -> dict[str, float]:
     return {s.labels["partition"]: s.value for m in metrics.CONSUMER_LAG.collect() for s in m.samples
             if s.labels.get("group") == group}
-
-
-def _group_committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return [tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
-                                                       timeout=10)]
-    finally:
-        consumer.close()
 
 
 def _start(config: Any, catalog_config: Any, registry: Any) -> tuple[IcebergConsumer, threading.Event,
@@ -103,7 +94,7 @@ def test_caught_up_consumer_restarted_reports_lag_0_per_partition_and_the_group_
         _wait(lambda: beats and len(beats[-1]["partitions"]) == 3
               and all(p["lag"] is not None for p in beats[-1]["partitions"]))
         restarted = beats[-1]
-        _wait(lambda: _group_committed(kafka_bootstrap, group, topic, 3) == ends, timeout=20)
+        _wait(lambda: committed_offsets(kafka_bootstrap, group, topic, 3) == ends, timeout=20)
     finally:
         stop.set()
         thread.join(30)

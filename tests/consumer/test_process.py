@@ -8,26 +8,18 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from catalog.engine import schemas, wire
 from catalog.registry import EmbeddedRegistry
-from tests.consumer.conftest import consume_process, create_topic, produce, subprocess_env, table_rows, trade
-
-
-def _encode(topic: str, records: list[dict]) -> list[tuple[bytes, bytes]]:
-    schema_id = EmbeddedRegistry().register(schemas.subject_name(topic), schemas.schema_text("trades"))
-    parsed = schemas.parsed_schema("trades")
-    return [(r["symbol"].encode(), wire.encode(schema_id, parsed, r)) for r in records]
-
-
-def _committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return [tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
-                                                       timeout=10)]
-    finally:
-        consumer.close()
+from tests.consumer.conftest import (
+    committed_offsets,
+    consume_process,
+    create_topic,
+    encode_trades,
+    produce,
+    subprocess_env,
+    table_rows,
+    trade,
+)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -36,7 +28,7 @@ def test_sigkill_between_iceberg_and_kafka_commit_then_restart_writes_every_mess
     topic = f"market.equities.trades.k{unique}"
     group = f"g-{unique}"
     create_topic(kafka_bootstrap, topic)
-    produce(kafka_bootstrap, topic, _encode(topic, [trade(f"S{i % 3}", i // 3 + 1) for i in range(300)]))
+    produce(kafka_bootstrap, topic, encode_trades(EmbeddedRegistry(), topic, [trade(f"S{i % 3}", i // 3 + 1) for i in range(300)]))
     args = ["--topic", topic, "--group", group, "--batch-size", "100", "--max-batch-ms", "2000",
             "--namespace", catalog_config.namespace]
     env = subprocess_env(bootstrap=kafka_bootstrap, catalog_config=catalog_config)
@@ -45,14 +37,14 @@ def test_sigkill_between_iceberg_and_kafka_commit_then_restart_writes_every_mess
     assert proc.returncode == -signal.SIGKILL, out
     # killed after the 2nd Iceberg commit, before its Kafka commit
     assert len(table_rows(catalog_config)) == 200
-    assert _committed(kafka_bootstrap, group, topic) == [100]
+    assert committed_offsets(kafka_bootstrap, group, topic) == [100]
 
     proc = consume_process([*args, "--max-messages", "100"], env)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     offsets = sorted(r["source_offset"] for r in table_rows(catalog_config))
     assert offsets == list(range(300))  # every message once: none lost, none twice
-    assert _committed(kafka_bootstrap, group, topic) == [300]
+    assert committed_offsets(kafka_bootstrap, group, topic) == [300]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -63,7 +55,7 @@ def test_sigterm_mid_stream_commits_offsets_and_loses_nothing(kafka_bootstrap, i
     group = f"g-{unique}"
     create_topic(kafka_bootstrap, topic)
     records = [trade("BHP", i + 1) for i in range(6000)]
-    encoded = _encode(topic, records)
+    encoded = encode_trades(EmbeddedRegistry(), topic, records)
     produce(kafka_bootstrap, topic, encoded[:500])
     stop_producing = threading.Event()
     produced = [500]
@@ -95,7 +87,7 @@ def test_sigterm_mid_stream_commits_offsets_and_loses_nothing(kafka_bootstrap, i
     assert "finished:" in out and "batches" in out
     assert "msg/s" in out and "lag" in out  # the periodic one-line progress report
     written = sorted(r["source_offset"] for r in table_rows(catalog_config))
-    committed = _committed(kafka_bootstrap, group, topic)[0]
+    committed = committed_offsets(kafka_bootstrap, group, topic)[0]
     assert written == list(range(committed))  # all that was read was written and committed
     assert 200 <= committed < produced[0]  # stopped mid-stream
 
@@ -150,7 +142,7 @@ def test_failed_commit_on_the_commit_thread_stops_the_loop_and_kafka_never_runs_
         engine.run()
     in_table = sorted(r["source_offset"] for r in table_rows(catalog_config))
     assert in_table == list(range(200))  # batches 1 and 2 committed, batch 3 failed, nothing after it
-    assert _committed(kafka_bootstrap, f"g-{unique}", topic) == [200]
+    assert committed_offsets(kafka_bootstrap, f"g-{unique}", topic) == [200]
 
     engine = run_consumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace,
                                       batch_size=100, max_batch_ms=2000, max_messages=300), catalog_config, registry)

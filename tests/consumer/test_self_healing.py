@@ -15,14 +15,13 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from catalog.engine import schemas, wire
 from catalog.engine.iceberg import load_catalog
 from ingestion import consumer_services
 from ingestion.models import Consumer, ConsumerRun, Topic
 from ingestion.tasks import reconcile_consumers
 from k2core.duckdb_conn import connect, scan_sql
 from k2portal.config import BASE_DIR
-from tests.consumer.conftest import create_topic, produce, subprocess_env, trade
+from tests.consumer.conftest import create_topic, encode_trades, produce, subprocess_env, trade
 
 
 def _parent_pid(pid: int) -> int:
@@ -77,12 +76,10 @@ def test_sigkilled_consumer_is_marked_failed_restarted_and_writes_each_message_o
 
     topic_name = f"market.equities.trades.h{unique}"
     create_topic(kafka_bootstrap, topic_name, partitions=2)
-    schema_id = EmbeddedRegistry().register(schemas.subject_name(topic_name), schemas.schema_text("trades"))
-    parsed = schemas.parsed_schema("trades")
+    registry = EmbeddedRegistry()
 
     def batch(first: int, count: int) -> list[tuple[bytes, bytes]]:
-        return [(f"S{s % 4}".encode(), wire.encode(schema_id, parsed, trade(f"S{s % 4}", s)))
-                for s in range(first, first + count)]
+        return encode_trades(registry, topic_name, [trade(f"S{s % 4}", s) for s in range(first, first + count)])
 
     produce(kafka_bootstrap, topic_name, batch(1, 300))
     catalog = load_catalog(catalog_config)
