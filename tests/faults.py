@@ -8,9 +8,9 @@
   the `postgres` OS user when we are root, that a test may stop and start at will.
 - `SmallTmpfs`: a tmpfs of a few MB mounted on a temp dir (we are root here: `mount -t tmpfs`)
   to put a warehouse on, and `fill()`/`free()` to make its disk full and give the space back.
-- `duckdb_offsets`: the (source_partition, source_offset) of every row of an Iceberg table read
-  with plain DuckDB `iceberg_scan`, the metadata location taken from the SQL catalog's own
-  `iceberg_tables` row with psycopg: no K2 or pyiceberg code in the reading.
+- `duckdb_scan`: a query over an Iceberg table read with plain DuckDB `iceberg_scan`, the
+  metadata location taken from the SQL catalog's own `iceberg_tables` row with psycopg: no K2 or
+  pyiceberg code in the reading; `duckdb_offsets`: its (source_partition, source_offset) of every row.
 """
 
 from __future__ import annotations
@@ -218,15 +218,20 @@ def _plain_duckdb():  # noqa: ANN202 - duckdb connection
     return conn
 
 
-def duckdb_offsets(pg_url: str, namespace: str, table: str = "trades") -> list[tuple[int, int]]:
-    """(source_partition, source_offset) of every row, read by plain DuckDB from the table's metadata file."""
+def duckdb_scan(pg_url: str, namespace: str, sql: str, table: str = "trades") -> list[tuple]:
+    """The rows of `sql`, in which `{scan}` stands for the table: `iceberg_scan` of its current
+    metadata file (from the catalog's row), run by plain DuckDB."""
     location = metadata_location(pg_url, namespace, table)
     conn = _plain_duckdb()
     try:
-        return [tuple(r) for r in conn.execute(
-            f"SELECT source_partition, source_offset FROM iceberg_scan('{location}')").fetchall()]
+        return [tuple(r) for r in conn.execute(sql.format(scan=f"iceberg_scan('{location}')")).fetchall()]
     finally:
         conn.close()
+
+
+def duckdb_offsets(pg_url: str, namespace: str, table: str = "trades") -> list[tuple[int, int]]:
+    """(source_partition, source_offset) of every row, read by plain DuckDB from the table's metadata file."""
+    return duckdb_scan(pg_url, namespace, "SELECT source_partition, source_offset FROM {scan}", table)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:  # noqa: ANN001

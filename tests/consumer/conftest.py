@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from catalog.engine import schemas, wire
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
 from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer, MemoryGapSink
+from ingestion.engine.decode import BatchDecoder
 from k2portal.config import BASE_DIR
 from tests.faults import ThrowawayPostgres
 
@@ -55,6 +56,11 @@ def trade(symbol: str, seq: int | None, *, i: int | None = None, exchange: str =
             "exchange_timestamp": BASE_TIME + timedelta(seconds=n), "price": Decimal("45.123456"),
             "volume": 100 + n, "qualifiers": 0, "venue": "X", "buyer_id": None,
             "ingestion_timestamp": datetime.now(UTC), "sequence_number": seq}
+
+
+def encode_trade(record: dict[str, Any]) -> bytes:
+    """One trade in the Confluent wire format under schema id 1 (the `decoder` fixture's trades schema)."""
+    return wire.encode(1, schemas.parsed_schema("trades"), record)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
@@ -183,3 +189,13 @@ def outage_catalog(warehouse_dir, unique) -> Iterator[tuple[ThrowawayPostgres, C
         yield pg, config
     finally:
         pg.destroy()
+
+
+@pytest.fixture
+def decoder() -> Iterator[BatchDecoder]:
+    """A trades `BatchDecoder` whose registry holds the trades schema as id 1 (`encode_trade`)."""
+    registry = DictRegistry()
+    registry.register("t-value", schemas.schema_text("trades"))
+    dec = BatchDecoder(data_type="trades", registry=registry)
+    yield dec
+    dec.close()

@@ -31,7 +31,7 @@ from catalog.engine.writer import IcebergWriter
 from ingestion.engine.csv_rows import RowParser, key_of
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder
 from tests.consumer.conftest import DictRegistry
-from tests.faults import PG_TEST_URL, _plain_duckdb, metadata_location
+from tests.faults import PG_TEST_URL, duckdb_scan
 
 PRICE = DecimalType(18, 6)
 
@@ -154,13 +154,8 @@ def test_old_table_gains_the_topic_columns_at_the_first_append_old_rows_read_nul
     table = catalog.load_table(f"{catalog_config.namespace}.trades")
     assert [f.name for f in table.schema().fields][-2:] == ["source_topic", "source_topic_id"]
     assert old_files <= {t.file.file_path for t in table.scan().plan_files()}  # nothing rewritten
-    conn = _plain_duckdb()
-    try:
-        rows = conn.execute("SELECT source_offset, source_topic, source_topic_id FROM iceberg_scan("
-                            f"'{metadata_location(PG_TEST_URL, catalog_config.namespace, 'trades')}') "
-                            "ORDER BY source_offset").fetchall()
-    finally:
-        conn.close()
+    rows = duckdb_scan(PG_TEST_URL, catalog_config.namespace,
+                       "SELECT source_offset, source_topic, source_topic_id FROM {scan} ORDER BY source_offset")
     assert rows == [(0, None, None), (1, None, None), (2, None, None),
                     (3, "market.equities.trades.asx", "AaI8n9fle8KHaiPTYmwr3Q"),
                     (4, "market.equities.trades.asx", "AaI8n9fle8KHaiPTYmwr3Q")]

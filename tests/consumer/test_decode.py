@@ -10,27 +10,14 @@ import pytest
 
 from catalog.engine import schemas, wire
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, uniform_bodies
-from tests.consumer.conftest import DictRegistry, trade
-
-
-@pytest.fixture
-def decoder() -> BatchDecoder:
-    registry = DictRegistry()
-    registry.register("t-value", schemas.schema_text("trades"))
-    dec = BatchDecoder(data_type="trades", registry=registry)
-    yield dec
-    dec.close()
-
-
-def _enc(record: dict) -> bytes:
-    return wire.encode(1, schemas.parsed_schema("trades"), record)
+from tests.consumer.conftest import DictRegistry, encode_trade, trade
 
 
 def test_fast_path_decodes_decimals_timestamps_and_lineage_exactly(decoder) -> None:
     prices = [Decimal("45.123456"), Decimal("-0.000001"), Decimal("0"), Decimal("999999999999.999999"),
               Decimal("-999999999999.999999")]
     records = [trade("BHP", i + 1) | {"price": p} for i, p in enumerate(prices)]
-    result = decoder.decode([_enc(r) for r in records], [3] * 5, [10, 11, 12, 13, 14])
+    result = decoder.decode([encode_trade(r) for r in records], [3] * 5, [10, 11, 12, 13, 14])
     assert result.poison == [] and result.fast_rows == 5
     rows = sorted(result.table.to_pylist(), key=lambda r: r[INDEX_COLUMN])
     assert [r["price"] for r in rows] == prices
@@ -44,14 +31,14 @@ def test_decimal_the_table_cannot_hold_is_poison_and_the_rest_flow(decoder) -> N
     wide = json.loads(schemas.schema_text("trades"))
     next(f for f in wide["fields"] if f["name"] == "price")["type"]["precision"] = 38
     too_big = wire.encode(1, fastavro.parse_schema(wide), trade("BHP", 2) | {"price": Decimal("10000000000000.000000")})
-    values = [_enc(trade("BHP", 1)), too_big, _enc(trade("BHP", 3))]
+    values = [encode_trade(trade("BHP", 1)), too_big, encode_trade(trade("BHP", 3))]
     result = decoder.decode(values, [0] * 3, [0, 1, 2])
     assert [(p.index, p.reason) for p in result.poison] == [(1, "value_out_of_range")]
     assert sorted(result.table.column(INDEX_COLUMN).to_pylist()) == [0, 2]
 
 
 def test_null_value_and_short_value_are_not_wire_format(decoder) -> None:
-    result = decoder.decode([None, b"\x00\x01", _enc(trade("BHP", 1))], [0] * 3, [0, 1, 2])
+    result = decoder.decode([None, b"\x00\x01", encode_trade(trade("BHP", 1))], [0] * 3, [0, 1, 2])
     assert sorted((p.index, p.reason) for p in result.poison) == [(0, "not_wire_format"), (1, "not_wire_format")]
     assert "not Confluent wire format" in result.poison[0].error
     assert result.table.num_rows == 1
@@ -88,7 +75,7 @@ def test_quotes_and_reference_data_decode_into_their_table_schemas() -> None:
 
 
 def test_uniform_batch_is_split_with_numpy_exactly_like_slicing_each_value() -> None:
-    values = [_enc(trade("BHP", i + 1) | {"buyer_id": "B" * i}) for i in range(50)]  # bodies of varying length
+    values = [encode_trade(trade("BHP", i + 1) | {"buyer_id": "B" * i}) for i in range(50)]  # bodies of varying length
     schema_id, data = uniform_bodies(values)
     assert schema_id == 1 and data == b"".join(v[5:] for v in values)
 
@@ -96,7 +83,7 @@ def test_uniform_batch_is_split_with_numpy_exactly_like_slicing_each_value() -> 
 @pytest.mark.parametrize("odd", [None, b"\x00\x01", b"\x01\x00\x00\x00\x01body", b"\x00\x00\x00\x00\x02body"],
                          ids=["null", "short", "bad-magic", "other-schema-id"])
 def test_batch_that_is_not_uniform_is_left_to_the_per_message_grouping(odd) -> None:
-    values = [_enc(trade("BHP", 1)), odd, _enc(trade("BHP", 2))]
+    values = [encode_trade(trade("BHP", 1)), odd, encode_trade(trade("BHP", 2))]
     assert uniform_bodies(values) is None
 
 

@@ -11,14 +11,13 @@ import pytest
 from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from catalog.engine import schemas, wire
 from catalog.engine.iceberg import load_catalog
 from catalog.engine.writer import IcebergWriter
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder
 from ingestion.gaps import OrmGapSink
 from tests.consumer.conftest import (
-    DictRegistry,
     create_topic,
+    encode_trade,
     encode_trades,
     make_config,
     produce,
@@ -26,22 +25,9 @@ from tests.consumer.conftest import (
     trade,
 )
 from tests.consumer.test_datatypes import _create_old_tables, _old_trade_rows
-from tests.faults import PG_TEST_URL, _plain_duckdb, metadata_location
+from tests.faults import PG_TEST_URL, duckdb_scan
 
 T1, T2 = "market.equities.trades.asx", "market.equities.trades.chix"
-
-
-@pytest.fixture
-def decoder() -> BatchDecoder:
-    registry = DictRegistry()
-    registry.register("t-value", schemas.schema_text("trades"))
-    dec = BatchDecoder(data_type="trades", registry=registry)
-    yield dec
-    dec.close()
-
-
-def _enc(record: dict) -> bytes:
-    return wire.encode(1, schemas.parsed_schema("trades"), record)
 
 
 def _lineage(result) -> list[tuple]:  # noqa: ANN001
@@ -50,25 +36,25 @@ def _lineage(result) -> list[tuple]:  # noqa: ANN001
 
 
 def test_decoder_fills_topic_and_topic_id_per_message(decoder) -> None:
-    values = [_enc(trade("BHP", i + 1)) for i in range(4)]
+    values = [encode_trade(trade("BHP", i + 1)) for i in range(4)]
     result = decoder.decode(values, [0, 0, 1, 1], [5, 6, 5, 6], topics=[T1, T2, T1, T2], topic_ids={T1: "id-1"})
     assert _lineage(result) == [(T1, "id-1", 0, 5), (T2, None, 0, 6), (T1, "id-1", 1, 5), (T2, None, 1, 6)]
 
 
 def test_decoder_takes_one_topic_for_the_whole_batch(decoder) -> None:
-    result = decoder.decode([_enc(trade("BHP", 1)), _enc(trade("BHP", 2))], [3, 3], [0, 1], topics=T1,
+    result = decoder.decode([encode_trade(trade("BHP", 1)), encode_trade(trade("BHP", 2))], [3, 3], [0, 1], topics=T1,
                             topic_ids={T1: "id-1"})
     assert _lineage(result) == [(T1, "id-1", 3, 0), (T1, "id-1", 3, 1)]
 
 
 def test_decoder_without_topics_leaves_the_topic_columns_null(decoder) -> None:
-    result = decoder.decode([_enc(trade("BHP", 1))], [3], [0])
+    result = decoder.decode([encode_trade(trade("BHP", 1))], [3], [0])
     assert _lineage(result) == [(None, None, 3, 0)]
 
 
 def test_the_message_by_message_path_fills_the_same_lineage(decoder) -> None:
     # a body the schema cannot read sends its schema group down the one-by-one path
-    values = [_enc(trade("BHP", 1)), b"\x00\x00\x00\x00\x01\xff", _enc(trade("BHP", 2))]
+    values = [encode_trade(trade("BHP", 1)), b"\x00\x00\x00\x00\x01\xff", encode_trade(trade("BHP", 2))]
     result = decoder.decode(values, [0, 0, 0], [0, 1, 2], topics=[T1, T2, T2], topic_ids={T2: "id-2"})
     assert result.slow_rows == 2 and [p.index for p in result.poison] == [1]
     assert _lineage(result) == [(T1, None, 0, 0), (T2, "id-2", 0, 2)]
@@ -76,7 +62,7 @@ def test_the_message_by_message_path_fills_the_same_lineage(decoder) -> None:
 
 def test_decoder_refuses_topics_that_do_not_match_the_messages(decoder) -> None:
     with pytest.raises(ValueError, match="1 topics for 2 messages"):
-        decoder.decode([_enc(trade("BHP", 1)), _enc(trade("BHP", 2))], [0, 0], [0, 1], topics=[T1])
+        decoder.decode([encode_trade(trade("BHP", 1)), encode_trade(trade("BHP", 2))], [0, 0], [0, 1], topics=[T1])
 
 
 def _consume_all(bootstrap: str, topic: str, count: int, unique: str) -> list:
@@ -134,13 +120,8 @@ def test_two_topics_and_a_recreated_topic_with_the_same_offsets_have_distinct_li
         _write(decoder, writer, _consume_all(kafka_bootstrap, one, 5, unique), ids)
     finally:
         decoder.close()
-    location = metadata_location(PG_TEST_URL, catalog_config.namespace, "trades")
-    conn = _plain_duckdb()
-    try:
-        rows = conn.execute("SELECT source_topic, source_topic_id, source_partition, source_offset "
-                            f"FROM iceberg_scan('{location}')").fetchall()
-    finally:
-        conn.close()
+    rows = duckdb_scan(PG_TEST_URL, catalog_config.namespace,
+                       "SELECT source_topic, source_topic_id, source_partition, source_offset FROM {scan}")
     assert len(rows) == 15
     assert len({(p, o) for _, _, p, o in rows}) == 5  # partition and offset alone collide
     assert len({(t, p, o) for t, _, p, o in rows}) == 10  # the name tells the two topics apart, not the lifetimes
@@ -162,14 +143,9 @@ def test_a_consumer_keeps_writing_into_a_table_created_before_the_topic_columns(
     produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade("BHP", i + 1) for i in range(4)]))
     run_consumer(make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace, max_messages=4),
                  catalog_config, registry, gap_sink=OrmGapSink())
-    location = metadata_location(PG_TEST_URL, catalog_config.namespace, "trades")
-    conn = _plain_duckdb()
-    try:
-        columns = [r[0] for r in conn.execute(f"DESCRIBE SELECT * FROM iceberg_scan('{location}')").fetchall()]
-        rows = conn.execute(f"SELECT source_offset, source_topic FROM iceberg_scan('{location}') "
-                            "ORDER BY source_offset").fetchall()
-    finally:
-        conn.close()
+    columns = [r[0] for r in duckdb_scan(PG_TEST_URL, catalog_config.namespace, "DESCRIBE SELECT * FROM {scan}")]
+    rows = duckdb_scan(PG_TEST_URL, catalog_config.namespace,
+                       "SELECT source_offset, source_topic FROM {scan} ORDER BY source_offset")
     assert columns[-2:] == ["source_topic", "source_topic_id"]
     assert [o for o, _ in rows] == [-3, -2, -1, 0, 1, 2, 3]
     assert [t for o, t in rows if o < 0] == [None, None, None]  # rows of the old K2 read NULL

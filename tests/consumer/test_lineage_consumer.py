@@ -12,17 +12,12 @@ from catalog.engine.datatypes import DataType
 from ingestion.gaps import OrmGapSink
 from ingestion.models import SequenceGap
 from tests.consumer.conftest import create_topic, encode_trades, make_config, produce, run_consumer, table_rows, trade
-from tests.faults import PG_TEST_URL, _plain_duckdb, metadata_location
+from tests.faults import PG_TEST_URL, duckdb_scan
 
 
 def _lineage_rows(catalog_config) -> list[tuple]:  # noqa: ANN001
-    location = metadata_location(PG_TEST_URL, catalog_config.namespace, "trades")
-    conn = _plain_duckdb()
-    try:
-        return conn.execute("SELECT source_topic, source_topic_id, source_partition, source_offset "
-                            f"FROM iceberg_scan('{location}')").fetchall()
-    finally:
-        conn.close()
+    return duckdb_scan(PG_TEST_URL, catalog_config.namespace,
+                       "SELECT source_topic, source_topic_id, source_partition, source_offset FROM {scan}")
 
 
 @pytest.mark.django_db(transaction=True)
