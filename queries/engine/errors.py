@@ -8,7 +8,8 @@ from k2core import errors
 
 
 class QueryError(errors.ApplicationError):
-    """Base of the engine's errors; `status` is the HTTP status the API answers with (400 unless a subclass says)."""
+    """Base of the engine's errors. Each subclass also derives from the `k2core.errors` kind it is,
+    which gives it its HTTP status and (unless it names a narrower one) its code."""
 
 
 class BadQuery(QueryError, errors.Invalid):
@@ -24,26 +25,18 @@ class SandboxViolation(BadQuery):
 class NotFound(QueryError, errors.NotFound):
     """A table, snapshot or saved query that does not exist (404)."""
 
-    status = 404
-    code = "not_found"
-
 
 class ResourceLimit(QueryError, errors.Unprocessable):
     """A saved query needed more memory, or returned more bytes, than a run may (422)."""
 
-    status = 422
     code = "resource_limit"
 
 
 class TooManyRuns(QueryError, errors.TooManyRequests):
     """The caller already has the allowed number of saved-query runs in flight (429)."""
 
-    status = 429
     code = "too_many_runs"
 
 
 class QueryTimeout(QueryError, errors.Timeout):
     """The query ran past its time limit and was interrupted (504)."""
-
-    status = 504
-    code = "timeout"

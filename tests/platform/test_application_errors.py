@@ -20,7 +20,7 @@ from ingestion.engine.offset_reset import OffsetResetError
 from ingestion.gaps import GapAcknowledgeError
 from k2core import errors
 from queries.api import MissingCredentials, ScopeMissing, map_errors
-from queries.engine.errors import BadQuery, NotFound, QueryTimeout, TooManyRuns
+from queries.engine.errors import BadQuery, NotFound, QueryTimeout, ResourceLimit, SandboxViolation, TooManyRuns
 from queries.engine.formats import UnencodableResult
 from queries.services import KeyRejected, RateLimited
 
@@ -31,6 +31,7 @@ from queries.services import KeyRejected, RateLimited
     (MissingCredentials("x"), errors.Unauthenticated), (ScopeMissing("x"), errors.Forbidden),
     (RateLimited(10, 5), errors.TooManyRequests), (BadQuery("x"), errors.Invalid), (NotFound("x"), errors.NotFound),
     (TooManyRuns("x"), errors.TooManyRequests), (QueryTimeout("x"), errors.Timeout),
+    (ResourceLimit("x"), errors.Unprocessable), (SandboxViolation("x"), errors.Invalid),
     (UnencodableResult("x"), errors.Unprocessable),
 ])
 def test_every_shell_and_engine_refusal_is_an_application_error_of_its_kind(error: Exception, family: type) -> None:
