@@ -12,12 +12,11 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 
-from catalog.engine import schemas, wire
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
 from ingestion.tasks import reconcile_consumers
 from k2portal.config import BASE_DIR
 from tests.consumer import test_self_healing
-from tests.consumer.conftest import create_topic, produce, trade
+from tests.consumer.conftest import create_topic, encode_trades, produce, trade
 from tests.platform import test_admin_browser
 
 workers = test_self_healing.workers  # the real Celery workers fixture
@@ -66,9 +65,8 @@ def test_operator_sees_a_consumer_die_and_come_back_then_resets_its_offsets(
 
     topic_name = f"market.equities.trades.b{unique}"
     create_topic(kafka_bootstrap, topic_name, partitions=1)
-    schema_id = EmbeddedRegistry().register(schemas.subject_name(topic_name), schemas.schema_text("trades"))
-    parsed = schemas.parsed_schema("trades")
-    produce(kafka_bootstrap, topic_name, [(b"BHP", wire.encode(schema_id, parsed, trade("BHP", s))) for s in range(1, 51)])
+    registry = EmbeddedRegistry()
+    produce(kafka_bootstrap, topic_name, encode_trades(registry, topic_name, [trade("BHP", s) for s in range(1, 51)]))
     topic = Topic.objects.create(name=topic_name, asset_class="equities", data_type="trades", exchange=f"b{unique}",
                                  partitions=1)
     consumer = Consumer.objects.create(name=f"bhp-{unique}", data_type="trades", topic=topic, group_id=f"g-{unique}",
@@ -122,8 +120,7 @@ def test_operator_sees_a_consumer_die_and_come_back_then_resets_its_offsets(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and Consumer.objects.get(pk=consumer.pk).status != "stopped":
         time.sleep(0.5)
-    produce(kafka_bootstrap, topic_name, [(b"BHP", wire.encode(schema_id, parsed, trade("BHP", s)))
-                                          for s in range(51, 61)])
+    produce(kafka_bootstrap, topic_name, encode_trades(registry, topic_name, [trade("BHP", s) for s in range(51, 61)]))
     page.goto(change)
     page.get_by_role("link", name="Reset offsets…").click()
     page.check("input[name=mode][value=earliest]")
