@@ -138,14 +138,19 @@ def test_compact_table_rewrites_every_day_in_one_commit(small_files, catalog_con
     assert _keys(table) == keys_before
 
 
-@pytest.mark.django_db
-def test_compact_tables_command_removes_orphans_with_a_dry_run_first(query_settings, small_files, catalog_config):
+def _orphans_after_expiry() -> tuple[str, list[str]]:
+    """Expire every snapshot but the current one, then list the orphan files with a dry run: (its output, the paths)."""
     call_command("compact_tables", "--table", "trades", "--expire", "--retention-days", "0", stdout=io.StringIO())
     dry = io.StringIO()
     call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "0",
                  "--dry-run", stdout=dry)
-    listed = [line.strip() for line in dry.getvalue().splitlines() if line.startswith("  ")]
-    assert "would delete" in dry.getvalue() and listed  # the replaced small files
+    return dry.getvalue(), [line.strip() for line in dry.getvalue().splitlines() if line.startswith("  ")]
+
+
+@pytest.mark.django_db
+def test_compact_tables_command_removes_orphans_with_a_dry_run_first(query_settings, small_files, catalog_config):
+    said, listed = _orphans_after_expiry()
+    assert "would delete" in said and listed  # the replaced small files
     assert all(Path(urlparse(p).path).exists() for p in listed)
     out = io.StringIO()
     call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "0", stdout=out)
@@ -190,11 +195,7 @@ def test_compact_tables_takes_the_orphan_age_from_k2_orphan_min_age_minutes(quer
     import os
     import time
 
-    call_command("compact_tables", "--table", "trades", "--expire", "--retention-days", "0", stdout=io.StringIO())
-    dry = io.StringIO()
-    call_command("compact_tables", "--table", "trades", "--remove-orphans", "--orphan-min-age-minutes", "0",
-                 "--dry-run", stdout=dry)
-    listed = [line.strip() for line in dry.getvalue().splitlines() if line.startswith("  ")]
+    _, listed = _orphans_after_expiry()
     assert listed
     ninety_minutes_ago = time.time() - 90 * 60
     for path in listed:
