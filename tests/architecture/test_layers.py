@@ -29,38 +29,32 @@ def test_the_import_contracts_are_kept() -> None:
     assert "2 kept, 0 broken" in result.stdout
 
 
-def _copy_of_the_code(tmp_path: Path) -> Path:
+def _lint_a_copy_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """`lint-imports` run on a copy of the code in which `line` is appended to `module` (a path under the root)."""
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    return tmp_path
+    with (tmp_path / module).open("a") as f:
+        f.write(f"\n{line}  # noqa\n")
+    return _lint_imports(tmp_path)
 
 
 def test_an_engine_importing_django_breaks_the_engines_contract(tmp_path) -> None:
-    code = _copy_of_the_code(tmp_path)
-    with (code / "catalog" / "engine" / "wire.py").open("a") as f:
-        f.write("\nfrom django.conf import settings  # noqa\n")
-    result = _lint_imports(code)
+    result = _lint_a_copy_with(tmp_path, "catalog/engine/wire.py", "from django.conf import settings")
     assert result.returncode != 0
     assert "Engines and k2core are plain Python: no Django, Celery or project package BROKEN" in result.stdout
     assert "catalog.engine.wire -> django (l." in result.stdout
 
 
 def test_catalog_importing_the_query_app_breaks_the_layers_contract(tmp_path) -> None:
-    code = _copy_of_the_code(tmp_path)
-    with (code / "catalog" / "selectors.py").open("a") as f:
-        f.write("\nfrom queries import services  # noqa\n")
-    result = _lint_imports(code)
+    result = _lint_a_copy_with(tmp_path, "catalog/selectors.py", "from queries import services")
     assert result.returncode != 0
     assert "Layers: k2portal > ingestion | queries > catalog > k2core BROKEN" in result.stdout
     assert "catalog.selectors -> queries.services" in result.stdout
 
 
 def test_ingestion_and_queries_are_independent(tmp_path) -> None:
-    code = _copy_of_the_code(tmp_path)
-    with (code / "queries" / "selectors.py").open("a") as f:
-        f.write("\nfrom ingestion import selectors as _ingestion  # noqa\n")
-    result = _lint_imports(code)
+    result = _lint_a_copy_with(tmp_path, "queries/selectors.py", "from ingestion import selectors as _ingestion")
     assert result.returncode != 0
     assert "queries.selectors -> ingestion.selectors" in result.stdout
 
