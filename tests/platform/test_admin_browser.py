@@ -8,8 +8,6 @@ What the Django test client cannot show: that the pages render and work as a bro
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -17,26 +15,13 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from ingestion.models import SequenceGap
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.platform.browser import chromium_page
 
 
 @pytest.fixture
 def page(monkeypatch) -> Iterator:  # type: ignore[no-untyped-def]
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # between browser steps are ordinary synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: `apt-get install chromium` (.ci/run does)"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(15_000)
-            yield context.new_page()
-        finally:
-            browser.close()
+    with chromium_page(monkeypatch, timeout_ms=15_000) as new_page:
+        yield new_page
 
 
 def _gap(symbol: str, expected: int, state: str = SequenceGap.State.OPEN) -> SequenceGap:

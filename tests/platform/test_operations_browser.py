@@ -10,21 +10,17 @@ import signal
 import time
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
 from ingestion.tasks import reconcile_consumers
-from k2portal.config import BASE_DIR
 from tests.consumer import test_self_healing
 from tests.consumer.conftest import create_topic, encode_trades, produce, trade
 from tests.platform import test_admin_browser
+from tests.platform.browser import ARTIFACTS, sign_in
 
 workers = test_self_healing.workers  # the real Celery workers fixture
 page = test_admin_browser.page  # the Chromium page fixture
 _gap = test_admin_browser._gap
-
-ARTIFACTS = BASE_DIR / "var" / "artifacts"
-
 
 def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -32,12 +28,7 @@ def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def _sign_in(page, url: str) -> None:  # type: ignore[no-untyped-def]
-    get_user_model().objects.create_superuser("oncall", "oncall@example.com", "pw-oncall-123")
-    page.goto(f"{url}/admin/")
-    page.fill("#id_username", "oncall")
-    page.fill("#id_password", "pw-oncall-123")
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
+    sign_in(page, url, "oncall", "pw-oncall-123")
 
 
 def _status(page) -> str:  # type: ignore[no-untyped-def]

@@ -7,55 +7,33 @@ Screenshots go to var/artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from ingestion.models import Consumer, SequenceGap, Topic
-from k2portal.config import BASE_DIR
+from tests.platform.browser import ARTIFACTS, chromium_page, sign_in
 from tests.platform.test_dashboard import _gap_at, dash_settings, market  # noqa: F401 - fixtures
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = BASE_DIR / "var" / "artifacts"
 
 
 @pytest.fixture
 def browser_page(monkeypatch) -> Iterator:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: `apt-get install chromium`"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            context.set_default_timeout(20_000)
-            page = context.new_page()
-            page.k2_console_errors = []  # type: ignore[attr-defined]
-            page.k2_hosts = set()  # type: ignore[attr-defined]
-            page.on("console", lambda m: m.type == "error" and page.k2_console_errors.append(m.text))
-            page.on("pageerror", lambda e: page.k2_console_errors.append(str(e)))
-            page.on("request", lambda r: page.k2_hosts.add(urlparse(r.url).netloc))
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(monkeypatch, timeout_ms=20_000, viewport={"width": 1280, "height": 800}) as page:
+        page.k2_console_errors = []
+        page.k2_hosts = set()
+        page.on("console", lambda m: m.type == "error" and page.k2_console_errors.append(m.text))
+        page.on("pageerror", lambda e: page.k2_console_errors.append(str(e)))
+        page.on("request", lambda r: page.k2_hosts.add(urlparse(r.url).netloc))
+        yield page
 
 
 def _login(page, base: str) -> None:  # type: ignore[no-untyped-def]
-    get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-ops-123")
-    page.goto(f"{base}/admin/login/?next=/admin/ingestion/consumer/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "pw-ops-123")
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/ingestion/consumer/")
+    sign_in(page, base, "ops", "pw-ops-123", next_path="/admin/ingestion/consumer/")
 
 
 def _topic(name: str = "market.equities.trades.asx") -> Topic:
