@@ -10,7 +10,8 @@
   to put a warehouse on, and `fill()`/`free()` to make its disk full and give the space back.
 - `duckdb_scan`: a query over an Iceberg table read with plain DuckDB `iceberg_scan`, the
   metadata location taken from the SQL catalog's own `iceberg_tables` row with psycopg: no K2 or
-  pyiceberg code in the reading; `duckdb_offsets`: its (source_partition, source_offset) of every row.
+  pyiceberg code in the reading; `duckdb_offsets`: its (source_partition, source_offset) of every row,
+  and `assert_written_once` of them.
 """
 
 from __future__ import annotations
@@ -232,6 +233,13 @@ def duckdb_scan(pg_url: str, namespace: str, sql: str, table: str = "trades") ->
 def duckdb_offsets(pg_url: str, namespace: str, table: str = "trades") -> list[tuple[int, int]]:
     """(source_partition, source_offset) of every row, read by plain DuckDB from the table's metadata file."""
     return duckdb_scan(pg_url, namespace, "SELECT source_partition, source_offset FROM {scan}", table)
+
+
+def assert_written_once(rows: list[tuple[int, int]], count: int) -> None:
+    """`rows` (`duckdb_offsets` of a one-partition topic's table) are offsets 0 .. count - 1, each exactly once."""
+    duplicated = len(rows) - len(set(rows))
+    assert duplicated == 0, f"{duplicated} rows written twice"
+    assert sorted(o for _, o in rows) == list(range(count)), f"{count - len(set(rows))} rows lost"
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:  # noqa: ANN001

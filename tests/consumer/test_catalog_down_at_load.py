@@ -18,7 +18,7 @@ from tests.consumer.conftest import (
     run_in_thread_with_errors,
     trade,
 )
-from tests.faults import duckdb_offsets
+from tests.faults import assert_written_once, duckdb_offsets
 
 
 @pytest.mark.timeout(180)
@@ -44,5 +44,4 @@ def test_engine_started_while_its_catalog_is_down_waits_for_the_table_then_write
     pg.start()
     thread.join(timeout=90)
     assert not thread.is_alive() and not errors, errors
-    rows = duckdb_offsets(pg.url, catalog_config.namespace)
-    assert len(rows) == len(set(rows)) == 300
+    assert_written_once(duckdb_offsets(pg.url, catalog_config.namespace), 300)

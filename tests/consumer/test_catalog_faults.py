@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -38,7 +37,7 @@ from tests.consumer.conftest import (
     run_in_thread_with_errors,
     trade,
 )
-from tests.faults import PG_TEST_URL, CutAfterCommitProxy, duckdb_offsets, wait_for
+from tests.faults import PG_TEST_URL, CutAfterCommitProxy, assert_written_once, duckdb_offsets, wait_for
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, budget_seconds=10)
 
@@ -83,10 +82,7 @@ def test_ambiguous_commit_is_written_once(proxied_catalog) -> None:
     assert result.rows == 1000 and result.already_committed
     snapshot = tables["trades"].metadata.snapshot_by_id(result.snapshot_id)
     assert snapshot.summary["added-records"] == "1000" and snapshot.summary["k2.kafka.offsets"] == '{"t":{"0":1100}}'
-    rows = duckdb_offsets(PG_TEST_URL, config.namespace)
-    duplicated = {k: n for k, n in Counter(rows).items() if n > 1}
-    assert not duplicated, f"{sum(duplicated.values()) - len(duplicated)} rows written twice"
-    assert sorted(o for _, o in rows) == list(range(1100))
+    assert_written_once(duckdb_offsets(PG_TEST_URL, config.namespace), 1100)
     # and the writer goes on: the next batch lands on top
     writer.append(_batch(10, 1100), properties=offsets_properties("g", {("t", 0): 1110}))
     assert len(duckdb_offsets(PG_TEST_URL, config.namespace)) == 1110
@@ -209,8 +205,7 @@ def test_consumer_rides_out_a_catalog_postgres_restart(kafka_bootstrap, outage_c
     thread.join(timeout=90)
     assert not thread.is_alive() and not errors, errors
     assert engine.stats.rows_written == 600
-    rows = duckdb_offsets(pg.url, catalog_config.namespace)
-    assert len(rows) == len(set(rows)) == 600 and sorted(o for _, o in rows) == list(range(600))
+    assert_written_once(duckdb_offsets(pg.url, catalog_config.namespace), 600)
     assert committed_offsets(kafka_bootstrap, config.group, topic) == [600]
 
 
@@ -239,8 +234,7 @@ def test_catalog_down_beyond_the_budget_fails_clearly_without_committing_past_th
     assert f"127.0.0.1:{pg.port}/postgres" in message and "K2_CATALOG_RETRY_SECONDS" in message
     assert "Postgres is running" in message
     pg.start()
-    rows = duckdb_offsets(pg.url, catalog_config.namespace)
-    assert sorted(o for _, o in rows) == list(range(200))
+    assert_written_once(duckdb_offsets(pg.url, catalog_config.namespace), 200)
     assert committed_offsets(kafka_bootstrap, config.group, topic) == [200]  # not past what the table holds
 
 

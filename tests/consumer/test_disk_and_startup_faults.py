@@ -26,13 +26,7 @@ from tests.consumer.conftest import (
     subprocess_env,
     trade,
 )
-from tests.faults import PG_TEST_URL, SmallTmpfs, duckdb_offsets, free_port, wait_for
-
-
-def _written_once(rows: list[tuple[int, int]], count: int) -> None:
-    duplicated = len(rows) - len(set(rows))
-    assert duplicated == 0, f"{duplicated} rows written twice"
-    assert sorted(o for _, o in rows) == list(range(count)), f"{count - len(set(rows))} rows lost"
+from tests.faults import PG_TEST_URL, SmallTmpfs, assert_written_once, duckdb_offsets, free_port, wait_for
 
 
 # --- a full warehouse disk -------------------------------------------------------------------------
@@ -75,13 +69,13 @@ def test_full_warehouse_disk_is_waited_out_and_every_row_lands_once(kafka_bootst
     time.sleep(6)
     assert thread.is_alive() and not errors, errors  # ... the consumer waits instead of failing or skipping
     assert engine.stats.rows_written == 300
-    _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 300)
+    assert_written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 300)
     assert committed_offsets(kafka_bootstrap, config.group, topic) == [300]  # nothing committed past the table
     disk.free()  # space comes back
     thread.join(timeout=90)
     assert not thread.is_alive() and not errors, errors
     assert engine.stats.rows_written == 600
-    _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 600)
+    assert_written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 600)
     assert committed_offsets(kafka_bootstrap, config.group, topic) == [600]
 
 
@@ -110,7 +104,7 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
     message = str(errors[0])
     assert disk.path.as_uri() in message and "full" in message and "K2_CATALOG_RETRY_SECONDS" in message
     assert "No space left on device" in message
-    _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 200)
+    assert_written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 200)
     assert committed_offsets(kafka_bootstrap, config.group, topic) == [200]  # not past what the table holds
 
     disk.free()
@@ -119,7 +113,7 @@ def test_warehouse_full_beyond_the_budget_fails_clearly_and_a_restart_resumes_ex
                                 gap_sink=MemoryGapSink())
     restarted.run()
     assert restarted.stats.rows_written == 300
-    _written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 500)
+    assert_written_once(duckdb_offsets(PG_TEST_URL, catalog_config.namespace), 500)
     assert committed_offsets(kafka_bootstrap, config.group, topic) == [500]
 
 
@@ -157,7 +151,7 @@ def test_consumer_started_while_the_catalog_is_down_waits_then_writes_every_mess
     reader.join(timeout=10)
     out = "".join(lines)
     assert proc.returncode == 0, out
-    _written_once(duckdb_offsets(pg.url, catalog_config.namespace), 300)
+    assert_written_once(duckdb_offsets(pg.url, catalog_config.namespace), 300)
     assert committed_offsets(kafka_bootstrap, group, topic) == [300]
 
 
