@@ -182,38 +182,29 @@ TICK_DOC = ("Time range: `date` (exchange-local trading date, optionally to `end
             "(UTC instants). Pages: pass `next_cursor` back as `cursor`. Prices are decimal strings.")
 
 
-@router.get("/trades", summary="Trades of one or more symbols in a time range", description=TICK_DOC,
-            response={200: TradesOut, **ERRORS})
-def trades(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500, description=DOC["symbol"]),
-           date: Day | None = Query(None, description=DOC["date"]),
-           end_date: Day | None = Query(None, description=DOC["end_date"]),
-           start: Instant | None = Query(None, description=DOC["start"]),
-           end: Instant | None = Query(None, description=DOC["end"]),
-           limit: int = Query(1000, ge=1, le=100_000, description=DOC["limit"]),
-           cursor: str | None = Query(None, max_length=1000, description=DOC["cursor"]),
-           as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
-           order: Literal["asc", "desc"] = Query("asc", description=DOC["order"]),
-           exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
-           format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
-    return _ticks(request, "trades", symbol=symbol, date=date, end_date=end_date, start=start, end=end, limit=limit,
-                  cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
+def _tick_endpoint(data_type: str, summary: str) -> None:
+    """`GET /{data_type}`: the one set of tick parameters (`_ticks`), for each tick table."""
+
+    def endpoint(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500, description=DOC["symbol"]),
+                 date: Day | None = Query(None, description=DOC["date"]),
+                 end_date: Day | None = Query(None, description=DOC["end_date"]),
+                 start: Instant | None = Query(None, description=DOC["start"]),
+                 end: Instant | None = Query(None, description=DOC["end"]),
+                 limit: int = Query(1000, ge=1, le=100_000, description=DOC["limit"]),
+                 cursor: str | None = Query(None, max_length=1000, description=DOC["cursor"]),
+                 as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
+                 order: Literal["asc", "desc"] = Query("asc", description=DOC["order"]),
+                 exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
+                 format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
+        return _ticks(request, data_type, symbol=symbol, date=date, end_date=end_date, start=start, end=end,
+                      limit=limit, cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
+
+    endpoint.__name__ = endpoint.__qualname__ = data_type  # the operation id and URL name, as for a def of that name
+    router.get(f"/{data_type}", summary=summary, description=TICK_DOC, response={200: TradesOut, **ERRORS})(endpoint)
 
 
-@router.get("/quotes", summary="Quotes of one or more symbols in a time range", description=TICK_DOC,
-            response={200: TradesOut, **ERRORS})
-def quotes(request: HttpRequest, symbol: list[str] | None = Query(None, max_length=500, description=DOC["symbol"]),
-           date: Day | None = Query(None, description=DOC["date"]),
-           end_date: Day | None = Query(None, description=DOC["end_date"]),
-           start: Instant | None = Query(None, description=DOC["start"]),
-           end: Instant | None = Query(None, description=DOC["end"]),
-           limit: int = Query(1000, ge=1, le=100_000, description=DOC["limit"]),
-           cursor: str | None = Query(None, max_length=1000, description=DOC["cursor"]),
-           as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
-           order: Literal["asc", "desc"] = Query("asc", description=DOC["order"]),
-           exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
-           format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
-    return _ticks(request, "quotes", symbol=symbol, date=date, end_date=end_date, start=start, end=end, limit=limit,
-                  cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
+_tick_endpoint("trades", "Trades of one or more symbols in a time range")
+_tick_endpoint("quotes", "Quotes of one or more symbols in a time range")
 
 
 @router.get("/ohlcv", summary="OHLCV bars (open, high, low, close, volume, VWAP, trade count)",
