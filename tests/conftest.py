@@ -4,6 +4,9 @@ Iceberg SQL catalog with a namespace per test. Names are unique per test so `pyt
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +44,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     status = broker.start(port=port, var_dir=var_dir)
     yield status.address
     broker.stop(port=port, var_dir=var_dir)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """K2's JSON log lines (k2core.logging, level DEBUG) written during the test, in a string stream (`log_records`)."""
+    from k2core.logging import configure
+
+    configure(json_output=True, level="DEBUG")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(handler)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+    configure(json_output=True, level="INFO")
+
+
+def log_records(stream: io.StringIO) -> list[dict]:
+    """The JSON log records `json_log` caught."""
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ log lines naming the API key and user. Real Postgres and Redis; no broker needed
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
-import logging
 
 import pytest
 import redis
@@ -250,26 +247,17 @@ def test_gap_csv_export_keeps_the_filters_admin_and_api(admin_client) -> None:
 
 
 @pytest.mark.django_db
-def test_api_key_revoke_is_in_history_and_api_log_lines_name_key_and_user(admin_client, admin_user) -> None:
-    from k2core.logging import configure
+def test_api_key_revoke_is_in_history_and_api_log_lines_name_key_and_user(admin_client, admin_user, json_log) -> None:
+    from django.test import Client
+
     from queries import services
     from queries.models import ApiKey
+    from tests.conftest import log_records
 
     key, raw = services.api_key_create(name="quant", scopes=[ApiKey.Scope.MARKET_DATA_READ], owner=admin_user)
-    configure(json_output=True, level="INFO")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.getLogger().handlers[0].formatter)
-    logging.getLogger().addHandler(handler)
-    try:
-        from django.test import Client
-
-        assert Client().get("/api/v1/gaps", headers={"X-API-Key": raw}).status_code == 200
-        admin_client.get("/api/v1/gaps")
-    finally:
-        logging.getLogger().removeHandler(handler)
-    finished = [json.loads(line) for line in stream.getvalue().splitlines()
-                if line.startswith("{") and '"request_finished"' in line]
+    assert Client().get("/api/v1/gaps", headers={"X-API-Key": raw}).status_code == 200
+    admin_client.get("/api/v1/gaps")
+    finished = [r for r in log_records(json_log) if r["event"] == "request_finished"]
     assert finished[0]["api_key"] == key.prefix and finished[0]["user"] == admin_user.username
     assert "api_key" not in finished[1] and finished[1]["user"] == admin_user.username
 

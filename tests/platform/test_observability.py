@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import logging
 
 import pytest
 from django.test import Client
@@ -12,23 +10,8 @@ from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from k2core import metrics
-from k2core.logging import configure, get_logger, set_correlation_id, timer
-
-
-@pytest.fixture
-def json_log() -> io.StringIO:
-    configure(json_output=True, level="DEBUG")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.getLogger().handlers[0].formatter)
-    logging.getLogger().addHandler(handler)
-    yield stream
-    logging.getLogger().removeHandler(handler)
-    configure(json_output=True, level="INFO")
-
-
-def _lines(stream: io.StringIO) -> list[dict]:
-    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+from k2core.logging import get_logger, set_correlation_id, timer
+from tests.conftest import log_records
 
 
 @pytest.mark.django_db
@@ -36,7 +19,7 @@ def test_request_log_line_carries_the_correlation_id_returned_in_the_header(json
     response = Client().get("/api/v1/ping")
     returned = response.headers["X-Correlation-ID"]
     assert len(returned) == 32
-    finished = [r for r in _lines(json_log) if r["event"] == "request_finished"]
+    finished = [r for r in log_records(json_log) if r["event"] == "request_finished"]
     assert finished and finished[-1]["correlation_id"] == returned
     assert finished[-1]["path"] == "/api/v1/ping"
     assert {"timestamp", "level", "logger"} <= finished[-1].keys()
@@ -46,14 +29,14 @@ def test_request_log_line_carries_the_correlation_id_returned_in_the_header(json
 def test_incoming_correlation_id_is_kept(json_log: io.StringIO) -> None:
     response = Client().get("/api/v1/ping", headers={"X-Correlation-ID": "req-abc-123"})
     assert response.headers["X-Correlation-ID"] == "req-abc-123"
-    assert any(r.get("correlation_id") == "req-abc-123" for r in _lines(json_log))
+    assert any(r.get("correlation_id") == "req-abc-123" for r in log_records(json_log))
 
 
 def test_timer_logs_the_operation_duration(json_log: io.StringIO) -> None:
     set_correlation_id("corr-timer")
     with timer(get_logger("k2.test", component="storage"), "batch_processing", symbol_count=3):
         pass
-    done = [r for r in _lines(json_log) if r["event"] == "operation_completed"]
+    done = [r for r in log_records(json_log) if r["event"] == "operation_completed"]
     assert done[-1]["operation"] == "batch_processing"
     assert done[-1]["component"] == "storage"
     assert done[-1]["correlation_id"] == "corr-timer"
@@ -117,7 +100,7 @@ def test_correlation_ids_are_isolated_between_threads(json_log: io.StringIO) -> 
         t.start()
     for t in threads:
         t.join()
-    lines = [r for r in _lines(json_log) if r["event"] == "thread_work"]
+    lines = [r for r in log_records(json_log) if r["event"] == "thread_work"]
     assert {(r["worker"], r["correlation_id"]) for r in lines} == {("a", "corr-a"), ("b", "corr-b")}
 
 
