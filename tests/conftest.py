@@ -25,15 +25,10 @@ import pytest
 from catalog.engine.iceberg import CatalogConfig, ensure_tables, load_catalog
 from catalog.engine.storage import S3Options
 from ingestion.engine import broker
+from tests.faults import free_port
 
 PG_ADMIN = os.environ.get("K2_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ICEBERG_TEST_DB = "k2_test_iceberg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
