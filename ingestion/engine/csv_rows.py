@@ -275,14 +275,21 @@ class RowParser:
         value = self._get(fields, "sequence_number")
         return None if value is None else _int(value, "sequence_number", minimum=0, maximum=LONG_MAX)
 
-    def _trade(self, f: list[str]) -> dict[str, Any]:
+    def _tick_head(self, f: list[str]) -> dict[str, Any]:
+        """The columns every tick row (a trade, a quote) starts with."""
         c = self.columns
-        buyer = self._get(f, "buyer_id")
         return {
             "symbol": _symbol(f[c["symbol"]]),
             "company_id": _int(f[c["company_id"]], "company_id", minimum=INT_MIN, maximum=INT_MAX),
             "exchange": self._exchange(f),
             "exchange_timestamp": _timestamp(f[c["exchange_timestamp"]], "exchange_timestamp", self.tz),
+        }
+
+    def _trade(self, f: list[str]) -> dict[str, Any]:
+        c = self.columns
+        buyer = self._get(f, "buyer_id")
+        return {
+            **self._tick_head(f),
             "price": _price(f[c["price"]], "price"),
             "volume": _int(f[c["volume"]], "volume", minimum=0, maximum=LONG_MAX),
             "qualifiers": _int(f[c["qualifiers"]], "qualifiers", minimum=INT_MIN, maximum=INT_MAX),
@@ -299,10 +306,7 @@ class RowParser:
         if bid > ask:
             raise _Bad("crossed_quote", f"bid_price {bid.normalize()} is above ask_price {ask.normalize()}")
         return {
-            "symbol": _symbol(f[c["symbol"]]),
-            "company_id": _int(f[c["company_id"]], "company_id", minimum=INT_MIN, maximum=INT_MAX),
-            "exchange": self._exchange(f),
-            "exchange_timestamp": _timestamp(f[c["exchange_timestamp"]], "exchange_timestamp", self.tz),
+            **self._tick_head(f),
             "bid_price": bid,
             "bid_volume": _int(f[c["bid_volume"]], "bid_volume", minimum=0, maximum=LONG_MAX),
             "ask_price": ask,
