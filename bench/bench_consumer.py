@@ -352,7 +352,7 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         results.extend(r for pair in runs for r in pair)
         floors, lats = [f for f, _ in runs], [r for _, r in runs]
         hands = [r["in_hand_to_visible"] or {} for r in lats]
-        print(f"latency at {args.rate:,}/s, max batch age {max_ms} ms: "
+        print(f"latency at {args.rate:,}/s, max batch age {max_ms} ms, min commit interval {args.min_commit_interval_ms}: "
               f"broker floor p50 {fmt_spread((f['p50_ms'] for f in floors), unit='ms')}, "
               f"p99 {fmt_spread((f['p99_ms'] for f in floors), unit='ms')}; "
               f"end to end p50 {fmt_spread((r['p50_ms'] for r in lats), unit='ms')}, "
@@ -384,6 +384,7 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
 
     total = args.rate * args.seconds
     engine = engine_for(env, topic, catalog, batch_size=_opt(args.batch_size), max_batch_ms=max_ms,
+                        min_commit_interval_ms=_opt(args.min_commit_interval_ms),
                         max_messages=total + 1, on_batch_committed=on_commit)
     thread = threading.Thread(target=engine.run)
     with Meter(scope="self") as meter:  # this process: the consumer (the producer runs in its own)
@@ -407,7 +408,8 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
     result = {"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
               "partitions": args.partitions, "seeded_snapshots": args.seed_snapshots,
               "batch_size": engine.config.batch_size, "batch_floor": engine.config.batch_floor,
-              "max_batch_ms": engine.config.max_batch_ms, "rows": len(lat), **_quantiles(lat),
+              "max_batch_ms": engine.config.max_batch_ms,
+              "min_commit_interval_ms": engine.config.min_commit_interval_ms, "rows": len(lat), **_quantiles(lat),
               "batches": engine.stats.batches,
               "in_hand_to_visible": _quantiles(k2_part) if k2_part else None, "run": run,
               **meter.report(units=max(1, len(lat)))}
@@ -463,6 +465,8 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--batch-size", default="1000", help="an int, or `default`: the engine's")
     p.add_argument("--max-batch-ms-list", default="50,100")
+    p.add_argument("--min-commit-interval-ms", default="default",
+                   help="an int (0: hand a batch over whenever the commit thread is free), or `default`: the engine's")
     p.add_argument("--partitions", type=int, default=30, help="topic partitions (ADR #009: 30 for ASX)")
     p.add_argument("--seed-snapshots", type=int, default=0,
                    help="commit this many snapshots to the table first (a long-running table's steady state)")

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from confluent_kafka import Producer
 
 from catalog.engine.iceberg import load_catalog
 from ingestion.engine.consumer import ConsumerConfig, IcebergConsumer, MemoryGapSink
@@ -77,3 +78,45 @@ def test_with_thin_traffic_a_message_is_written_at_once_in_its_own_small_batch(
     assert sizes == [1, 1, 1]
     assert sorted(r["sequence_number"] for r in table_rows(catalog_config)) == [1, 2, 3]
     assert _snapshots(catalog_config) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_steady_trickle_is_committed_at_most_once_per_min_commit_interval(
+        kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
+    """A message after a quiet spell goes at once; the trickle that follows (20 messages ~50 ms
+    apart, which would otherwise each get their own commit) waits for the interval since the last
+    hand-over and goes in one commit (two, should the trickle straddle an interval's end)."""
+    topic = f"market.equities.trades.tr{unique}"
+    create_topic(kafka_bootstrap, topic)
+    sizes: list[int] = []
+    first = threading.Event()
+
+    def on_commit(rows, _at: float) -> None:  # noqa: ANN001
+        sizes.append(rows.num_rows)
+        first.set()
+
+    engine = IcebergConsumer(_config(kafka_bootstrap, topic, unique, catalog_config.namespace, max_batch_ms=60_000,
+                                     min_commit_interval_ms=5000),
+                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
+                             on_batch_committed=on_commit)
+    values = encode_trades(registry, topic, [trade("BHP", seq) for seq in range(1, 22)])
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    thread = run_in_thread(engine)
+    try:
+        producer.produce(topic, key=values[0][0], value=values[0][1])
+        assert producer.flush(10) == 0
+        assert first.wait(30), "the lone first message was not written within 30 s (the batch age is 60 s)"
+        for key, value in values[1:]:
+            producer.produce(topic, key=key, value=value)
+            assert producer.flush(10) == 0
+            time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while sum(sizes) < len(values) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        engine.request_stop()
+        thread.join(timeout=60)
+    assert sum(sizes) == len(values), sizes
+    assert sizes[0] == 1, sizes
+    assert len(sizes) <= 3, f"the trickle took {len(sizes) - 1} commits: {sizes}"
+    assert sorted(r["sequence_number"] for r in table_rows(catalog_config)) == list(range(1, 22))

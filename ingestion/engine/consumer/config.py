@@ -26,6 +26,11 @@ class ConsumerConfig:
     batch_size: int = 50_000  # the upper bound
     batch_floor: int = 1000  # ADR #015
     max_batch_ms: int = 500
+    # With thin traffic, batches are handed over at most this often (a lone message after a quiet
+    # spell goes at once): every commit writes the table's metadata again, snapshot list included,
+    # so a commit per few hundred messages costs far more CPU per record and thickens the
+    # snapshot history that expiry then has to thin (docs/benchmarks.md, issue #15).
+    min_commit_interval_ms: int = 100
     max_messages: int | None = None  # None: daemon mode (ADR #016)
     from_beginning: bool = False
     session_timeout_ms: int | None = None
@@ -52,6 +57,8 @@ class ConsumerConfig:
             raise ValueError("Specify either topics or topic_pattern (ADR #013): e.g. market.equities.trades.asx")
         if self.batch_size < 1 or self.batch_floor < 1 or self.max_batch_ms < 1:
             raise ValueError("batch_size, batch_floor and max_batch_ms must be positive")
+        if self.min_commit_interval_ms < 0:
+            raise ValueError("min_commit_interval_ms must be 0 or more")
 
     @property
     def group(self) -> str:

@@ -347,10 +347,11 @@ class IcebergConsumer:
         - with a backlog, it fills to its target as fast as the fetches bring messages, for at
           most `max_batch_ms`, and goes as it is once the partitions' log ends are reached while
           the commit thread is free (the consumer has caught up);
-        - otherwise it is handed over as soon as nothing more is at hand and the commit thread is
-          free (thin traffic: a small batch at once), at its target, or once its first message is
-          `max_batch_ms` old; while the batch before is being committed, it keeps taking what
-          arrives (it could not be handed over anyway).
+        - otherwise it is handed over as soon as nothing more is at hand, the commit thread is
+          free and the last batch was handed over at least `min_commit_interval_ms` ago (thin
+          traffic: a lone message goes at once, a steady trickle in one commit per interval), at
+          its target, or once its first message is `max_batch_ms` old; while the batch before is
+          being committed, it keeps taking what arrives (it could not be handed over anyway).
 
         The age counts from the first message's Kafka timestamp (the producer's or the broker's
         clock) when that is in the past, else from its arrival here: messages the broker held
@@ -371,6 +372,7 @@ class IcebergConsumer:
         target = self._batch_target(ceiling, overdue=deadline <= started)
         floor = min(self.config.batch_floor, ceiling)
         backlog = target > floor
+        min_interval = self.config.min_commit_interval_ms / 1000
         while len(self._pending) < target and not self._stop.is_set():
             wanted = target - len(self._pending)
             got = consumer.consume(num_messages=wanted, timeout=0)  # what is at hand, no waiting
@@ -392,8 +394,17 @@ class IcebergConsumer:
                     break  # the fetches brought nothing: no backlog after all
                 continue
             left = deadline - now
-            if not self.pipeline.busy or left <= 0:
+            if left <= 0:
                 break
+            if not self.pipeline.busy:
+                # thin traffic: at most one commit per min_commit_interval_ms unless the batch
+                # reaches its floor first (each commit writes the table's whole metadata again)
+                spacing = self.pipeline.last_submit + min_interval - now
+                if spacing <= 0 or len(self._pending) >= floor:
+                    break
+                more = consumer.consume(num_messages=target - len(self._pending), timeout=min(left, spacing))
+                self._pending.extend(self._usable(more))
+                continue
             self.pipeline.wait(timeout=min(left, self.COLLECT_SLICE_S))
         log.debug("batch_collected", messages=len(self._pending), target=target, backlog=backlog,
                   committer_busy=self.pipeline.busy)

@@ -3,6 +3,7 @@ The loop decodes and checks the next batch while the one before it is written.""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +32,7 @@ class CommitPipeline:
         self._commit = commit
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future[None], PreparedBatch] | None = None
+        self.last_submit = 0.0  # time.monotonic() when the last batch was handed over (0: none yet)
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k2-iceberg-commit")
@@ -52,6 +54,7 @@ class CommitPipeline:
     def submit(self, batch: PreparedBatch) -> None:
         """Hand `batch` to the commit thread; the one before must have been taken with `finish`."""
         assert self._executor is not None and self._inflight is None
+        self.last_submit = time.monotonic()
         self._inflight = (self._executor.submit(self._commit, batch), batch)
 
     def finish(self) -> tuple[PreparedBatch | None, BaseException | None]:
