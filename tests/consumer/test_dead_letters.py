@@ -66,12 +66,12 @@ def test_dead_letters_sent_again_after_a_crash_are_recognisable_by_key_and_a_tru
     documented dedup (first message per key) leaves each once."""
     import signal
 
-    from tests.consumer.conftest import consume_process, subprocess_env
-    from tests.consumer.test_process import _encode
+    from catalog.registry import EmbeddedRegistry
+    from tests.consumer.conftest import consume_process, encode_trades, subprocess_env
 
     topic = f"market.equities.trades.k{unique}"
     create_topic(kafka_bootstrap, topic)
-    good = _encode(topic, [trade("BHP", 1), trade("BHP", 2), trade("BHP", 3)])
+    good = encode_trades(EmbeddedRegistry(), topic, [trade("BHP", 1), trade("BHP", 2), trade("BHP", 3)])
     values = [good[0], (b"BHP", b"not avro at all"), (b"BHP", good[1][1][:-6]), good[2]]
     produce(kafka_bootstrap, topic, values)
     args = ["--topic", topic, "--group", f"g-{unique}", "--batch-size", "10", "--max-batch-ms", "2000",

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from catalog.registry import EmbeddedRegistry
 from ingestion.engine import broker
 from tests.conftest import free_port
-from tests.consumer.conftest import consume_process, create_topic, produce, subprocess_env, table_rows, trade
-from tests.consumer.test_process import _encode
+from tests.consumer.conftest import consume_process, create_topic, encode_trades, produce, subprocess_env, table_rows, trade
 
 
 @pytest.mark.django_db(transaction=True)
@@ -24,7 +24,7 @@ def test_stop_while_the_broker_is_down_is_bounded_exits_0_and_says_what_was_not_
     try:
         topic = f"market.equities.trades.d{unique}"
         create_topic(address, topic)
-        encoded = _encode(topic, [trade("BHP", i + 1) for i in range(250)])
+        encoded = encode_trades(EmbeddedRegistry(), topic, [trade("BHP", i + 1) for i in range(250)])
         produce(address, topic, encoded[:200])
         # batches of 100 at most; once 200 rows are in the table the commit thread is held (a slow
         # commit) until the stop, so the next batch, up to a minute old, is still in hand at the stop
