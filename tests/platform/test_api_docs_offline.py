@@ -1,5 +1,5 @@
 """/api/v1/docs works without internet: the Swagger UI page and every script, stylesheet and
-icon it references come from this server (django-ninja's bundled copy, `ninja` in INSTALLED_APPS),
+icon it references come from this server (django-ninja's bundled copy, its app `k2portal.apps.NinjaConfig`),
 and the OpenAPI document describes parameters and response schemas."""
 
 from __future__ import annotations
