@@ -7,10 +7,11 @@ here, in the package that may import both: `/gaps` returns ingestion's sequence 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import NinjaAPI, Query
+from ninja import NinjaAPI, Query, Swagger
 
 from ingestion import selectors as ingestion_selectors
 from queries import api as queries_api
@@ -19,7 +20,16 @@ from queries.api_schemas import ERRORS, GapsOut
 from queries.engine import formats
 from queries.engine.errors import BadQuery
 
-api = NinjaAPI(title="K2 market data API", version="1", urls_namespace="api-v1",
+
+class BundledSwagger(Swagger):
+    """ninja's Swagger UI page with its bundled assets. ninja serves that page only when the literal
+    "ninja" is in INSTALLED_APPS (otherwise its CDN page); K2 installs ninja's app as
+    `k2portal.apps.NinjaConfig`, so the bundled template is named here."""
+
+    template_cdn = str(Path(Swagger.template_cdn).with_name("swagger.html"))
+
+
+api = NinjaAPI(title="K2 market data API", version="1", urls_namespace="api-v1", docs=BundledSwagger(),
                description="Trades, quotes, OHLCV bars, time travel, saved queries and sequence gaps.")
 
 

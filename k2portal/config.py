@@ -1,8 +1,10 @@
 """Reading K2's settings from the environment.
 
-Every variable the platform reads is a field of `K2Settings` (pydantic-settings), declared
-once with its default and what it accepts; a bad value stops start-up with a message naming
-the variable instead of a traceback deep inside a library. `load` turns the raw values into
+Every variable the platform reads is one `Setting` in `SETTINGS`, declared once with its
+default, its check and what it accepts; a bad value stops start-up with a message naming the
+variable instead of a traceback deep inside a library (every bad variable, not only the first).
+The checks are plain functions: reading the settings imports no validation library, so every
+`manage.py` command, even `help`, starts without pydantic (issue #10 item 6). `load` turns the raw values into
 `K2Config`, the resolved settings (paths made absolute, the catalog URI derived, S3 options),
 which Django keeps as `settings.K2`. The README's settings table is written from `VARIABLES`.
 """
@@ -14,11 +16,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlparse
-
-from pydantic import BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from catalog.engine.storage import S3Options, is_s3
 
@@ -110,143 +110,94 @@ def _identifier(value: Any) -> str:
     return text
 
 
-Bool = Annotated[bool, BeforeValidator(_bool)]
-PositiveInt = Annotated[int, BeforeValidator(_int())]
-OptionalBool = Annotated[bool | None, BeforeValidator(_bool)]
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the `K2Config` field it fills, its default (already in its final
+    type, so not checked), the check a set value passes (None: any text; a ValueError's text is the
+    "why" of the message) and what it accepts (the message's and the README's text)."""
+
+    field: str
+    name: str
+    default: Any
+    check: Callable[[str], Any] | None
+    accepts: str
 
 
-def _setting(default: Any, name: str, accepts: str) -> Any:
-    """A field read from the environment variable `name`; `accepts` is the message's (and the README's) text."""
-    return Field(default, validation_alias=name, description=accepts)
-
-
-class K2Settings(BaseSettings):
-    """The environment as K2 reads it: one field per variable, its default, what it accepts."""
-
-    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True,
-                                      validate_default=False)  # defaults are declared in their final type
-
-    database_url: Annotated[str, BeforeValidator(_url("postgres", "postgresql", "pgsql"))] = _setting(
-        "postgres://postgres@127.0.0.1:5432/k2", "DATABASE_URL",
-        "a postgres:// URL (database created by `make run` when missing)")
-    redis_url: Annotated[str, BeforeValidator(_url("redis", "rediss", "unix"))] = _setting(
-        "redis://127.0.0.1:6379/0", "REDIS_URL", "a redis:// URL")
-    kafka_bootstrap: Annotated[str | None, BeforeValidator(_host_ports)] = _setting(
-        None, "K2_KAFKA_BOOTSTRAP", "host:port[,host:port…] of a Kafka cluster; unset starts the embedded Tansu broker")
-    embedded_broker_port: Annotated[int, BeforeValidator(_int(1, 65535))] = _setting(
-        19092, "K2_EMBEDDED_BROKER_PORT", "a TCP port for the embedded broker (1–65535)")
-    kafka_session_timeout_ms: Annotated[int | None, BeforeValidator(_int(1000))] = _setting(
-        None, "K2_KAFKA_SESSION_TIMEOUT_MS",
-        "consumer session.timeout.ms (integer ≥ 1000); default 6000 on the embedded broker, Kafka's own default otherwise")
-    schema_registry_url: Annotated[str | None, BeforeValidator(_url("http", "https"))] = _setting(
-        None, "K2_SCHEMA_REGISTRY_URL",
-        "http(s):// URL of a Confluent Schema Registry; unset uses K2's embedded registry in Postgres")
-    schema_registry_basic_auth: str | None = _setting(
-        None, "K2_SCHEMA_REGISTRY_BASIC_AUTH",
-        "user:password for the registry at K2_SCHEMA_REGISTRY_URL (K2's own: any user, an API key with schemas:write)")
-    iceberg_catalog_uri: Annotated[str | None, BeforeValidator(_url(
-        "postgresql+psycopg", "postgresql", "postgresql+psycopg2", "sqlite", "http", "https"))] = _setting(
-        None, "K2_ICEBERG_CATALOG_URI",
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/k2", _url("postgres", "postgresql", "pgsql"),
+        "a postgres:// URL (database created by `make run` when missing)"),
+    Setting("redis_url", "REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "unix"), "a redis:// URL"),
+    Setting("kafka_bootstrap", "K2_KAFKA_BOOTSTRAP", None, _host_ports,
+        "host:port[,host:port…] of a Kafka cluster; unset starts the embedded Tansu broker"),
+    Setting("embedded_broker_port", "K2_EMBEDDED_BROKER_PORT", 19092, _int(1, 65535), "a TCP port for the embedded broker (1–65535)"),
+    Setting("kafka_session_timeout_ms", "K2_KAFKA_SESSION_TIMEOUT_MS", None, _int(1000),
+        "consumer session.timeout.ms (integer ≥ 1000); default 6000 on the embedded broker, Kafka's own default otherwise"),
+    Setting("schema_registry_url", "K2_SCHEMA_REGISTRY_URL", None, _url("http", "https"),
+        "http(s):// URL of a Confluent Schema Registry; unset uses K2's embedded registry in Postgres"),
+    Setting("schema_registry_basic_auth", "K2_SCHEMA_REGISTRY_BASIC_AUTH", None, None,
+        "user:password for the registry at K2_SCHEMA_REGISTRY_URL (K2's own: any user, an API key with schemas:write)"),
+    Setting("iceberg_catalog_uri", "K2_ICEBERG_CATALOG_URI", None,
+            _url("postgresql+psycopg", "postgresql", "postgresql+psycopg2", "sqlite", "http", "https"),
         "an SQLAlchemy URL (postgresql+psycopg://…) for the Iceberg SQL catalog `k2`, or the http(s):// URL of an "
-        "Iceberg REST catalog; unset: the DATABASE_URL database")
-    iceberg_namespace: Annotated[str, BeforeValidator(_identifier)] = _setting(
-        "market_data", "K2_ICEBERG_NAMESPACE",
+        "Iceberg REST catalog; unset: the DATABASE_URL database"),
+    Setting("iceberg_namespace", "K2_ICEBERG_NAMESPACE", "market_data", _identifier,
         "an identifier (letters, digits, _): the Iceberg namespace of the market-data tables, written by consumers "
-        "and maintenance and read by the API")
-    warehouse: Annotated[str, BeforeValidator(_warehouse)] = _setting(
-        "var/warehouse", "K2_WAREHOUSE", "a local path, a file:// URI or an s3:// URI where Iceberg data files live")
-    s3_endpoint: Annotated[str | None, BeforeValidator(_url("http", "https"))] = _setting(
-        None, "K2_S3_ENDPOINT", "http(s):// URL of an S3-compatible server (MinIO) for an s3:// warehouse; unset: AWS S3")
-    s3_region: str = _setting("us-east-1", "K2_S3_REGION", "the S3 region of the warehouse bucket")
-    s3_path_style: OptionalBool = _setting(
-        None, "K2_S3_PATH_STYLE",
-        "1/true/yes or 0/false/no: path-style bucket addressing; unset: on when K2_S3_ENDPOINT is set, else off")
-    aws_access_key_id: str | None = _setting(
-        None, "AWS_ACCESS_KEY_ID", "the S3 access key of an s3:// warehouse (pyiceberg and DuckDB)")
-    aws_secret_access_key: str | None = _setting(None, "AWS_SECRET_ACCESS_KEY", "the S3 secret key of an s3:// warehouse")
-    aws_session_token: str | None = _setting(None, "AWS_SESSION_TOKEN", "an S3 session token, with temporary credentials")
-    consumer_batch_size: PositiveInt = _setting(
-        50_000, "K2_CONSUMER_BATCH_SIZE",
-        "a positive integer: the largest batch (batches adapt to what is waiting; ADR #015's 1,000 is the floor)")
-    consumer_max_batch_ms: PositiveInt = _setting(
-        500, "K2_CONSUMER_MAX_BATCH_MS",
-        "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)")
-    duckdb_threads: Annotated[int | None, BeforeValidator(_int(1, 1024))] = _setting(
-        None, "K2_DUCKDB_THREADS",
-        "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)")
-    duckdb_memory_limit: Annotated[str | None, BeforeValidator(_size)] = _setting(
-        None, "K2_DUCKDB_MEMORY_LIMIT", "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)")
-    query_memory_limit: Annotated[str, BeforeValidator(_size)] = _setting(
-        "1GB", "K2_QUERY_MEMORY_LIMIT",
-        "a DuckDB size: the memory limit of each saved-query run (its own DuckDB database)")
-    query_max_result_bytes: PositiveInt = _setting(
-        268_435_456, "K2_QUERY_MAX_RESULT_BYTES",
-        "a positive integer: a saved-query result larger than this many bytes (Arrow, before encoding) is refused (422)")
-    query_max_concurrent_runs: Annotated[int, BeforeValidator(_int(1, 1000))] = _setting(
-        2, "K2_QUERY_MAX_CONCURRENT_RUNS",
-        "a positive integer: saved-query runs one API key (or user) may have in flight at once (429 beyond)")
-    snapshot_retention_hours: PositiveInt = _setting(
-        168, "K2_SNAPSHOT_RETENTION_HOURS",
-        "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)")
-    snapshot_full_detail_minutes: PositiveInt = _setting(
-        1, "K2_SNAPSHOT_FULL_DETAIL_MINUTES",
-        "a positive integer: snapshots younger than this are all kept; older ones are thinned")
-    snapshot_thin_minutes: PositiveInt = _setting(
-        5, "K2_SNAPSHOT_THIN_MINUTES",
-        "a positive integer: beyond the full-detail window, keep the newest snapshot of each such interval")
-    consumer_snapshot_expiry_seconds: PositiveInt = _setting(
-        60, "K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS",
-        "a positive integer: how often each consumer expires and thins its own table's snapshots")
-    catalog_retry_seconds: PositiveInt = _setting(
-        60, "K2_CATALOG_RETRY_SECONDS",
+        "and maintenance and read by the API"),
+    Setting("warehouse", "K2_WAREHOUSE", "var/warehouse", _warehouse, "a local path, a file:// URI or an s3:// URI where Iceberg data files live"),
+    Setting("s3_endpoint", "K2_S3_ENDPOINT", None, _url("http", "https"),
+        "http(s):// URL of an S3-compatible server (MinIO) for an s3:// warehouse; unset: AWS S3"),
+    Setting("s3_region", "K2_S3_REGION", "us-east-1", None, "the S3 region of the warehouse bucket"),
+    Setting("s3_path_style", "K2_S3_PATH_STYLE", None, _bool,
+        "1/true/yes or 0/false/no: path-style bucket addressing; unset: on when K2_S3_ENDPOINT is set, else off"),
+    Setting("aws_access_key_id", "AWS_ACCESS_KEY_ID", None, None, "the S3 access key of an s3:// warehouse (pyiceberg and DuckDB)"),
+    Setting("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", None, None, "the S3 secret key of an s3:// warehouse"),
+    Setting("aws_session_token", "AWS_SESSION_TOKEN", None, None, "an S3 session token, with temporary credentials"),
+    Setting("consumer_batch_size", "K2_CONSUMER_BATCH_SIZE", 50_000, _int(),
+        "a positive integer: the largest batch (batches adapt to what is waiting; ADR #015's 1,000 is the floor)"),
+    Setting("consumer_max_batch_ms", "K2_CONSUMER_MAX_BATCH_MS", 500, _int(),
+        "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)"),
+    Setting("duckdb_threads", "K2_DUCKDB_THREADS", None, _int(1, 1024),
+        "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)"),
+    Setting("duckdb_memory_limit", "K2_DUCKDB_MEMORY_LIMIT", None, _size,
+        "a DuckDB size such as 512MB or 4GB; unset: DuckDB's default (80 % of RAM)"),
+    Setting("query_memory_limit", "K2_QUERY_MEMORY_LIMIT", "1GB", _size,
+        "a DuckDB size: the memory limit of each saved-query run (its own DuckDB database)"),
+    Setting("query_max_result_bytes", "K2_QUERY_MAX_RESULT_BYTES", 268_435_456, _int(),
+        "a positive integer: a saved-query result larger than this many bytes (Arrow, before encoding) is refused (422)"),
+    Setting("query_max_concurrent_runs", "K2_QUERY_MAX_CONCURRENT_RUNS", 2, _int(1, 1000),
+        "a positive integer: saved-query runs one API key (or user) may have in flight at once (429 beyond)"),
+    Setting("snapshot_retention_hours", "K2_SNAPSHOT_RETENTION_HOURS", 168, _int(),
+        "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
+    Setting("snapshot_full_detail_minutes", "K2_SNAPSHOT_FULL_DETAIL_MINUTES", 1, _int(),
+        "a positive integer: snapshots younger than this are all kept; older ones are thinned"),
+    Setting("snapshot_thin_minutes", "K2_SNAPSHOT_THIN_MINUTES", 5, _int(),
+        "a positive integer: beyond the full-detail window, keep the newest snapshot of each such interval"),
+    Setting("consumer_snapshot_expiry_seconds", "K2_CONSUMER_SNAPSHOT_EXPIRY_SECONDS", 60, _int(),
+        "a positive integer: how often each consumer expires and thins its own table's snapshots"),
+    Setting("catalog_retry_seconds", "K2_CATALOG_RETRY_SECONDS", 60, _int(),
         "a positive integer: how long a consumer retries an unreachable Iceberg catalog (backoff capped at 10 s) "
-        "before it fails")
-    orphan_min_age_minutes: PositiveInt = _setting(
-        60, "K2_ORPHAN_MIN_AGE_MINUTES",
-        "a positive integer: maintenance deletes unreferenced table files only once they are this old")
-    maintenance_interval_minutes: PositiveInt = _setting(
-        15, "K2_MAINTENANCE_INTERVAL_MINUTES",
-        "a positive integer: how often Celery beat compacts small files and expires snapshots")
-    web_addr: Annotated[str, BeforeValidator(_host_ports)] = _setting(
-        "127.0.0.1:8000", "K2_WEB_ADDR", "host:port the `make run` web server listens on")
-    consumer_slots: Annotated[int, BeforeValidator(_int(1, 64))] = _setting(
-        4, "K2_CONSUMER_SLOTS", "a positive integer: Celery pool processes for consumer tasks under `make run`")
-    consumer_stale_seconds: Annotated[int, BeforeValidator(_int(5))] = _setting(
-        15, "K2_CONSUMER_STALE_SECONDS",
+        "before it fails"),
+    Setting("orphan_min_age_minutes", "K2_ORPHAN_MIN_AGE_MINUTES", 60, _int(),
+        "a positive integer: maintenance deletes unreferenced table files only once they are this old"),
+    Setting("maintenance_interval_minutes", "K2_MAINTENANCE_INTERVAL_MINUTES", 15, _int(),
+        "a positive integer: how often Celery beat compacts small files and expires snapshots"),
+    Setting("web_addr", "K2_WEB_ADDR", "127.0.0.1:8000", _host_ports, "host:port the `make run` web server listens on"),
+    Setting("consumer_slots", "K2_CONSUMER_SLOTS", 4, _int(1, 64), "a positive integer: Celery pool processes for consumer tasks under `make run`"),
+    Setting("consumer_stale_seconds", "K2_CONSUMER_STALE_SECONDS", 15, _int(5),
         "a positive integer: a running consumer whose heartbeat (written every 2 s by its process) "
-        "is older than this is marked failed (and restarted)")
-    consumer_max_restarts: PositiveInt = _setting(
-        5, "K2_CONSUMER_MAX_RESTARTS",
-        "a positive integer: automatic restarts of one consumer allowed per K2_CONSUMER_RESTART_WINDOW_MINUTES")
-    consumer_restart_window_minutes: PositiveInt = _setting(
-        10, "K2_CONSUMER_RESTART_WINDOW_MINUTES",
-        "a positive integer: the window over which K2_CONSUMER_MAX_RESTARTS is counted")
-    log_json: OptionalBool = _setting(
-        None, "K2_LOG_JSON", "1/true/yes or 0/false/no; unset: JSON when stdout is not a terminal")
-    log_level: Annotated[str, BeforeValidator(_log_level)] = _setting(
-        "INFO", "K2_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
-    admin_password: str | None = _setting(
-        None, "K2_ADMIN_PASSWORD", "password for the `admin` user `make run` creates; unset: generated and printed once")
-    metrics_dir: str = _setting("var/prometheus", "K2_METRICS_DIR", "directory for prometheus_client multiprocess files")
-    secret_key: str | None = _setting(None, "SECRET_KEY", "any long random string; required when DEBUG is off outside tests")
-    debug: Bool = _setting(False, "DEBUG", "1/true/yes or 0/false/no")
-    allowed_hosts: str = _setting("127.0.0.1,localhost", "ALLOWED_HOSTS", "comma-separated host names")
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings,)  # the process environment only: no .env file, no secrets directory
-
-
-class _GivenSettings(K2Settings):
-    """The same fields read from a given mapping (`load(env)`), not from the process environment."""
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+        "is older than this is marked failed (and restarted)"),
+    Setting("consumer_max_restarts", "K2_CONSUMER_MAX_RESTARTS", 5, _int(),
+        "a positive integer: automatic restarts of one consumer allowed per K2_CONSUMER_RESTART_WINDOW_MINUTES"),
+    Setting("consumer_restart_window_minutes", "K2_CONSUMER_RESTART_WINDOW_MINUTES", 10, _int(),
+        "a positive integer: the window over which K2_CONSUMER_MAX_RESTARTS is counted"),
+    Setting("log_json", "K2_LOG_JSON", None, _bool, "1/true/yes or 0/false/no; unset: JSON when stdout is not a terminal"),
+    Setting("log_level", "K2_LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Setting("admin_password", "K2_ADMIN_PASSWORD", None, None, "password for the `admin` user `make run` creates; unset: generated and printed once"),
+    Setting("metrics_dir", "K2_METRICS_DIR", "var/prometheus", None, "directory for prometheus_client multiprocess files"),
+    Setting("secret_key", "SECRET_KEY", None, None, "any long random string; required when DEBUG is off outside tests"),
+    Setting("debug", "DEBUG", False, _bool, "1/true/yes or 0/false/no"),
+    Setting("allowed_hosts", "ALLOWED_HOSTS", "127.0.0.1,localhost", None, "comma-separated host names"),
+)
 
 
 @dataclass(frozen=True)
@@ -266,30 +217,33 @@ def _shown(default: Any) -> str | None:
     return str(default)
 
 
-VARIABLES: tuple[Variable, ...] = tuple(
-    Variable(str(field.validation_alias), _shown(field.default), field.description or "")
-    for field in K2Settings.model_fields.values())
-_BY_FIELD = {name: str(field.validation_alias) for name, field in K2Settings.model_fields.items()}
-_ACCEPTS = {var.name: var.accepts for var in VARIABLES}
+VARIABLES: tuple[Variable, ...] = tuple(Variable(s.name, _shown(s.default), s.accepts) for s in SETTINGS)
 
 
-def _config_error(error: ValidationError, env: Mapping[str, str]) -> ConfigError:
+def _read(env: Mapping[str, str]) -> SimpleNamespace:
+    """Each setting's value from `env` (its default when unset or empty); ConfigError naming every bad
+    variable, in the order of SETTINGS."""
+    values: dict[str, Any] = {}
     lines = []
-    for item in error.errors():
-        name = str(item["loc"][0]) if item.get("loc") else "?"
-        name = _BY_FIELD.get(name, name)
-        cause = (item.get("ctx") or {}).get("error")
-        why = str(cause) if cause is not None else item.get("msg", "")
-        value = env.get(name, item.get("input"))
-        detail = f" ({why})" if why else ""
-        lines.append(f"{name}={value!r} is not valid{detail}: {name} accepts {_ACCEPTS.get(name, 'another value')}.")
-    return ConfigError("\n".join(lines))
+    for setting in SETTINGS:
+        value = env.get(setting.name, "")
+        if value == "":
+            values[setting.field] = setting.default
+            continue
+        try:
+            values[setting.field] = value if setting.check is None else setting.check(value)
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            lines.append(f"{setting.name}={value!r} is not valid{detail}: {setting.name} accepts {setting.accepts}.")
+    if lines:
+        raise ConfigError("\n".join(lines))
+    return SimpleNamespace(**values)
 
 
 @dataclass(frozen=True)
 class K2Config:
     """The resolved settings. Built once by `load`; engines receive the pieces they need.
-    Defaults are `K2Settings`'s: this class only holds what `load` made of them."""
+    Defaults are declared in `SETTINGS`: this class only holds what `load` made of them."""
 
     database_url: str
     redis_url: str
@@ -355,7 +309,7 @@ def _under_base(value: str) -> Path:
     return path if path.is_absolute() else BASE_DIR / path
 
 
-def _s3(raw: K2Settings, warehouse: str) -> S3Options | None:
+def _s3(raw: SimpleNamespace, warehouse: str) -> S3Options | None:
     """The S3 settings when the warehouse is on S3 or K2_S3_ENDPOINT is set, else None."""
     if raw.s3_endpoint is None and not is_s3(warehouse):
         return None
@@ -368,14 +322,7 @@ def _s3(raw: K2Settings, warehouse: str) -> S3Options | None:
 def load(env: Mapping[str, str] | None = None) -> K2Config:
     """The settings from `env` (default: the process environment); ConfigError naming each bad variable.
     An empty value counts as unset."""
-    try:
-        if env is None:
-            env = os.environ
-            raw: K2Settings = K2Settings()
-        else:
-            raw = _GivenSettings(**{k: v for k, v in env.items() if k in _ACCEPTS and v != ""})
-    except ValidationError as exc:
-        raise _config_error(exc, env) from None
+    raw = _read(os.environ if env is None else env)
     warehouse = raw.warehouse if "://" in raw.warehouse else _under_base(raw.warehouse).resolve().as_uri()
     return K2Config(
         database_url=raw.database_url, redis_url=raw.redis_url, kafka_bootstrap=raw.kafka_bootstrap,

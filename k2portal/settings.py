@@ -39,7 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
-    "ninja",  # serves its bundled Swagger UI from static files: /api/v1/docs works offline
+    "k2portal.apps.NinjaConfig",  # django-ninja's bundled Swagger UI (/api/v1/docs offline), not imported at start-up
     "ingestion",
     "catalog",
     "queries",

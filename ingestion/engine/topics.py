@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
 from k2core.datatypes import DATA_TYPES
 from k2core.logging import get_logger
 
@@ -49,15 +47,19 @@ def declared_topics(*, exchanges: tuple[str, ...] = DECLARED_EXCHANGES, asset_cl
     return specs
 
 
+# confluent_kafka is imported in the functions that talk to Kafka: every process reads this
+# module at start (ingestion.apps, for DECLARED_*), most without talking to Kafka (issue #10 item 6).
+
+
 def _admin(bootstrap: str, timeout: float) -> AdminClient:
-    # imported here: confluent_kafka.admin is slow to import, and every process reads
-    # `ingestion.engine.topics` at start (ingestion.apps) without talking to Kafka.
     from confluent_kafka.admin import AdminClient
 
     return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
 
 
 def existing_partitions(bootstrap: str, *, timeout: float = 10.0) -> dict[str, int]:
+    from confluent_kafka import KafkaException
+
     try:
         metadata = _admin(bootstrap, timeout).list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -81,6 +83,7 @@ def create_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: float = 10
         else:
             missing.append(spec)
     if missing:
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import NewTopic
 
         admin = _admin(bootstrap, timeout)  # kept alive until the futures resolve
@@ -105,6 +108,8 @@ def watermarks(bootstrap: str, topic: str, *, timeout: float = 10.0) -> dict[int
     partitions = existing_partitions(bootstrap, timeout=timeout).get(topic)
     if partitions is None:
         raise TopicError(f"topic {topic} does not exist on {bootstrap}; create it with `manage.py create_topics`")
+    from confluent_kafka import Consumer, TopicPartition
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "k2-watermarks", "enable.auto.commit": False})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
