@@ -26,6 +26,22 @@ def _snapshots(catalog_config) -> int:  # noqa: ANN001
     return len(table.metadata.snapshots)
 
 
+def _counting_consumer(kafka_bootstrap: str, topic: str, unique: str, catalog_config, registry,  # noqa: ANN001
+                       **kw: object) -> tuple[IcebergConsumer, list[int], threading.Event]:
+    """The consumer, the size of each batch it commits (in order), and an event set at each commit."""
+    sizes: list[int] = []
+    committed = threading.Event()
+
+    def on_commit(rows, _at: float) -> None:  # noqa: ANN001
+        sizes.append(rows.num_rows)
+        committed.set()
+
+    engine = IcebergConsumer(_config(kafka_bootstrap, topic, unique, catalog_config.namespace, **kw),
+                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
+                             on_batch_committed=on_commit)
+    return engine, sizes, committed
+
+
 @pytest.mark.django_db(transaction=True)
 def test_with_a_backlog_the_consumer_writes_large_batches(
         kafka_bootstrap, iceberg_tables, catalog_config, registry, unique) -> None:
@@ -34,11 +50,8 @@ def test_with_a_backlog_the_consumer_writes_large_batches(
     count = 20_000
     produce(kafka_bootstrap, topic, encode_trades(registry, topic, [trade(f"S{i % 50}", i // 50 + 1)
                                                                     for i in range(count)]))
-    sizes: list[int] = []
-    engine = IcebergConsumer(_config(kafka_bootstrap, topic, unique, catalog_config.namespace, max_messages=count,
-                                     max_batch_ms=5000),
-                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
-                             on_batch_committed=lambda rows, _at: sizes.append(rows.num_rows))
+    engine, sizes, _ = _counting_consumer(kafka_bootstrap, topic, unique, catalog_config, registry, max_messages=count,
+                                          max_batch_ms=5000)
     engine.run()
     rows = table_rows(catalog_config)
     assert len({(r["source_partition"], r["source_offset"]) for r in rows}) == len(rows) == count  # each once
@@ -55,16 +68,8 @@ def test_with_thin_traffic_a_message_is_written_at_once_in_its_own_small_batch(
     coming, so each lone message is committed on its own, well before the age bound."""
     topic = f"market.equities.trades.th{unique}"
     create_topic(kafka_bootstrap, topic)
-    sizes: list[int] = []
-    committed = threading.Event()
-
-    def on_commit(rows, _at: float) -> None:  # noqa: ANN001
-        sizes.append(rows.num_rows)
-        committed.set()
-
-    engine = IcebergConsumer(_config(kafka_bootstrap, topic, unique, catalog_config.namespace, max_batch_ms=60_000),
-                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
-                             on_batch_committed=on_commit)
+    engine, sizes, committed = _counting_consumer(kafka_bootstrap, topic, unique, catalog_config, registry,
+                                                  max_batch_ms=60_000)
     thread = run_in_thread(engine)
     try:
         for seq in (1, 2, 3):
@@ -88,17 +93,8 @@ def test_a_steady_trickle_is_committed_at_most_once_per_min_commit_interval(
     hand-over and goes in one commit (two, should the trickle straddle an interval's end)."""
     topic = f"market.equities.trades.tr{unique}"
     create_topic(kafka_bootstrap, topic)
-    sizes: list[int] = []
-    first = threading.Event()
-
-    def on_commit(rows, _at: float) -> None:  # noqa: ANN001
-        sizes.append(rows.num_rows)
-        first.set()
-
-    engine = IcebergConsumer(_config(kafka_bootstrap, topic, unique, catalog_config.namespace, max_batch_ms=60_000,
-                                     min_commit_interval_ms=5000),
-                             catalog=load_catalog(catalog_config), registry=registry, gap_sink=MemoryGapSink(),
-                             on_batch_committed=on_commit)
+    engine, sizes, first = _counting_consumer(kafka_bootstrap, topic, unique, catalog_config, registry,
+                                              max_batch_ms=60_000, min_commit_interval_ms=5000)
     values = encode_trades(registry, topic, [trade("BHP", seq) for seq in range(1, 22)])
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
     thread = run_in_thread(engine)
