@@ -33,6 +33,9 @@ Recover = Callable[[list[StreamKey]], dict[StreamKey, int]]
 
 @dataclass(frozen=True)
 class GapFound:
+    """What the tracker found in a batch: a stream's expected and received sequence numbers and
+    the row that revealed the gap (`consumer.gaps.GapRecord` adds where that row came from in Kafka)."""
+
     exchange: str
     symbol: str
     expected: int

@@ -22,6 +22,10 @@ log = get_logger(__name__, component="consumer")
 
 @dataclass(frozen=True)
 class GapRecord:
+    """A gap as the sink stores it: the tracker's finding (`sequence.GapFound`: which stream, which
+    row of the batch) placed in Kafka (topic, partition, offset of the message that revealed it)
+    and in time. The tracker knows rows, not Kafka; this is the only form that leaves the engine."""
+
     detected_at: datetime
     exchange: str
     asset_class: str
