@@ -8,7 +8,8 @@ import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from k2portal.wsgi import application
 from queries import services
@@ -42,9 +43,28 @@ def api_key(query_settings, generated, keep_test_db_connection):  # type: ignore
                                    rate_limit_per_minute=1_000_000)[1]
 
 
+# One pytest item per operation, with its own node id: schemathesis's `schema.parametrize()` gives
+# all of them the same node id, and pytest-xdist (`make test` runs `-n 2`) keys items by node id,
+# so under xdist only one of the eleven operations ran.
+OPERATIONS = {operation.label: operation for operation in (result.ok() for result in schema.get_all_operations())}
+
+
 @pytest.mark.django_db
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, database=None, derandomize=True,
-          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_schema(case, api_key):  # type: ignore[no-untyped-def]
-    case.call_and_validate(headers={"X-API-Key": api_key})
+@pytest.mark.parametrize("label", list(OPERATIONS))
+def test_api_conforms_to_its_schema(label, api_key):  # type: ignore[no-untyped-def]
+    operation = OPERATIONS[label]
+    cases = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in schema.config.generation.modes))
+
+    @given(case=cases)
+    @settings(max_examples=25, deadline=None, database=None, derandomize=True,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    def conforms(case):  # type: ignore[no-untyped-def]
+        case.call_and_validate(headers={"X-API-Key": api_key})
+
+    conforms()
+
+
+def test_every_operation_of_the_schema_is_a_test_of_its_own() -> None:
+    """The items above cover every operation the API documents, each under a distinct node id."""
+    assert len(OPERATIONS) == len(list(schema.get_all_operations())) >= 11
+    assert "POST /api/v1/queries/{slug}/run" in OPERATIONS and "GET /api/v1/ohlcv" in OPERATIONS
