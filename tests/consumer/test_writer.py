@@ -134,6 +134,24 @@ def _duckdb_count(metadata_location: str, snapshot_id: int | None = None) -> int
         conn.close()
 
 
+def test_a_batch_schema_found_compatible_is_remembered_but_a_mismatch_is_refused_every_time(iceberg_tables) -> None:
+    """fast_commit remembers a (table schema, batch schema) pair once pyiceberg found it
+    compatible; a batch whose schema differs only in one column's type is a different pair and
+    is refused at every append, after compatible ones and after other refusals alike."""
+    table = iceberg_tables["trades"]
+    good = _batch(2)
+    fast_commit.append(table, good)
+    fast_commit.append(table, _batch(2, start=2))
+    bad = good.set_column(good.schema.get_field_index("volume"), pa.field("volume", pa.string()),
+                          pa.array(["1", "2"]))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="volume"):
+            fast_commit.append(table, bad)
+    fast_commit.append(table, _batch(2, start=4))
+    assert len(table.metadata.snapshots) == 3
+    assert sorted(table.scan().to_arrow().column("source_offset").to_pylist()) == list(range(6))
+
+
 def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config, unique, monkeypatch) -> None:
     """`IcebergWriter` commits through `fast_commit.append` (no deep copies of the metadata): the
     table it leaves must be exactly what pyiceberg's own append leaves, for every reader."""
