@@ -201,6 +201,36 @@ def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config,
     assert _duckdb_count(fresh.metadata_location, earlier.snapshot_id) == 5 * rows
 
 
+def test_a_concurrent_expiry_does_not_cost_the_append_a_retry_nor_leave_a_stray_metadata_file(
+        iceberg_tables, catalog_config) -> None:
+    """fast_commit swaps the catalog's metadata location on the metadata the table holds. When
+    maintenance committed in between (an expiry: `main` unchanged), that swap changes no row; the
+    metadata file it wrote is deleted and pyiceberg's own commit puts the append on top of the
+    expiry at the first attempt, as it did before the shortcut."""
+    from pathlib import Path
+
+    table = iceberg_tables["trades"]
+    writer = IcebergWriter(table, table_name="trades", policy=FAST)
+    for i in range(3):
+        writer.append(_batch(2, start=2 * i), properties=offsets_properties("g", {("t", 0): 2 * i + 2}))
+    first = table.metadata.snapshots[0].snapshot_id
+    maintenance = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    fast_commit.expire_snapshots(maintenance, [first])
+
+    result = writer.append(_batch(2, start=6), properties=offsets_properties("g", {("t", 0): 8}))
+    assert result.attempts == 1 and not result.already_committed
+    fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    assert fresh.metadata_location == table.metadata_location
+    assert first not in {s.snapshot_id for s in fresh.metadata.snapshots}  # the expiry was kept
+    assert len(fresh.metadata.snapshots) == 3
+    assert sorted(fresh.scan().to_arrow().column("source_offset").to_pylist()) == list(range(8))
+    assert _duckdb_count(fresh.metadata_location) == 8
+    metadata_dir = Path(fresh.metadata_location.removeprefix("file://")).parent
+    known = {fresh.metadata_location} | {entry.metadata_file for entry in fresh.metadata.metadata_log}
+    on_disk = {f"file://{p}" for p in metadata_dir.glob("*.metadata.json")}
+    assert on_disk <= {k if k.startswith("file://") else f"file://{k}" for k in known}, on_disk - known
+
+
 def test_writer_retries_on_top_of_a_concurrent_commit(iceberg_tables, catalog_config, caplog) -> None:
     """A stale Table (another writer committed since it was loaded): the fast path does not let
     pyiceberg rebuild the append on its own (it cannot tell whether the rows are already there);
