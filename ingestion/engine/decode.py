@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from catalog.engine.datatypes import LINEAGE_COLUMNS, SPECS, spec
 from catalog.engine.registry import SchemaNotFound
+from ingestion.engine.varint import zigzag
 from k2core.duckdb_conn import DuckDBConfig, connect
 
 LINEAGE = LINEAGE_COLUMNS  # filled from the Kafka message, not from the Avro record
@@ -68,16 +69,6 @@ class DecodedBatch:
     slow_rows: int = 0
 
 
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 _SYNC = b"K2-consumer-sync"  # 16 bytes; any value works inside a file we write ourselves
 
 
@@ -85,11 +76,11 @@ def container_block(schema_text: str, data: bytes, count: int) -> bytes:
     """An Avro Object Container file holding `count` record bodies (`data`, back to back) as one block."""
     meta = {b"avro.schema": schema_text.encode(), b"avro.codec": b"null"}
     head = bytearray(b"Obj\x01")
-    head += _zigzag(len(meta))
+    head += zigzag(len(meta))
     for key, value in meta.items():
-        head += _zigzag(len(key)) + key + _zigzag(len(value)) + value
-    head += _zigzag(0) + _SYNC
-    return b"".join((bytes(head), _zigzag(count), _zigzag(len(data)), data, _SYNC))
+        head += zigzag(len(key)) + key + zigzag(len(value)) + value
+    head += zigzag(0) + _SYNC
+    return b"".join((bytes(head), zigzag(count), zigzag(len(data)), data, _SYNC))
 
 
 def uniform_bodies(values: list[bytes | None]) -> tuple[int, bytes] | None:

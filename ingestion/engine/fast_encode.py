@@ -17,6 +17,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ingestion.engine.csv_rows import SYMBOL_PATTERN, RowParser, to_micros
+from ingestion.engine.varint import SMALL as _SMALL
+from ingestion.engine.varint import append_zigzag as _varint
+from ingestion.engine.varint import unsigned_varint as _varint_slow
 
 _PRICE = re.compile(r"(\d{1,12})(?:\.(\d{1,6}))?\Z")
 _PAD = ("000000", "00000", "0000", "000", "00", "0", "")
@@ -24,30 +27,6 @@ _PAD = ("000000", "00000", "0000", "000", "00", "0", "")
 
 class Fallback(Exception):
     """This row needs the general parser (for its exact error, or an unusual form)."""
-
-
-def _varint_slow(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = tuple(_varint_slow(n) for n in range(1 << 14))  # zig-zagged values below 16384: one table lookup
-
-
-def _varint(buf: bytearray, n: int) -> None:
-    """Append the zig-zag varint of a signed 64-bit integer."""
-    n = (n << 1) ^ (n >> 63)
-    if n < 16384:
-        buf += _SMALL[n]
-        return
-    while n > 0x7F:
-        buf.append((n & 0x7F) | 0x80)
-        n >>= 7
-    buf.append(n)
 
 
 def _string(buf: bytearray, value: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from catalog.registry import EmbeddedRegistry
 from ingestion.engine import broker
+from ingestion.engine.consumer.config import ConsumerConfig
 from tests.conftest import free_port
 from tests.consumer.conftest import consume_process, create_topic, encode_trades, produce, subprocess_env, table_rows, trade
 
@@ -48,7 +49,11 @@ def test_stop_while_the_broker_is_down_is_bounded_exits_0_and_says_what_was_not_
             proc.kill()
         broker.stop(port=port, var_dir=tmp_path)
     assert proc.returncode == 0, out
-    assert elapsed <= 10, f"stop took {elapsed:.1f} s"
+    # bounded by the stop budget (`shutdown_timeout_s`), not by librdkafka's own waits for a broker
+    # that is gone (a minute and more); the margin is the process's own exit on a loaded 2-core
+    # machine (interpreter teardown, the logs flushed), which once took it past budget + 2 s
+    budget = ConsumerConfig.__dataclass_fields__["shutdown_timeout_s"].default
+    assert elapsed <= budget + 7, f"stop took {elapsed:.1f} s against a stop budget of {budget} s"
     # the batch in hand could not send its dead letter: it is not written, and the output says so
     assert "not sent: the last 51 messages read were not written" in out, out[-3000:]
     assert "a restart reads them again" in out
