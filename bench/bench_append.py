@@ -6,6 +6,7 @@ the plain pyiceberg `Table.append` and/or K2's `IcebergWriter` commit path.
 
     .venv/bin/python bench/bench_append.py --appends 400 --window 50 --mode both
     .venv/bin/python bench/bench_append.py --appends 300 --profile profile.out   # cProfile of the last window
+    .venv/bin/python bench/bench_append.py --appends 400 --rows 350 --window 100 --mode writer   # a consumer's thin-traffic commits
     .venv/bin/python bench/bench_append.py --appends 2500 --rows 300 --window 500 --mode writer \
         --compare none json-splice,snapshot-index json-splice snapshot-index   # parts of fast_commit on/off
 
@@ -17,6 +18,9 @@ which the load inflates far less than wall time), to see what each part is worth
 JSON built from per-snapshot pieces), `snapshot-index` (an index for `snapshot_by_id`),
 `held-metadata` (the catalog's compare-and-swap base not parsed again); parts no longer in
 `fast_commit` are ignored with a note.
+
+Each run ends with the quantiles of every append after the first window: wall time and the
+process's CPU time (all threads), which the machine's load inflates far less than wall time.
 
 Never asserted in tests.
 """
@@ -96,6 +100,19 @@ def use_parts(parts: dict[str, tuple[Any, str, Any, Any]], off: set[str]) -> Non
         setattr(owner, attribute, plain if part in off else fast)
 
 
+def distribution(samples: list[tuple[float, float]]) -> str:
+    """Quantiles of the appends' wall time and process CPU time (all threads: pyiceberg writes
+    manifests and data files on its worker threads), in ms."""
+    def q(values: list[float], p: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    wall, cpu = [w for w, _ in samples], [c for _, c in samples]
+    return (f"appends after the first window: n={len(samples)}  wall p50={q(wall, .5):.1f} p90={q(wall, .9):.1f} "
+            f"p99={q(wall, .99):.1f} max={max(wall) * 1000:.1f} ms  process CPU mean={statistics.mean(cpu) * 1000:.1f} "
+            f"p50={q(cpu, .5):.1f} p90={q(cpu, .9):.1f} p99={q(cpu, .99):.1f} ms")
+
+
 def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
         variants: list[frozenset[str]] | None = None) -> list[tuple[int, float, float]]:
     with tempfile.TemporaryDirectory(prefix="k2-bench-append-") as warehouse:
@@ -111,6 +128,7 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
         by_variant: dict[frozenset[str], list[float]] = {v: [] for v in variants}
         cpu_by_variant: dict[frozenset[str], list[float]] = {v: [] for v in variants}
         profiler = cProfile.Profile() if profile else None
+        every: list[tuple[float, float]] = []  # (wall, process CPU) of each append after the first window
         try:
             for i in range(appends):
                 props = offsets_properties("bench", {("bench-topic", 0): (i + 1) * rows}, {"bench-topic": "id"})
@@ -127,6 +145,8 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
                 times.append(time.perf_counter() - start)
                 by_variant[variant].append(times[-1])
                 cpu_by_variant[variant].append(time.process_time() - cpu_start)
+                if i >= window:
+                    every.append((times[-1], cpu_by_variant[variant][-1]))
                 if profiler:
                     profiler.disable()
                 if len(times) == window:
@@ -146,6 +166,8 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
                         samples.clear()
                         cpu.clear()
                     times = []
+            if every and len(variants) == 1:
+                print(f"{mode:10s} {distribution(every)}", flush=True)
         finally:
             if profiler:
                 profiler.dump_stats(profile)
