@@ -113,6 +113,9 @@ import pyiceberg.catalog as _catalog_module
 import pyiceberg.io.pyarrow as _pyarrow_io_module
 import pyiceberg.table as _table_module
 import structlog
+from pyiceberg.avro.decoder import new_decoder
+from pyiceberg.avro.file import _SCHEMA_KEY, AvroFile
+from pyiceberg.avro.resolver import resolve_reader
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.serializers import Compressor, FromInputFile, ToOutputFile
@@ -146,6 +149,9 @@ _SOURCE_HASHES = {
     "pyiceberg.catalog.sql:SqlCatalog._iceberg_type_filter": "df8ba97f3178a00f",
     "pyiceberg.catalog.sql:SqlCatalog.commit_table": "fb22ea690ba68b07",
     "pyiceberg.catalog.sql:SqlCatalog.load_table": "44dda2f08f80b821",
+    "pyiceberg.avro.file:AvroFile.__enter__": "ee6d6eda1ce049c8",
+    "pyiceberg.avro.file:AvroFile._read_header": "bce3609930403be4",
+    "pyiceberg.avro.file:AvroFileHeader.get_schema": "a83caafc1e857bfc",
     "pyiceberg.catalog:Catalog._delete_old_metadata": "adcfb8eed0294a24",
     "pyiceberg.catalog:Catalog._load_file_io": "82be8a6cfd40f34a",
     "pyiceberg.catalog:Catalog.identifier_to_tuple": "0b0c8bb7ea8dae12",
@@ -275,6 +281,7 @@ _ORIGINAL_PROPERTY_AS_INT = _table_module.property_as_int
 _ORIGINAL_MERGE_MANAGER = _snapshot_module._ManifestMergeManager
 _ORIGINAL_CHECK_SCHEMA = _pyarrow_io_module._check_pyarrow_schema_compatible
 _ORIGINAL_SQL_COMMIT_TABLE = SqlCatalog.commit_table
+_ORIGINAL_AVRO_ENTER = AvroFile.__enter__
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("k2_fast_append_commit", default=False)
 # (metadata location, the metadata parsed from it) of the table being appended to, inside `append`
 _HELD: contextvars.ContextVar[tuple[str, TableMetadata] | None] = contextvars.ContextVar("k2_fast_append_held",
@@ -289,6 +296,7 @@ class FastCommitUnsupported(RuntimeError):
 
 # pyiceberg functions this module replaces while it runs (ContextVar-gated): audited as pyiceberg ships them
 _REPLACED = {
+    "pyiceberg.avro.file:AvroFile.__enter__": _ORIGINAL_AVRO_ENTER,
     "pyiceberg.catalog.sql:SqlCatalog.commit_table": _ORIGINAL_SQL_COMMIT_TABLE,
     "pyiceberg.io.pyarrow:_check_pyarrow_schema_compatible": _ORIGINAL_CHECK_SCHEMA,
     "pyiceberg.serializers:FromInputFile.table_metadata": _ORIGINAL_READ_METADATA,
@@ -384,6 +392,11 @@ def verify_pyiceberg() -> None:
             if current_commit is not _ORIGINAL_SQL_COMMIT_TABLE:
                 raise FastCommitUnsupported("pyiceberg.catalog.sql.SqlCatalog.commit_table is already patched")
             SqlCatalog.commit_table = _sql_commit_table  # type: ignore[method-assign]
+        current_enter = AvroFile.__dict__["__enter__"]
+        if current_enter is not _avro_file_enter:
+            if current_enter is not _ORIGINAL_AVRO_ENTER:
+                raise FastCommitUnsupported("pyiceberg.avro.file.AvroFile.__enter__ is already patched")
+            AvroFile.__enter__ = _avro_file_enter  # type: ignore[method-assign]
         current_int = _table_module.property_as_int
         if current_int is not _property_as_int:
             if current_int is not _ORIGINAL_PROPERTY_AS_INT:
@@ -695,6 +708,42 @@ def _sql_commit_table(self: SqlCatalog, table: Table, requirements: tuple[Any, .
         staged.io.delete(staged.metadata_location)
         return _ORIGINAL_SQL_COMMIT_TABLE(self, table, requirements, updates)
     return CommitTableResponse(metadata=staged.metadata, metadata_location=staged.metadata_location)
+
+
+# --- Avro readers built once per file schema ----------------------------------------------------
+# Opening an Avro file (a manifest list at every commit, 16 manifests at every tier-1 merge) parses
+# the file's schema from its header JSON and builds a reader tree for it: 80-90 % of reading a
+# small manifest, and most of a merge (py-spy). Every manifest K2 writes has the same header
+# schema, so inside `append` the (schema, reader) pair is kept per (header schema JSON, read
+# schema, read types, read enums); readers are stateless (each `read` builds a new record), and the
+# read schemas are pyiceberg's module constants, held by the cache so their id()s stay theirs.
+_readers: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+
+
+def _avro_file_enter(self: AvroFile) -> AvroFile:
+    """`AvroFile.__enter__` (pyiceberg 0.12.0), with the schema and reader tree kept per header
+    schema inside `append` below; pyiceberg's own everywhere else."""
+    if not _ACTIVE.get():
+        return _ORIGINAL_AVRO_ENTER(self)
+    with self.input_file.open() as f:
+        self.decoder = new_decoder(f.read())
+    self.header = self._read_header()
+    schema_json = self.header.meta.get(_SCHEMA_KEY)
+    requested = self.read_schema
+    key = (schema_json, id(requested), tuple(self.read_types.items()), tuple(self.read_enums.items()))
+    kept = _readers.get(key) if schema_json is not None else None
+    if kept is not None and kept[0] is requested:
+        self.schema, self.reader = kept[1], kept[2]
+    else:
+        self.schema = self.header.get_schema()  # raises as pyiceberg does when the header has none
+        self.reader = resolve_reader(self.schema, requested or self.schema, self.read_types, self.read_enums)
+        with _cache_lock:
+            if len(_readers) >= 64:
+                _readers.clear()
+            _readers[key] = (requested, self.schema, self.reader)
+    if not self.read_schema:
+        self.read_schema = self.schema
+    return self
 
 
 class _ShallowTransaction(Transaction):

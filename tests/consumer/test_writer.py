@@ -201,6 +201,38 @@ def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config,
     assert _duckdb_count(fresh.metadata_location, earlier.snapshot_id) == 5 * rows
 
 
+def test_avro_readers_kept_per_header_schema_read_exactly_what_pyiceberg_reads(iceberg_tables) -> None:
+    """Inside a fast append, an Avro file's schema and reader tree are kept per header schema (a
+    manifest list at each commit, 16 manifests at each tier-1 merge). Read that way, twice, every
+    manifest and the manifest list give exactly what pyiceberg's own reader gives."""
+    from pyiceberg.manifest import read_manifest_list
+
+    table = iceberg_tables["trades"]
+    for i in range(20):  # a tier-1 merge ran (16 one-file manifests read with kept readers)
+        fast_commit.append(table, _batch(2, start=2 * i))
+
+    def read_all() -> tuple[list, dict]:
+        listed = list(read_manifest_list(table.io.new_input(table.current_snapshot().manifest_list)))
+        entries = {m.manifest_path: [(e.status, e.snapshot_id, e.sequence_number, e.file_sequence_number,
+                                      e.data_file.file_path, e.data_file.record_count,
+                                      dict(e.data_file.lower_bounds), dict(e.data_file.upper_bounds))
+                                     for e in m.fetch_manifest_entry(table.io, discard_deleted=False)]
+                   for m in listed}
+        return [(m.manifest_path, m.added_files_count, m.existing_files_count, m.sequence_number,
+                 m.partitions) for m in listed], entries
+
+    plain = read_all()  # outside an append: pyiceberg's AvroFile.__enter__
+    token = fast_commit._ACTIVE.set(True)  # noqa: SLF001 - as inside fast_commit.append
+    try:
+        fast_commit._readers.clear()  # noqa: SLF001
+        first, again = read_all(), read_all()  # built, then kept
+        assert fast_commit._readers  # noqa: SLF001 - the second read used kept readers
+    finally:
+        fast_commit._ACTIVE.reset(token)  # noqa: SLF001
+    assert first == plain and again == plain
+    assert sum(len(v) for v in plain[1].values()) == 20
+
+
 def test_a_concurrent_expiry_does_not_cost_the_append_a_retry_nor_leave_a_stray_metadata_file(
         iceberg_tables, catalog_config) -> None:
     """fast_commit swaps the catalog's metadata location on the metadata the table holds. When
