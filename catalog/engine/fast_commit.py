@@ -32,10 +32,13 @@ bin packing rewrote the part-filled merged manifest at nearly every commit); the
 compare-and-swap is one UPDATE on the metadata the table holds (`_sql_commit_table`: no SELECT
 first; when another commit got in, pyiceberg's own `commit_table` runs); the transaction's
 metadata is kept while its inputs are the same objects; a batch's Arrow schema is checked
-against the table's once per pair (`_check_schema_compatible`); and an Avro file's schema and
-reader tree are kept per header schema (`_avro_file_enter`). Together, 2026-12-03: an append of
-350 rows went from 37 ms of process CPU (median of 3 runs' means) to 21, its p90 from 65 ms to 25
-(docs/benchmarks.md, "The commit path (issue 15 items 1 and 4)").
+against the table's once per pair (`_check_schema_compatible`) and converted to an Iceberg schema
+once per schema (`_pyarrow_to_schema`), both keyed with the batch's field ids; an Avro file's
+schema and reader tree are kept per header schema (`_avro_file_enter`); and a batch that falls in
+one partition (one UTC day) is not grouped and filtered by Acero (`_determine_partitions`).
+Together, 2026-12-03: an append of 350 rows went from 37 ms of process CPU (median of 3 runs'
+means) to 21, its p90 from 65 ms to 25 (docs/benchmarks.md, "The commit path (issue 15 items 1
+and 4)"); the last two parts, 2026-12-07, in the section after it.
 
 Also only inside `append`, pyiceberg's commit retry is off (`commit.retry.num-retries` reads 0,
 `_property_as_int`): on a concurrent commit it would rebuild the append on top of whatever is
@@ -109,6 +112,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyiceberg
 import pyiceberg.catalog as _catalog_module
 import pyiceberg.io.pyarrow as _pyarrow_io_module
@@ -164,6 +168,10 @@ _SOURCE_HASHES = {
     "pyiceberg.catalog:MetastoreCatalog._write_metadata": "2ed45bacb9a4b133",
     "pyiceberg.catalog:delete_files": "3f667c2a8fe60590",
     "pyiceberg.io.pyarrow:_check_pyarrow_schema_compatible": "263b4f06dbdee3c9",
+    "pyiceberg.io.pyarrow:_TablePartition": "ab3e465ac084eebc",
+    "pyiceberg.io.pyarrow:_dataframe_to_data_files": "244100a6322dc372",
+    "pyiceberg.io.pyarrow:_determine_partitions": "a63fbe9aa15e1392",
+    "pyiceberg.io.pyarrow:pyarrow_to_schema": "3b52a9ab93ce089e",
     "pyiceberg.serializers:Compressor.get_compressor": "67ce4a6a32b009de",
     "pyiceberg.serializers:FromInputFile.table_metadata": "06dde228f3460887",
     "pyiceberg.serializers:NoopCompressor.bytes_compressor": "ebb066c886d338b7",
@@ -281,6 +289,8 @@ _ORIGINAL_REMOVE_SNAPSHOTS = _apply_table_update.registry[RemoveSnapshotsUpdate]
 _ORIGINAL_PROPERTY_AS_INT = _table_module.property_as_int
 _ORIGINAL_MERGE_MANAGER = _snapshot_module._ManifestMergeManager
 _ORIGINAL_CHECK_SCHEMA = _pyarrow_io_module._check_pyarrow_schema_compatible
+_ORIGINAL_PYARROW_TO_SCHEMA = _pyarrow_io_module.pyarrow_to_schema
+_ORIGINAL_DETERMINE_PARTITIONS = _pyarrow_io_module._determine_partitions
 _ORIGINAL_SQL_COMMIT_TABLE = SqlCatalog.commit_table
 _ORIGINAL_AVRO_ENTER = AvroFile.__enter__
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("k2_fast_append_commit", default=False)
@@ -300,6 +310,8 @@ _REPLACED = {
     "pyiceberg.avro.file:AvroFile.__enter__": _ORIGINAL_AVRO_ENTER,
     "pyiceberg.catalog.sql:SqlCatalog.commit_table": _ORIGINAL_SQL_COMMIT_TABLE,
     "pyiceberg.io.pyarrow:_check_pyarrow_schema_compatible": _ORIGINAL_CHECK_SCHEMA,
+    "pyiceberg.io.pyarrow:_determine_partitions": _ORIGINAL_DETERMINE_PARTITIONS,
+    "pyiceberg.io.pyarrow:pyarrow_to_schema": _ORIGINAL_PYARROW_TO_SCHEMA,
     "pyiceberg.serializers:FromInputFile.table_metadata": _ORIGINAL_READ_METADATA,
     "pyiceberg.serializers:ToOutputFile.table_metadata": _ORIGINAL_WRITE_METADATA,
     "pyiceberg.table.update:update_table_metadata": _ORIGINAL_UPDATE_TABLE_METADATA,
@@ -388,6 +400,13 @@ def verify_pyiceberg() -> None:
             if current_check is not _ORIGINAL_CHECK_SCHEMA:
                 raise FastCommitUnsupported("pyiceberg.io.pyarrow._check_pyarrow_schema_compatible is already patched")
             _pyarrow_io_module._check_pyarrow_schema_compatible = _check_schema_compatible  # type: ignore[assignment]
+        for name, ours, original in (("pyarrow_to_schema", _pyarrow_to_schema, _ORIGINAL_PYARROW_TO_SCHEMA),
+                                     ("_determine_partitions", _determine_partitions, _ORIGINAL_DETERMINE_PARTITIONS)):
+            current_global = getattr(_pyarrow_io_module, name)
+            if current_global is not ours:
+                if current_global is not original:
+                    raise FastCommitUnsupported(f"pyiceberg.io.pyarrow.{name} is already patched")
+                setattr(_pyarrow_io_module, name, ours)
         current_commit = SqlCatalog.__dict__["commit_table"]
         if current_commit is not _sql_commit_table:
             if current_commit is not _ORIGINAL_SQL_COMMIT_TABLE:
@@ -633,8 +652,17 @@ def _merge_manager(**kwargs: Any) -> Any:
 # pyiceberg converts the Arrow schema to an Iceberg one and compares the two at every append
 # (4-5 % of an append's CPU). Inside `append` a pair found compatible is remembered (the Iceberg
 # `Schema` is immutable and held by the cache, so its id() is never reused; `pa.Schema` hashes
-# and compares by value); an incompatible pair is checked, and raises, every time.
-_compatible_schemas: dict[tuple[int, pa.Schema, bool, int], Any] = {}
+# and compares by value); an incompatible pair is checked, and raises, every time. The Arrow schema
+# is keyed by its IPC serialisation (`_schema_key`), not by `pa.Schema` itself: a `pa.Schema`
+# compares and hashes WITHOUT field metadata, where pyiceberg reads the field ids
+# (`PARQUET:field_id`), so a batch with the right names and types but wrong field ids would
+# otherwise pass as the compatible batch before it.
+_compatible_schemas: dict[tuple[int, bytes, bool, int], Any] = {}
+
+
+def _schema_key(schema: pa.Schema) -> bytes:
+    """The Arrow schema with every field's metadata (its field id) and the schema's own (~30 µs)."""
+    return schema.serialize().to_pybytes()
 
 
 def _check_schema_compatible(requested_schema: Any, provided_schema: pa.Schema,
@@ -643,7 +671,7 @@ def _check_schema_compatible(requested_schema: Any, provided_schema: pa.Schema,
     done once per schema pair inside `append` below, pyiceberg's own everywhere else."""
     if not _ACTIVE.get():
         return _ORIGINAL_CHECK_SCHEMA(requested_schema, provided_schema, downcast_ns_timestamp_to_us, format_version)
-    key = (id(requested_schema), provided_schema, bool(downcast_ns_timestamp_to_us), int(format_version))
+    key = (id(requested_schema), _schema_key(provided_schema), bool(downcast_ns_timestamp_to_us), int(format_version))
     if _compatible_schemas.get(key) is requested_schema:
         return None
     _ORIGINAL_CHECK_SCHEMA(requested_schema, provided_schema, downcast_ns_timestamp_to_us, format_version)
@@ -652,6 +680,64 @@ def _check_schema_compatible(requested_schema: Any, provided_schema: pa.Schema,
             _compatible_schemas.clear()
         _compatible_schemas[key] = requested_schema
     return None
+
+
+# pyiceberg also converts the batch's Arrow schema to an Iceberg one again for the write tasks
+# (`_dataframe_to_data_files`: ~0.45 ms of CPU per append). Inside `append` the result is kept per
+# (Arrow schema with its field ids, name mapping, flags): `Schema` and `NameMapping` are immutable,
+# and the name mapping is held by the cache so its id() is never reused.
+_converted_schemas: dict[tuple[bytes, int, bool, Any], tuple[Any, Any]] = {}
+
+
+def _pyarrow_to_schema(schema: pa.Schema, name_mapping: Any = None, downcast_ns_timestamp_to_us: bool = False,
+                       format_version: Any = TableProperties.DEFAULT_FORMAT_VERSION) -> Any:
+    """Stands in for `pyarrow_to_schema` in `pyiceberg.io.pyarrow`: the same conversion, done once per
+    schema inside `append` below, pyiceberg's own everywhere else (and for whatever it refuses)."""
+    if not _ACTIVE.get():
+        return _ORIGINAL_PYARROW_TO_SCHEMA(schema, name_mapping, downcast_ns_timestamp_to_us, format_version)
+    key = (_schema_key(schema), id(name_mapping), bool(downcast_ns_timestamp_to_us), format_version)
+    kept = _converted_schemas.get(key)
+    if kept is not None and kept[0] is name_mapping:
+        return kept[1]
+    converted = _ORIGINAL_PYARROW_TO_SCHEMA(schema, name_mapping, downcast_ns_timestamp_to_us, format_version)
+    with _cache_lock:
+        if len(_converted_schemas) >= 64:
+            _converted_schemas.clear()
+        _converted_schemas[key] = (name_mapping, converted)
+    return converted
+
+
+def _determine_partitions(spec: Any, schema: Any, arrow_table: pa.Table) -> Any:
+    """Stands in for `_determine_partitions` in `pyiceberg.io.pyarrow`. A consumer's batch nearly
+    always falls in one partition (one UTC day), for which pyiceberg still groups by the
+    partition values and filters the table with Arrow's Acero engine (0.6-0.7 ms of CPU per append,
+    and a thread-pool hand-off that waits for a core on a busy machine). Inside `append`, when every
+    partition field's transformed values are one and the same non-null value, the whole table is
+    that partition: the same key (built from the same value, as pyiceberg's `to_pylist` gives it)
+    and the same rows in the same order, combined into fresh buffers as pyiceberg does. Anything
+    else (several values, a null, outside `append`) goes to pyiceberg's own."""
+    if not _ACTIVE.get() or not spec.fields or len(arrow_table) == 0:
+        return _ORIGINAL_DETERMINE_PARTITIONS(spec, schema, arrow_table)
+    values = []
+    for partition in spec.fields:
+        name = schema.find_column_name(partition.source_id)
+        if name is None or name not in arrow_table.column_names:  # nested source: pyiceberg's own
+            return _ORIGINAL_DETERMINE_PARTITIONS(spec, schema, arrow_table)
+        source = schema.find_field(partition.source_id)
+        transformed = partition.transform.pyarrow_transform(source.field_type)(arrow_table.column(name))
+        if transformed.null_count:
+            return _ORIGINAL_DETERMINE_PARTITIONS(spec, schema, arrow_table)
+        bounds = pc.min_max(transformed)
+        low, high = bounds["min"], bounds["max"]
+        if not low.is_valid or not low.equals(high):
+            return _ORIGINAL_DETERMINE_PARTITIONS(spec, schema, arrow_table)
+        values.append(transformed.slice(0, 1).to_pylist()[0])  # the value as pyiceberg's to_pylist gives it
+    key = _pyarrow_io_module.PartitionKey(
+        field_values=[_pyarrow_io_module.PartitionFieldValue(field=field, value=value)
+                      for field, value in zip(spec.fields, values, strict=True)],
+        partition_spec=spec, schema=schema)
+    return iter([_pyarrow_io_module._TablePartition(partition_key=key,
+                                                   arrow_table_partition=arrow_table.combine_chunks())])
 
 
 # --- the catalog's compare-and-swap without reading the row first -------------------------------

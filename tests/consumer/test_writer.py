@@ -147,9 +147,47 @@ def test_a_batch_schema_found_compatible_is_remembered_but_a_mismatch_is_refused
     for _ in range(2):
         with pytest.raises(ValueError, match="volume"):
             fast_commit.append(table, bad)
+    # Same names and types, but the volume column carries a field id the table does not have: a
+    # pa.Schema equal (and hashing equal) to the good one, which pyiceberg still refuses.
+    wrong_id = pa.schema([f.with_metadata({b"PARQUET:field_id": b"77"}) if f.name == "volume" else f
+                          for f in good.schema])
+    assert wrong_id == good.schema
+    for _ in range(2):
+        with pytest.raises(ValueError, match="volume"):
+            fast_commit.append(table, _batch(2, start=4).cast(wrong_id))
     fast_commit.append(table, _batch(2, start=4))
     assert len(table.metadata.snapshots) == 3
     assert sorted(table.scan().to_arrow().column("source_offset").to_pylist()) == list(range(6))
+
+
+def test_a_batch_schema_converted_once_is_kept_per_schema_with_its_field_ids(iceberg_tables) -> None:
+    """Inside a fast append pyiceberg's Arrow → Iceberg schema conversion for the write tasks is
+    kept per (Arrow schema with its field ids, name mapping): the kept conversion is exactly what
+    pyiceberg converts, and a schema that differs only in a field id or in the name mapping gets
+    its own."""
+    from pyiceberg.io import pyarrow as pyarrow_io
+
+    table = iceberg_tables["trades"]
+    fast_commit.verify_pyiceberg()
+    mapping = table.metadata.schema().name_mapping
+    with_ids = _batch(1).schema
+    no_ids = pa.schema([f.remove_metadata() for f in with_ids])
+    other_id = pa.schema([f.with_metadata({b"PARQUET:field_id": b"77"}) if f.name == "volume" else f for f in with_ids])
+    original = fast_commit._ORIGINAL_PYARROW_TO_SCHEMA  # noqa: SLF001 - pyiceberg's own, as shipped
+    token = fast_commit._ACTIVE.set(True)  # noqa: SLF001 - as inside fast_commit.append
+    try:
+        fast_commit._converted_schemas.clear()  # noqa: SLF001
+        for schema in (with_ids, no_ids, other_id, with_ids, no_ids, other_id):
+            for names in (mapping, None):
+                if names is None and schema is no_ids:
+                    with pytest.raises(ValueError, match="field-ids"):
+                        pyarrow_io.pyarrow_to_schema(schema, name_mapping=names)
+                    continue
+                assert pyarrow_io.pyarrow_to_schema(schema, name_mapping=names) == original(schema, name_mapping=names)
+        assert len(fast_commit._converted_schemas) == 5  # noqa: SLF001 - one per pair pyiceberg converted
+        assert pyarrow_io.pyarrow_to_schema(other_id).find_field(77).name == "volume"
+    finally:
+        fast_commit._ACTIVE.reset(token)  # noqa: SLF001
 
 
 def test_fast_commit_appends_leave_a_valid_table(iceberg_tables, catalog_config, unique, monkeypatch) -> None:
@@ -231,6 +269,60 @@ def test_avro_readers_kept_per_header_schema_read_exactly_what_pyiceberg_reads(i
         fast_commit._ACTIVE.reset(token)  # noqa: SLF001
     assert first == plain and again == plain
     assert sum(len(v) for v in plain[1].values()) == 20
+
+
+def _at(table: pa.Table, instants: list[datetime]) -> pa.Table:
+    column = table.schema.get_field_index("exchange_timestamp")
+    return table.set_column(column, table.schema.field(column), pa.array(instants, table.schema.field(column).type))
+
+
+def test_a_batch_in_one_day_is_one_partition_as_pyiceberg_splits_it_and_a_batch_over_midnight_is_split(
+        iceberg_tables) -> None:
+    """Inside a fast append a batch whose rows all fall in one UTC day is written as that day's
+    partition without pyiceberg's group-by and filter: the same partition key and the same rows in
+    the same order as pyiceberg's own split. A batch that spans midnight is split by pyiceberg, and
+    the table read back with plain DuckDB holds every row in the right day's data file."""
+    from pyiceberg.io import pyarrow as pyarrow_io
+
+    table = iceberg_tables["trades"]
+    fast_commit.verify_pyiceberg()  # installs the stand-in (inert outside an append)
+    midnight = datetime(2026, 3, 11, tzinfo=UTC)
+    one_day = _at(_batch(4), [midnight - timedelta(hours=h) for h in (3, 1, 2, 4)])
+    two_days = _at(_batch(5, start=4), [midnight - timedelta(microseconds=1), midnight, midnight + timedelta(hours=1),
+                                        midnight - timedelta(hours=1), midnight])
+    spec, schema = table.metadata.spec(), table.metadata.schema()
+
+    def split(batch: pa.Table, active: bool) -> list[tuple]:
+        token = fast_commit._ACTIVE.set(active)  # noqa: SLF001 - as inside fast_commit.append
+        try:
+            parts = list(pyarrow_io._determine_partitions(spec, schema, batch))  # noqa: SLF001
+        finally:
+            fast_commit._ACTIVE.reset(token)  # noqa: SLF001
+        return [(p.partition_key.partition, p.partition_key.to_path(), p.arrow_table_partition) for p in parts]
+
+    for batch in (one_day, two_days):
+        ours, theirs = split(batch, True), split(batch, False)
+        assert [p[:2] for p in ours] == [p[:2] for p in theirs]
+        assert all(a[2].equals(b[2]) for a, b in zip(ours, theirs, strict=True))
+    assert len(split(one_day, True)) == 1 and len(split(two_days, True)) == 2
+
+    fast_commit.append(table, one_day)
+    fast_commit.append(table, two_days)
+    conn = connect()
+    try:
+        files = conn.execute(f"SELECT file_path FROM iceberg_metadata('{table.metadata_location}')").fetchall()
+        rows = conn.execute(
+            "SELECT source_offset, exchange_timestamp, filename FROM "
+            f"iceberg_scan('{table.metadata_location}') ORDER BY source_offset").fetchall()
+    finally:
+        conn.close()
+    assert len(files) == 3  # one for the one-day batch, two for the batch over midnight
+    assert [r[0] for r in rows] == list(range(9))
+    by_file: dict[str, set] = {}
+    for _, instant, filename in rows:
+        by_file.setdefault(filename, set()).add(instant.astimezone(UTC).date())
+    assert sorted(len(days) for days in by_file.values()) == [1, 1, 1]
+    assert all(f"exchange_date={next(iter(days))}" in name for name, days in by_file.items())
 
 
 def test_a_concurrent_expiry_does_not_cost_the_append_a_retry_nor_leave_a_stray_metadata_file(
