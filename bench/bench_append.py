@@ -16,8 +16,10 @@ append each, on the same table (so every variant sees the same snapshot count an
 machine load: fair on a shared machine; each also with the process's CPU time per append,
 which the load inflates far less than wall time), to see what each part is worth: `json-splice` (the metadata
 JSON built from per-snapshot pieces), `snapshot-index` (an index for `snapshot_by_id`),
-`held-metadata` (the catalog's compare-and-swap base not parsed again); parts no longer in
-`fast_commit` are ignored with a note.
+`held-metadata` (the catalog's compare-and-swap base not parsed again), `avro-readers` (Avro
+readers kept per header schema), `schema-check` and `schema-conversion` (the batch's Arrow
+schema checked and converted once per schema), `partitions` (a one-day batch not split by
+Acero); parts no longer in `fast_commit` are ignored with a note.
 
 Each run ends with the quantiles of every append after the first window: wall time and the
 process's CPU time (all threads), which the machine's load inflates far less than wall time.
@@ -68,11 +70,14 @@ def batch(rows: int, start: int) -> pa.Table:
     }, schema=arrow_schema("trades"))
 
 
-PARTS = ("json-splice", "snapshot-index", "held-metadata")
+PARTS = ("json-splice", "snapshot-index", "held-metadata", "avro-readers", "schema-check", "schema-conversion",
+         "partitions")
 
 
 def _parts() -> dict[str, tuple[Any, str, Any, Any]]:
     """part -> (class, attribute, fast_commit's function, pyiceberg's own), for the parts still in fast_commit."""
+    from pyiceberg.avro.file import AvroFile
+    from pyiceberg.io import pyarrow as pyarrow_io
     from pyiceberg.serializers import FromInputFile, ToOutputFile
     from pyiceberg.table.metadata import TableMetadataCommonFields
 
@@ -84,6 +89,12 @@ def _parts() -> dict[str, tuple[Any, str, Any, Any]]:
         "snapshot-index": (TableMetadataCommonFields, "snapshot_by_id", "_snapshot_by_id", "_ORIGINAL_SNAPSHOT_BY_ID",
                            False),
         "held-metadata": (FromInputFile, "table_metadata", "_read_table_metadata", "_ORIGINAL_READ_METADATA", True),
+        "avro-readers": (AvroFile, "__enter__", "_avro_file_enter", "_ORIGINAL_AVRO_ENTER", False),
+        "schema-check": (pyarrow_io, "_check_pyarrow_schema_compatible", "_check_schema_compatible",
+                         "_ORIGINAL_CHECK_SCHEMA", False),
+        "schema-conversion": (pyarrow_io, "pyarrow_to_schema", "_pyarrow_to_schema", "_ORIGINAL_PYARROW_TO_SCHEMA", False),
+        "partitions": (pyarrow_io, "_determine_partitions", "_determine_partitions", "_ORIGINAL_DETERMINE_PARTITIONS",
+                       False),
     }
     found = {}
     for part, (owner, attribute, fast, plain, static) in names.items():
