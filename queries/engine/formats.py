@@ -8,7 +8,6 @@ import functools
 import io
 import json
 import math
-import re
 from decimal import Decimal
 from typing import Any
 
