@@ -58,16 +58,15 @@ _FIRST_US, _END_US = -62_135_596_800_000_000, 253_402_300_800_000_000
 _US_PER = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 
 
-def _iso_fast(column: pa.ChunkedArray, zulu: bool) -> pa.ChunkedArray | None:
+def _iso_fast(column: pa.ChunkedArray, zulu: bool, low: int | None, high: int | None) -> pa.ChunkedArray | None:
     """ISO 8601 text of a timestamp column via Arrow's cast to string (about 4× cheaper than
     `strftime`, which looks the time zone up value by value): the same text, "T" for the space and
-    "Z" after instants. None when a value lies outside years 1–9999 (then `strftime` decides)."""
-    naive = column.cast(pa.timestamp(column.type.unit))
-    bounds = pc.min_max(naive.cast(pa.int64()))
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    "Z" after instants. None when a value lies outside years 1–9999 (then `strftime` decides);
+    `low`/`high`: the column's least and greatest value in its unit (None when all are null)."""
     per = _US_PER[column.type.unit]
     if low is not None and (low * per < _FIRST_US or high * per >= _END_US):
         return None
+    naive = column.cast(pa.timestamp(column.type.unit))
     text = pc.utf8_replace_slice(pc.cast(naive, pa.string()), start=10, stop=11, replacement="T")
     return pc.binary_join_element_wise(text, "Z", "") if zulu else text
 
@@ -76,25 +75,25 @@ def _temporal_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Dates and instants as ISO 8601 text (UTC with Z for instants with a zone), DuckDB's
     infinite values as "infinity"/"-infinity" (Python's datetime cannot hold them)."""
     kind = column.type
+    bits = 32 if pa.types.is_date32(kind) else 64
+    raw = pc.cast(column, pa.int32() if bits == 32 else pa.int64())
+    bounds = pc.min_max(raw)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
     if pa.types.is_date(kind):
-        bits = 32 if pa.types.is_date32(kind) else 64
         text = pc.strftime(pc.cast(column, pa.timestamp("s")), format="%Y-%m-%d")
     else:
-        bits = 64
         unit = kind.unit
         if kind.tz is not None:
             utc = pc.cast(column, pa.timestamp(unit, tz="UTC"))
-            text = _iso_fast(utc, zulu=True)
+            text = _iso_fast(utc, True, low, high)
             if text is None:
                 text = pc.strftime(utc, format="%Y-%m-%dT%H:%M:%SZ")
         else:
-            text = _iso_fast(column, zulu=False)
+            text = _iso_fast(column, False, low, high)
             if text is None:
                 text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S")
-    raw = pc.cast(column, pa.int32() if bits == 32 else pa.int64())
     top = _INFINITE[bits]
-    bounds = pc.min_max(raw)
-    if bounds["min"].as_py() is None or (-top < bounds["min"].as_py() and bounds["max"].as_py() < top):
+    if low is None or (-top < low and high < top):
         return text  # no infinite value: nothing to replace
     return pc.if_else(pc.equal(raw, top), "infinity", pc.if_else(pc.equal(raw, -top), "-infinity", text))
 
