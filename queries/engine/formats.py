@@ -4,6 +4,7 @@ Parquet and Arrow IPC stream for quants who pull large ranges."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import math
@@ -57,16 +58,15 @@ _FIRST_US, _END_US = -62_135_596_800_000_000, 253_402_300_800_000_000
 _US_PER = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 
 
-def _iso_fast(column: pa.ChunkedArray, zulu: bool) -> pa.ChunkedArray | None:
+def _iso_fast(column: pa.ChunkedArray, zulu: bool, low: int | None, high: int | None) -> pa.ChunkedArray | None:
     """ISO 8601 text of a timestamp column via Arrow's cast to string (about 4× cheaper than
     `strftime`, which looks the time zone up value by value): the same text, "T" for the space and
-    "Z" after instants. None when a value lies outside years 1–9999 (then `strftime` decides)."""
-    naive = column.cast(pa.timestamp(column.type.unit))
-    bounds = pc.min_max(naive.cast(pa.int64()))
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    "Z" after instants. None when a value lies outside years 1–9999 (then `strftime` decides);
+    `low`/`high`: the column's least and greatest value in its unit (None when all are null)."""
     per = _US_PER[column.type.unit]
     if low is not None and (low * per < _FIRST_US or high * per >= _END_US):
         return None
+    naive = column.cast(pa.timestamp(column.type.unit))
     text = pc.utf8_replace_slice(pc.cast(naive, pa.string()), start=10, stop=11, replacement="T")
     return pc.binary_join_element_wise(text, "Z", "") if zulu else text
 
@@ -75,25 +75,25 @@ def _temporal_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Dates and instants as ISO 8601 text (UTC with Z for instants with a zone), DuckDB's
     infinite values as "infinity"/"-infinity" (Python's datetime cannot hold them)."""
     kind = column.type
+    bits = 32 if pa.types.is_date32(kind) else 64
+    raw = pc.cast(column, pa.int32() if bits == 32 else pa.int64())
+    bounds = pc.min_max(raw)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
     if pa.types.is_date(kind):
-        bits = 32 if pa.types.is_date32(kind) else 64
         text = pc.strftime(pc.cast(column, pa.timestamp("s")), format="%Y-%m-%d")
     else:
-        bits = 64
         unit = kind.unit
         if kind.tz is not None:
             utc = pc.cast(column, pa.timestamp(unit, tz="UTC"))
-            text = _iso_fast(utc, zulu=True)
+            text = _iso_fast(utc, True, low, high)
             if text is None:
                 text = pc.strftime(utc, format="%Y-%m-%dT%H:%M:%SZ")
         else:
-            text = _iso_fast(column, zulu=False)
+            text = _iso_fast(column, False, low, high)
             if text is None:
                 text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S")
-    raw = pc.cast(column, pa.int32() if bits == 32 else pa.int64())
     top = _INFINITE[bits]
-    bounds = pc.min_max(raw)
-    if bounds["min"].as_py() is None or (-top < bounds["min"].as_py() and bounds["max"].as_py() < top):
+    if low is None or (-top < low and high < top):
         return text  # no infinite value: nothing to replace
     return pc.if_else(pc.equal(raw, top), "infinity", pc.if_else(pc.equal(raw, -top), "-infinity", text))
 
@@ -175,7 +175,10 @@ def _plain(column: pa.ChunkedArray) -> bool:
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:
-    ready = json_ready(table)
+    return _ready_rows(json_ready(table))
+
+
+def _ready_rows(ready: pa.Table) -> list[dict[str, Any]]:
     try:
         if all(_plain(column) for column in ready.columns):
             return ready.to_pylist()  # already JSON types: skip the per-value walk
@@ -198,13 +201,139 @@ def dumps(document: Any) -> bytes:
 def encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> bytes:
     """The table in `fmt`; UnencodableResult when a column cannot be carried by it."""
     if fmt == "json":
-        return dumps({"data": rows(table), "meta": json_value(meta)})
+        return encode_json(table, meta)
     table = portable(table, fmt)
     try:
         return _encode_file(table, fmt)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise UnencodableResult(f"the result cannot be written as {fmt} ({exc}): cast the column to VARCHAR in the "
                                 "SQL, or ask for format=arrow") from None
+
+
+def encode_json(table: pa.Table, meta: dict[str, Any]) -> bytes:
+    """`{"data": rows, "meta": meta}` as `dumps` writes it. Column by column (`json_rows_fast`)
+    when every column and the meta can be written so: the same bytes, without a Python dict per
+    row; else the general way (`rows`, then `dumps`)."""
+    meta_value = json_value(meta)
+    ready = json_ready(table)
+    try:
+        meta_json = orjson.dumps(meta_value)
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the standard library writes it all
+        meta_json = None
+    data = _fast_rows(ready) if meta_json is not None else None
+    if data is None:
+        return dumps({"data": _ready_rows(ready), "meta": meta_value})
+    return b"".join((b'{"data":', *data, b',"meta":', meta_json, b"}"))
+
+
+def json_rows_fast(table: pa.Table) -> bytes | None:
+    """The JSON array of `rows(table)`, byte for byte as orjson writes it, built column-wise with
+    Arrow; None when a column is not one this writer can write so (then use `rows`)."""
+    pieces = _fast_rows(json_ready(table))
+    return None if pieces is None else b"".join(pieces)
+
+
+# orjson's escapes: `"` and `\` by a backslash, control characters as \b \t \n \f \r or \u00XX
+# (taken from orjson itself); every other character as it is, in UTF-8.
+_CONTROLS = {chr(c): orjson.dumps(chr(c))[1:-1].decode() for c in range(0x20)}
+_NO_ESCAPE = bytes(b for b in range(256) if b >= 0x20 and b not in b'"\\')  # deleted: what is left needs escaping
+_NO_CONTROL = bytes(range(0x20, 256))
+
+
+def _values(chunk: pa.Array) -> memoryview:
+    """The UTF-8 bytes of a string array's values, end to end (int32 offsets)."""
+    data = chunk.buffers()[2]
+    if data is None:
+        return memoryview(b"")
+    offsets = memoryview(chunk.buffers()[1]).cast("i")  # in the machine's byte order, as Arrow keeps it
+    return memoryview(data)[offsets[chunk.offset]:offsets[chunk.offset + len(chunk)]]
+
+
+def _holds(column: pa.ChunkedArray, keep: bytes) -> bool:
+    """Whether a value of the column holds a byte not in `keep` (null slots hold no bytes)."""
+    return any(bytes(_values(chunk)).translate(None, keep) for chunk in column.chunks)
+
+
+def _string_json(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, bool]:
+    """The column's values JSON-escaped as orjson escapes them, and whether they still need
+    their quotes (False: quoted already, null as null)."""
+    if not pa.types.is_string(column.type):
+        column = column.cast(pa.string())  # one offset type for every part of the row
+    column.validate(full=True)  # ArrowInvalid on bytes that are not UTF-8 (the general path then decides)
+    text = column
+    if _holds(column, _NO_ESCAPE):
+        text = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        if _holds(column, _NO_CONTROL):
+            for char, escaped in _CONTROLS.items():
+                text = pc.replace_substring(text, char, escaped)
+    if not column.null_count:
+        return text, True
+    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null"), False
+
+
+def _column_json(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray | str, bool] | None:
+    """Each value's JSON text (one str when every value is null) and whether it needs quotes
+    around it; None when this column is not one `_fast_rows` writes."""
+    kind, nulls = column.type, column.null_count
+    if nulls == len(column):
+        return "null", False
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _string_json(column)
+    if pa.types.is_integer(kind):
+        text = column.cast(pa.string())
+    elif pa.types.is_boolean(kind):
+        text = pc.if_else(column, "true", "false")
+    elif (pa.types.is_float32(kind) or pa.types.is_float64(kind)) and pc.all(pc.is_finite(column)).as_py():
+        # orjson's own float texts (Arrow's differ: "1" for 1.0); a float's text holds no comma
+        text = pa.chunked_array([pa.array(orjson.dumps(column.to_pylist())[1:-1].decode().split(","), pa.string())])
+    else:
+        return None
+    return (pc.fill_null(text, "null") if nulls else text), False
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.string())
+
+
+_EMPTY = pa.scalar("", pa.string())
+
+
+def _fast_rows(ready: pa.Table) -> list[bytes | memoryview] | None:
+    """`json_rows_fast` of a table `json_ready` has already made, in pieces to join."""
+    names = ready.column_names
+    if not names or len(set(names)) != len(names):  # duplicate names: a row dict keeps the last value
+        return None
+    if ready.num_rows == 0:
+        return [b"[]"]
+    try:
+        keys = [orjson.dumps(name).decode() for name in names]
+    except orjson.JSONEncodeError:
+        return None
+    parts: list[Any] = []  # literal texts and columns, alternately: joined row by row
+    literal = "{"
+    try:
+        for i, column in enumerate(ready.columns):
+            literal += ("," if i else "") + keys[i] + ":"
+            written = _column_json(column)
+            if written is None:
+                return None
+            text, quote = written
+            if isinstance(text, str):
+                literal += text
+                continue
+            parts += [_literal(literal + ('"' if quote else "")), text]
+            literal = '"' if quote else ""
+        if not parts:  # every column null: the same row each time
+            return [b"[", ",".join([literal + "}"] * ready.num_rows).encode(), b"]"]
+        parts += [_literal(literal + "},"), _EMPTY]
+        joined = pc.call_function("binary_join_element_wise", parts)
+    except pa.ArrowException:  # bytes that are not UTF-8, a result too large for one string array
+        return None
+    pieces = [_values(chunk) for chunk in (joined.chunks if isinstance(joined, pa.ChunkedArray) else [joined])]
+    pieces = [piece for piece in pieces if len(piece)]
+    pieces[-1] = pieces[-1][:-1]  # without the last row's comma
+    return [b"[", *pieces, b"]"]
 
 
 def _encode_file(table: pa.Table, fmt: str) -> bytes:
