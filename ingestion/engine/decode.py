@@ -292,7 +292,7 @@ class BatchDecoder:
             if data is None:
                 data = b"".join([values[i][5:] for i in idx])  # type: ignore[index]
             try:
-                table, bad = self._fast(text, data, idx, where)
+                table, bad = self._fast(text, data, idx, where, values[idx[0]][5:])  # type: ignore[index]
                 result.fast_rows += table.num_rows
             except (duckdb.Error, pa.ArrowException, ValueError):
                 bodies = [values[i][5:] for i in idx]  # type: ignore[index]
@@ -305,10 +305,18 @@ class BatchDecoder:
         return result
 
     # --- fast path: one container block per schema id, read by DuckDB --------------------
-    def _fast(self, text: str, data: bytes, idx: list[int], where: _Where) -> tuple[pa.Table, list[Poison]]:
+    def _fast(self, text: str, data: bytes, idx: list[int], where: _Where, first_body: bytes
+              ) -> tuple[pa.Table, list[Poison]]:
+        """`first_body`: the group's first body, written once more after the others as a sentinel
+        record. DuckDB's reader ignores bytes left over after the last record of a block, so a
+        last body with trailing bytes would otherwise pass as good (elsewhere in the block it
+        shifts the records after it and the group fails): when the bodies do not end exactly at
+        record boundaries, the sentinel is read from the wrong place and differs from the first
+        row (or the count differs), and the group goes to the per-message path, which names the
+        bad body."""
         writer_fields = {f["name"] for f in json.loads(text)["fields"]}
         path = self._scratch / f"k2-decode-{os.getpid()}-{next(self._counter)}.avro"
-        path.write_bytes(container_block(text, data, len(idx)))
+        path.write_bytes(container_block(text, data + first_body, len(idx) + 1))
         try:
             selects = []
             for f in self.arrow_schema:
@@ -322,9 +330,12 @@ class BatchDecoder:
             decoded = self._con.execute(sql).to_arrow_table()
         finally:
             path.unlink(missing_ok=True)
-        if decoded.num_rows != len(idx):
-            raise ValueError(f"container block decoded to {decoded.num_rows} rows, expected {len(idx)}")
-        return self._to_table(decoded, idx, where)
+        if decoded.num_rows != len(idx) + 1:
+            raise ValueError(f"container block decoded to {decoded.num_rows} rows, expected {len(idx) + 1}")
+        if not decoded.slice(len(idx), 1).equals(decoded.slice(0, 1)):
+            raise ValueError("the sentinel record after the last body decoded differently: the bodies do not end "
+                             "at record boundaries")
+        return self._to_table(decoded.slice(0, len(idx)), idx, where)
 
     def _to_table(self, decoded: pa.Table, idx: list[int], where: _Where) -> tuple[pa.Table, list[Poison]]:
         columns: list[pa.Array] = []

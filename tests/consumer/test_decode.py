@@ -126,3 +126,29 @@ def test_avro_decimal_bytes_convert_exactly_and_values_beyond_decimal_18_are_nul
         ok = unscaled is not None and abs(unscaled) < 10**18
         expected.append(Decimal(unscaled).scaleb(-6) if ok else None)
     assert got == expected
+
+
+@pytest.mark.parametrize("position", [0, 1, 2], ids=["first", "middle", "last"])
+@pytest.mark.parametrize("extra", [b"\x00", b"\x02\x02", b"\x06BHP"], ids=["zero-byte", "two-bytes", "a-string"])
+def test_a_body_with_trailing_bytes_is_poison_wherever_it_sits_in_the_batch(decoder, position, extra) -> None:
+    """DuckDB's reader ignores bytes left over after a block's last record: before the sentinel
+    record, a last body with trailing bytes passed as a good row while the same body anywhere
+    else was poison. Now it is poison at any position, with the per-message reader's reason."""
+    values = [encode_trade(trade("BHP", i + 1)) for i in range(3)]
+    values[position] += extra
+    result = decoder.decode(values, [0] * 3, [0, 1, 2])
+    assert [(p.index, p.reason) for p in result.poison] == [(position, "undecodable")]
+    assert f"{len(extra)} trailing bytes after the record" in result.poison[0].error
+    assert sorted(result.table.column(INDEX_COLUMN).to_pylist()) == [i for i in range(3) if i != position]
+    assert sorted(result.table.column("sequence_number").to_pylist()) == [i + 1 for i in range(3) if i != position]
+
+
+def test_good_batch_stays_on_the_fast_path_with_the_sentinel_record(decoder) -> None:
+    """The sentinel (the first body once more) is read and dropped: the table holds exactly the
+    batch's rows, none twice, all decoded by DuckDB."""
+    values = [encode_trade(trade(f"S{i % 3}", i + 1)) for i in range(7)]
+    result = decoder.decode(values, [1] * 7, list(range(100, 107)))
+    assert result.poison == [] and result.fast_rows == 7 and result.slow_rows == 0
+    rows = sorted(result.table.to_pylist(), key=lambda r: r[INDEX_COLUMN])
+    assert [(r[INDEX_COLUMN], r["symbol"], r["sequence_number"], r["source_offset"]) for r in rows] == [
+        (i, f"S{i % 3}", i + 1, 100 + i) for i in range(7)]
