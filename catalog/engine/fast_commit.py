@@ -109,6 +109,7 @@ import importlib
 import inspect
 import threading
 from datetime import datetime
+from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
@@ -363,6 +364,23 @@ def audit_problems() -> list[str]:
     return []
 
 
+def _hooks() -> tuple[tuple[Any, str, Any, Any], ...]:
+    """(owner, attribute, this module's stand-in, pyiceberg's own) for everything `verify_pyiceberg`
+    installs; a staticmethod stays one."""
+    return (
+        (_catalog_module, "update_table_metadata", _catalog_update_table_metadata, _ORIGINAL_UPDATE_TABLE_METADATA),
+        (FromInputFile, "table_metadata", _read_table_metadata, _ORIGINAL_READ_METADATA),
+        (ToOutputFile, "table_metadata", _write_table_metadata, _ORIGINAL_WRITE_METADATA),
+        (_snapshot_module, "_ManifestMergeManager", _merge_manager, _ORIGINAL_MERGE_MANAGER),
+        (_pyarrow_io_module, "_check_pyarrow_schema_compatible", _check_schema_compatible, _ORIGINAL_CHECK_SCHEMA),
+        (_pyarrow_io_module, "pyarrow_to_schema", _pyarrow_to_schema, _ORIGINAL_PYARROW_TO_SCHEMA),
+        (_pyarrow_io_module, "_determine_partitions", _determine_partitions, _ORIGINAL_DETERMINE_PARTITIONS),
+        (SqlCatalog, "commit_table", _sql_commit_table, _ORIGINAL_SQL_COMMIT_TABLE),
+        (AvroFile, "__enter__", _avro_file_enter, _ORIGINAL_AVRO_ENTER),
+        (_table_module, "property_as_int", _property_as_int, _ORIGINAL_PROPERTY_AS_INT),
+    )
+
+
 def verify_pyiceberg() -> None:
     """Raise `FastCommitUnsupported` unless pyiceberg is exactly the audited version and code;
     then install the ContextVar-gated catalog hook (once; inert outside `append`)."""
@@ -375,53 +393,17 @@ def verify_pyiceberg() -> None:
         problems = audit_problems()
         if problems:
             raise FastCommitUnsupported("; ".join(problems))
-        current = _catalog_module.update_table_metadata
-        if current is not _catalog_update_table_metadata:
-            if current is not _ORIGINAL_UPDATE_TABLE_METADATA:
-                raise FastCommitUnsupported("pyiceberg.catalog.update_table_metadata is already patched by someone else")
-            _catalog_module.update_table_metadata = _catalog_update_table_metadata
-        current_read = FromInputFile.__dict__["table_metadata"].__func__
-        if current_read is not _read_table_metadata:
-            if current_read is not _ORIGINAL_READ_METADATA:
-                raise FastCommitUnsupported("pyiceberg.serializers.FromInputFile.table_metadata is already patched")
-            FromInputFile.table_metadata = staticmethod(_read_table_metadata)  # type: ignore[method-assign]
-        current_write = ToOutputFile.__dict__["table_metadata"].__func__
-        if current_write is not _write_table_metadata:
-            if current_write is not _ORIGINAL_WRITE_METADATA:
-                raise FastCommitUnsupported("pyiceberg.serializers.ToOutputFile.table_metadata is already patched")
-            ToOutputFile.table_metadata = staticmethod(_write_table_metadata)  # type: ignore[method-assign]
-        current_manager = _snapshot_module._ManifestMergeManager
-        if current_manager is not _merge_manager:
-            if current_manager is not _ORIGINAL_MERGE_MANAGER:
-                raise FastCommitUnsupported("pyiceberg.table.update.snapshot._ManifestMergeManager is already patched")
-            _snapshot_module._ManifestMergeManager = _merge_manager  # type: ignore[misc]
-        current_check = _pyarrow_io_module._check_pyarrow_schema_compatible
-        if current_check is not _check_schema_compatible:
-            if current_check is not _ORIGINAL_CHECK_SCHEMA:
-                raise FastCommitUnsupported("pyiceberg.io.pyarrow._check_pyarrow_schema_compatible is already patched")
-            _pyarrow_io_module._check_pyarrow_schema_compatible = _check_schema_compatible  # type: ignore[assignment]
-        for name, ours, original in (("pyarrow_to_schema", _pyarrow_to_schema, _ORIGINAL_PYARROW_TO_SCHEMA),
-                                     ("_determine_partitions", _determine_partitions, _ORIGINAL_DETERMINE_PARTITIONS)):
-            current_global = getattr(_pyarrow_io_module, name)
-            if current_global is not ours:
-                if current_global is not original:
-                    raise FastCommitUnsupported(f"pyiceberg.io.pyarrow.{name} is already patched")
-                setattr(_pyarrow_io_module, name, ours)
-        current_commit = SqlCatalog.__dict__["commit_table"]
-        if current_commit is not _sql_commit_table:
-            if current_commit is not _ORIGINAL_SQL_COMMIT_TABLE:
-                raise FastCommitUnsupported("pyiceberg.catalog.sql.SqlCatalog.commit_table is already patched")
-            SqlCatalog.commit_table = _sql_commit_table  # type: ignore[method-assign]
-        current_enter = AvroFile.__dict__["__enter__"]
-        if current_enter is not _avro_file_enter:
-            if current_enter is not _ORIGINAL_AVRO_ENTER:
-                raise FastCommitUnsupported("pyiceberg.avro.file.AvroFile.__enter__ is already patched")
-            AvroFile.__enter__ = _avro_file_enter  # type: ignore[method-assign]
-        current_int = _table_module.property_as_int
-        if current_int is not _property_as_int:
-            if current_int is not _ORIGINAL_PROPERTY_AS_INT:
-                raise FastCommitUnsupported("pyiceberg.table.property_as_int is already patched")
-            _table_module.property_as_int = _property_as_int  # type: ignore[assignment]
+        for owner, name, ours, original in _hooks():
+            current = inspect.getattr_static(owner, name)
+            static = isinstance(current, staticmethod)
+            if static:
+                current = current.__func__
+            if current is ours:
+                continue
+            if current is not original:
+                where = owner.__name__ if isinstance(owner, ModuleType) else f"{owner.__module__}.{owner.__qualname__}"
+                raise FastCommitUnsupported(f"{where}.{name} is already patched by someone else")
+            setattr(owner, name, staticmethod(ours) if static else ours)
         _verified = True
 
 
@@ -491,6 +473,15 @@ def _remove_snapshots(update: RemoveSnapshotsUpdate, base_metadata: TableMetadat
 # The first write of each process is checked against pydantic's JSON of the whole; a difference
 # switches the cache off for good (logged).
 _cache_lock = threading.Lock()
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep `value` under `key` in one of this module's small caches (emptied when 64 are held:
+    schemas and table layouts change rarely, so a small bound is plenty)."""
+    with _cache_lock:
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = value
 _json_state = {"checked": False, "enabled": True}
 # (table uuid, field, exclude_none) -> (the items, their id()s, their JSON joined by commas)
 _list_json: dict[tuple[str, str, bool], tuple[list[Any], list[int], str]] = {}
@@ -675,10 +666,7 @@ def _check_schema_compatible(requested_schema: Any, provided_schema: pa.Schema,
     if _compatible_schemas.get(key) is requested_schema:
         return None
     _ORIGINAL_CHECK_SCHEMA(requested_schema, provided_schema, downcast_ns_timestamp_to_us, format_version)
-    with _cache_lock:
-        if len(_compatible_schemas) >= 64:  # schema changes are rare: a small bound is plenty
-            _compatible_schemas.clear()
-        _compatible_schemas[key] = requested_schema
+    _remember(_compatible_schemas, key, requested_schema)
     return None
 
 
@@ -700,10 +688,7 @@ def _pyarrow_to_schema(schema: pa.Schema, name_mapping: Any = None, downcast_ns_
     if kept is not None and kept[0] is name_mapping:
         return kept[1]
     converted = _ORIGINAL_PYARROW_TO_SCHEMA(schema, name_mapping, downcast_ns_timestamp_to_us, format_version)
-    with _cache_lock:
-        if len(_converted_schemas) >= 64:
-            _converted_schemas.clear()
-        _converted_schemas[key] = (name_mapping, converted)
+    _remember(_converted_schemas, key, (name_mapping, converted))
     return converted
 
 
@@ -824,10 +809,7 @@ def _avro_file_enter(self: AvroFile) -> AvroFile:
     else:
         self.schema = self.header.get_schema()  # raises as pyiceberg does when the header has none
         self.reader = resolve_reader(self.schema, requested or self.schema, self.read_types, self.read_enums)
-        with _cache_lock:
-            if len(_readers) >= 64:
-                _readers.clear()
-            _readers[key] = (requested, self.schema, self.reader)
+        _remember(_readers, key, (requested, self.schema, self.reader))
     if not self.read_schema:
         self.read_schema = self.schema
     return self
