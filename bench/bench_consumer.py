@@ -14,6 +14,11 @@ the paced producer included) and the machine's load average meanwhile; `--repeat
 progress) and `--runs` (latency) repeat each measurement (default 3) and a summary line gives the
 median and range of each headline figure.
 
+`latency` also times each Iceberg append inside the consumer (wall and the commit thread's CPU):
+the part of "in hand → visible" that is the commit itself. `--kafka KEY=VALUE` (repeatable) sets a
+librdkafka property of K2's consumer and `--floor-fetch-wait-ms` the floor consumer's
+`fetch.wait.max.ms`, to see what the fetch settings are worth.
+
 `--pyiceberg-append` (before the subcommand) makes the writer call pyiceberg's own
 `Table.append` instead of `catalog.engine.fast_commit.append`: the "before" of the
 deep-copy fix, for a same-machine, same-hour comparison.
@@ -22,6 +27,8 @@ deep-copy fix, for a same-machine, same-hour comparison.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -32,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -279,7 +287,7 @@ def broker_floor(env: Env, args: argparse.Namespace) -> dict:
     topic = env.topic(args.partitions)
     consumer = Consumer({"bootstrap.servers": env.bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
-                         "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 10})
+                         "fetch.wait.max.ms": args.floor_fetch_wait_ms, "fetch.queue.backoff.ms": 10})
     consumer.subscribe([topic])
     total = args.rate * args.seconds
     ages: list[float] = []
@@ -301,18 +309,26 @@ def broker_floor(env: Env, args: argparse.Namespace) -> dict:
             "rows": len(ages), **_quantiles(ages)}
 
 
+def stamp_key(partition: int, offset: int) -> int:
+    return partition << 48 | offset
+
+
 class StampingConsumer(Consumer):
     """confluent-kafka's Consumer, noting when each message reached the engine's hands (bench only):
     the time `consume()` returned it, i.e. the end of the batch window (`poll()` for a batch's first
     message). "in hand → visible" is then K2's decode, checks and Iceberg commit, queueing behind
-    the batch in flight included, and the batch window excluded."""
+    the batch in flight included, and the batch window excluded.
 
-    fetched: dict[tuple[int, int], float] = {}
+    Stamps are keyed by one int per message (`stamp_key`), not a (partition, offset) tuple: tens of
+    thousands of tuples kept alive would be the bench's own garbage-collector load in the measured
+    process (ints and floats are not tracked by the collector; tuples are)."""
+
+    fetched: dict[int, float] = {}
 
     def poll(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         msg = super().poll(*args, **kwargs)
         if msg is not None and msg.error() is None:
-            self.fetched[(msg.partition(), msg.offset())] = time.time()
+            self.fetched[stamp_key(msg.partition(), msg.offset())] = time.time()
         return msg
 
     def consume(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
@@ -320,7 +336,7 @@ class StampingConsumer(Consumer):
         now = time.time()
         for msg in msgs:
             if msg.error() is None:
-                self.fetched[(msg.partition(), msg.offset())] = now
+                self.fetched[stamp_key(msg.partition(), msg.offset())] = now
         return msgs
 
 
@@ -352,6 +368,7 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
         results.extend(r for pair in runs for r in pair)
         floors, lats = [f for f, _ in runs], [r for _, r in runs]
         hands = [r["in_hand_to_visible"] or {} for r in lats]
+        appends = [r["append"] or {} for r in lats]
         print(f"latency at {args.rate:,}/s, max batch age {max_ms} ms, min commit interval {args.min_commit_interval_ms}: "
               f"broker floor p50 {fmt_spread((f['p50_ms'] for f in floors), unit='ms')}, "
               f"p99 {fmt_spread((f['p99_ms'] for f in floors), unit='ms')}; "
@@ -359,9 +376,88 @@ def latency(env: Env, args: argparse.Namespace) -> list[dict]:
               f"p99 {fmt_spread((r['p99_ms'] for r in lats), unit='ms')}; "
               f"consumer's own share (in hand → visible) p50 {fmt_spread((h.get('p50_ms') for h in hands), unit='ms')}, "
               f"p99 {fmt_spread((h.get('p99_ms') for h in hands), unit='ms')}; "
+              f"of which each Iceberg append's own wall time p50 {fmt_spread((a.get('wall_p50_ms') for a in appends), unit='ms')}, "
+              f"p99 {fmt_spread((a.get('wall_p99_ms') for a in appends), unit='ms')}; "
               f"consumer CPU {fmt_spread((r['cpu_us_per_record'] for r in lats), unit='µs/record')}; "
               f"{load_range(floors + lats)}", flush=True)
     return results
+
+
+def _kafka_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--kafka wants KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+@contextlib.contextmanager
+def timed_appends() -> Iterator[list[tuple[float, float]]]:
+    """Time every Iceberg append of the consumer while the block runs (bench only): wall time and
+    the commit thread's own CPU per append, to split "in hand → visible" into the commit itself
+    and the rest (the wait behind the commit before it, decoding, the batch window)."""
+    from catalog.engine.writer import IcebergWriter
+
+    samples: list[tuple[float, float]] = []
+    original = IcebergWriter.append
+
+    def append(self, batch, **kw):  # noqa: ANN001, ANN003, ANN202
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return original(self, batch, **kw)
+        finally:
+            samples.append((time.perf_counter() - wall, time.thread_time() - cpu))
+
+    IcebergWriter.append = append  # type: ignore[method-assign]
+    try:
+        yield samples
+    finally:
+        IcebergWriter.append = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def gc_pauses() -> Iterator[list[tuple[int, float, float]]]:
+    """The garbage collector's pauses in this process while the block runs: (generation, seconds,
+    seconds since the block began) each; a full collection stops every thread of the consumer
+    while it walks the heap (the consumer's own full collection at start, before any message,
+    included)."""
+    samples: list[tuple[int, float, float]] = []
+    began = time.perf_counter()
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            started[0] = now
+        else:
+            samples.append((info["generation"], now - started[0], started[0] - began))
+
+    gc.callbacks.append(callback)
+    try:
+        yield samples
+    finally:
+        gc.callbacks.remove(callback)
+
+
+def _gc_summary(samples: list[tuple[int, float, float]]) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for gen in (0, 1, 2):
+        ms = [1000 * s for g, s, _ in samples if g == gen]
+        if ms:
+            out[f"gen{gen}"] = {"count": len(ms), "total_ms": round(sum(ms), 1), "max_ms": round(max(ms), 1)}
+    full = [(round(at, 2), round(1000 * s, 1)) for g, s, at in samples if g == 2]
+    if full:
+        out["gen2"]["at_s_and_ms"] = full
+    return out
+
+
+def _append_quantiles(samples: list[tuple[float, float]]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    walls = sorted(1000 * w for w, _ in samples)
+    cpus = sorted(1000 * c for _, c in samples)
+    return {"appends": len(samples), "wall_p50_ms": round(percentile(walls, 0.5), 1),
+            "wall_p90_ms": round(percentile(walls, 0.9), 1), "wall_p99_ms": round(percentile(walls, 0.99), 1),
+            "thread_cpu_p50_ms": round(percentile(cpus, 0.5), 1)}
 
 
 def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tuple[dict, dict]:
@@ -385,9 +481,10 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
     total = args.rate * args.seconds
     engine = engine_for(env, topic, catalog, batch_size=_opt(args.batch_size), max_batch_ms=max_ms,
                         min_commit_interval_ms=_opt(args.min_commit_interval_ms),
-                        max_messages=total + 1, on_batch_committed=on_commit)
+                        max_messages=total + 1, on_batch_committed=on_commit,
+                        kafka_overrides=tuple(_kafka_setting(kv) for kv in args.kafka) or None)
     thread = threading.Thread(target=engine.run)
-    with Meter(scope="self") as meter:  # this process: the consumer (the producer runs in its own)
+    with Meter(scope="self") as meter, timed_appends() as appends, gc_pauses() as pauses:  # this process: the consumer (the producer runs in its own)
         thread.start()
         proc = multiprocessing.get_context("spawn").Process(
             target=paced_produce, args=(env.bootstrap, topic, args.rate, total, time.time() + 8))  # after the group join
@@ -402,7 +499,7 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
         for sym, ts, partition, offset in zip(*cols, strict=True):
             if sym != WARMUP:
                 lat.append(committed_at - ts.timestamp())
-                fetched = StampingConsumer.fetched.pop((partition, offset), None)
+                fetched = StampingConsumer.fetched.pop(stamp_key(partition, offset), None)
                 if fetched is not None:
                     k2_part.append(committed_at - fetched)
     result = {"bench": "latency", "offered_per_s": args.rate, "seconds": args.seconds,
@@ -411,7 +508,8 @@ def latency_run(env: Env, args: argparse.Namespace, max_ms: int, run: int) -> tu
               "max_batch_ms": engine.config.max_batch_ms,
               "min_commit_interval_ms": engine.config.min_commit_interval_ms, "rows": len(lat), **_quantiles(lat),
               "batches": engine.stats.batches,
-              "in_hand_to_visible": _quantiles(k2_part) if k2_part else None, "run": run,
+              "in_hand_to_visible": _quantiles(k2_part) if k2_part else None,
+              "append": _append_quantiles(appends), "gc": _gc_summary(pauses), "run": run,
               **meter.report(units=max(1, len(lat)))}
     print(json.dumps(result), flush=True)
     return floor, result
@@ -468,6 +566,10 @@ def main() -> None:
     p.add_argument("--min-commit-interval-ms", default="default",
                    help="an int (0: hand a batch over whenever the commit thread is free), or `default`: the engine's")
     p.add_argument("--partitions", type=int, default=30, help="topic partitions (ADR #009: 30 for ASX)")
+    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                   help="a librdkafka setting for K2's consumer (repeatable), e.g. fetch.wait.max.ms=10")
+    p.add_argument("--floor-fetch-wait-ms", type=int, default=50,
+                   help="fetch.wait.max.ms of the plain consumer that measures the broker floor")
     p.add_argument("--seed-snapshots", type=int, default=0,
                    help="commit this many snapshots to the table first (a long-running table's steady state)")
     p = sub.add_parser("rss")

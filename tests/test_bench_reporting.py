@@ -4,9 +4,12 @@ run end to end with tiny arguments. No speed is asserted here: figures live in d
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bench.common import LoadSampler, Meter, fmt_spread, spread
 
@@ -63,3 +66,42 @@ def test_the_producer_benchmark_runs_with_tiny_arguments_and_reports_the_new_fig
     assert "throughput median" in summary and "2 runs" in summary and "µs/row" in summary and "load " in summary
     assert any(line.startswith("paced 200 rows/s: ack p50 median") for line in out.stdout.splitlines())
     assert "load average now" in out.stdout.splitlines()[1]
+
+
+def test_the_latency_bench_times_each_append_and_puts_the_writer_back(catalog_config) -> None:  # type: ignore[no-untyped-def]
+    from bench.bench_append import batch
+    from bench.bench_consumer import _append_quantiles, timed_appends
+    from catalog.engine.iceberg import ensure_tables, load_catalog
+    from catalog.engine.writer import IcebergWriter
+
+    original = IcebergWriter.append
+    writer = IcebergWriter(ensure_tables(load_catalog(catalog_config), catalog_config.namespace)["trades"],
+                           table_name="trades")
+    with timed_appends() as appends:
+        writer.append(batch(50, 0))
+        writer.append(batch(50, 50))
+        with pytest.raises(Exception, match="price"):  # a refused batch is still timed, then raised
+            writer.append(batch(50, 100).drop_columns(["price"]))
+    assert IcebergWriter.append is original
+    assert len(appends) == 3 and all(wall > 0 and cpu > 0 for wall, cpu in appends)
+    assert writer.table.scan().to_arrow().num_rows == 100
+    summary = _append_quantiles(appends)
+    assert summary is not None and summary["appends"] == 3
+    assert summary["wall_p50_ms"] <= summary["wall_p90_ms"] <= summary["wall_p99_ms"]
+    writer.append(batch(10, 200))  # after the block: no longer timed
+    assert len(appends) == 3
+
+
+def test_the_latency_bench_sees_a_full_collection_and_keeps_its_stamps_out_of_the_collector() -> None:
+    from bench.bench_consumer import _gc_summary, gc_pauses, stamp_key
+
+    with gc_pauses() as pauses:
+        gc.collect(2)
+    summary = _gc_summary(pauses)
+    assert summary["gen2"]["count"] >= 1 and summary["gen2"]["total_ms"] >= 0
+    assert len(summary["gen2"]["at_s_and_ms"]) == summary["gen2"]["count"]
+    gc.collect(2)  # after the block: no longer recorded
+    assert _gc_summary(pauses) == summary
+    keys = {stamp_key(p, o) for p in (0, 1, 29) for o in (0, 1, 2**40)}
+    assert len(keys) == 9  # one key per (partition, offset)
+    assert not any(gc.is_tracked(k) for k in keys)
