@@ -42,17 +42,21 @@ class ConsumerTransitionError(Conflict):
 
 def consumer_config(*, data_type: str, topics: tuple[str, ...] | None = None, topic_pattern: str | None = None,
                     group_id: str | None = None, batch_size: int | None = None, max_batch_ms: int | None = None,
-                    max_messages: int | None = None, from_beginning: bool = False, namespace: str | None = None,
+                    min_commit_interval_ms: int | None = None, max_messages: int | None = None,
+                    from_beginning: bool = False, namespace: str | None = None,
                     k2: K2Config | None = None, **extra: Any) -> ConsumerConfig:
     """The engine's config from K2 settings (K2_CONSUMER_BATCH_SIZE, K2_CONSUMER_MAX_BATCH_MS,
-    K2_CATALOG_RETRY_SECONDS, K2_ICEBERG_NAMESPACE, broker) with explicit arguments taking precedence."""
+    K2_CONSUMER_MIN_COMMIT_INTERVAL_MS, K2_CATALOG_RETRY_SECONDS, K2_ICEBERG_NAMESPACE, broker) with
+    explicit arguments taking precedence."""
     k2 = k2 or settings.K2
     extra.setdefault("snapshot_policy", snapshot_policy(k2))
     extra.setdefault("retry", RetryPolicy(budget_seconds=k2.catalog_retry_seconds))
     kwargs: dict[str, Any] = dict(
         bootstrap_servers=k2.bootstrap_servers, data_type=data_type, topics=topics, topic_pattern=topic_pattern,
         group_id=group_id or consumer_group(data_type), batch_size=batch_size or k2.consumer_batch_size,
-        max_batch_ms=max_batch_ms or k2.consumer_max_batch_ms, max_messages=max_messages,
+        max_batch_ms=max_batch_ms or k2.consumer_max_batch_ms,
+        min_commit_interval_ms=k2.consumer_min_commit_interval_ms if min_commit_interval_ms is None else min_commit_interval_ms,
+        max_messages=max_messages,
         from_beginning=from_beginning, session_timeout_ms=k2.session_timeout_ms, **extra)
     return ConsumerConfig(namespace=namespace or k2.iceberg_namespace, **kwargs)
 

@@ -156,6 +156,9 @@ SETTINGS: tuple[Setting, ...] = (
         "a positive integer: the largest batch (batches adapt to what is waiting; ADR #015's 1,000 is the floor)"),
     Setting("consumer_max_batch_ms", "K2_CONSUMER_MAX_BATCH_MS", 500, _int(),
         "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)"),
+    Setting("consumer_min_commit_interval_ms", "K2_CONSUMER_MIN_COMMIT_INTERVAL_MS", 100, _int(0, 60_000),
+        "an integer 0-60000: with thin traffic, hand a batch to the Iceberg commit at most this often (ms); lower gives "
+        "fresher data for more CPU per record and more snapshots (0: whenever the last commit is done)"),
     Setting("duckdb_threads", "K2_DUCKDB_THREADS", None, _int(1, 1024),
         "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)"),
     Setting("duckdb_memory_limit", "K2_DUCKDB_MEMORY_LIMIT", None, _size,
@@ -257,6 +260,7 @@ class K2Config:
     warehouse: str
     consumer_batch_size: int
     consumer_max_batch_ms: int
+    consumer_min_commit_interval_ms: int
     duckdb_threads: int | None
     snapshot_retention_hours: int
     snapshot_full_detail_minutes: int
@@ -331,6 +335,7 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         iceberg_catalog_uri=raw.iceberg_catalog_uri or catalog_uri_from_database_url(raw.database_url),
         iceberg_namespace=raw.iceberg_namespace, warehouse=warehouse,
         consumer_batch_size=raw.consumer_batch_size, consumer_max_batch_ms=raw.consumer_max_batch_ms,
+        consumer_min_commit_interval_ms=raw.consumer_min_commit_interval_ms,
         duckdb_threads=raw.duckdb_threads, snapshot_retention_hours=raw.snapshot_retention_hours,
         snapshot_full_detail_minutes=raw.snapshot_full_detail_minutes, snapshot_thin_minutes=raw.snapshot_thin_minutes,
         consumer_snapshot_expiry_seconds=raw.consumer_snapshot_expiry_seconds,

@@ -30,6 +30,36 @@ def test_batch_floor_is_adr_015s_1000_and_the_batch_size_bound_comes_from_the_en
     assert default.group == "k2-iceberg-writer-trades"  # ADR #012
 
 
+def test_the_min_commit_interval_comes_from_the_env_and_an_explicit_value_wins_zero_included() -> None:
+    from ingestion.engine.consumer import ConsumerConfig
+
+    base = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/k2"}
+    default = consumer_services.consumer_config(data_type="trades", topics=("t",), k2=load(base))
+    assert default.min_commit_interval_ms == ConsumerConfig("b:1", "trades", topics=("t",)).min_commit_interval_ms == 100
+    env = load({**base, "K2_CONSUMER_MIN_COMMIT_INTERVAL_MS": "25"})
+    assert consumer_services.consumer_config(data_type="trades", topics=("t",), k2=env).min_commit_interval_ms == 25
+    assert consumer_services.consumer_config(data_type="trades", topics=("t",), k2=load(
+        {**base, "K2_CONSUMER_MIN_COMMIT_INTERVAL_MS": "0"})).min_commit_interval_ms == 0  # 0 is a value, not "unset"
+    for explicit in (0, 250):
+        config = consumer_services.consumer_config(data_type="trades", topics=("t",), k2=env,
+                                                   min_commit_interval_ms=explicit)
+        assert config.min_commit_interval_ms == explicit
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--min-commit-interval-ms", "-1"], "--min-commit-interval-ms must be an integer from 0 to 60000 (ms), got -1"),
+    (["--min-commit-interval-ms", "60001"], "--min-commit-interval-ms must be an integer from 0 to 60000 (ms), got 60001"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--max-batch-ms", "-5"], "--max-batch-ms must be a positive integer, got -5"),
+])
+def test_consume_refuses_a_bad_batching_option_saying_which_and_why(args: list[str], message: str) -> None:
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError) as err:
+        call_command("consume", "--topic", "market.equities.trades.asx", *args)
+    assert str(err.value) == message
+
+
 def test_consumers_thin_their_snapshots_per_the_settings() -> None:
     import datetime as dt
 

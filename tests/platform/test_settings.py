@@ -66,6 +66,8 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_CONSUMER_SLOTS", "100", "out of range"),
         ("K2_CONSUMER_SLOTS", "four", "not an integer"),
         ("K2_CONSUMER_MAX_BATCH_MS", "0.5", "not an integer"),
+        ("K2_CONSUMER_MIN_COMMIT_INTERVAL_MS", "-1", "out of range"),
+        ("K2_CONSUMER_MIN_COMMIT_INTERVAL_MS", "100ms", "not an integer"),
         ("K2_KAFKA_SESSION_TIMEOUT_MS", "500", "out of range"),
         ("K2_S3_ENDPOINT", "minio:9000", "scheme must be one of"),
         ("K2_S3_PATH_STYLE", "sometimes", "K2_S3_PATH_STYLE accepts"),

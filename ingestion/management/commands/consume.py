@@ -35,6 +35,10 @@ class Command(BaseCommand):
         parser.add_argument("--max-batch-ms", type=int,
                             help="flush a partial batch once its first message is this many ms old, from its Kafka "
                                  "timestamp (default: K2_CONSUMER_MAX_BATCH_MS, 500)")
+        parser.add_argument("--min-commit-interval-ms", type=int, metavar="MS",
+                            help="with thin traffic, commit at most this often: lower gives fresher data for more CPU "
+                                 "per record and more snapshots; 0: whenever the last commit is done "
+                                 "(default: K2_CONSUMER_MIN_COMMIT_INTERVAL_MS, 100)")
         parser.add_argument("--max-messages", type=int, help="stop after this many messages (batch mode); default: run until stopped")
         parser.add_argument("--from-beginning", action="store_true",
                             help="ignore the group's committed offsets and re-read each partition from its start; messages "
@@ -55,11 +59,14 @@ class Command(BaseCommand):
         for name in ("batch_size", "max_batch_ms", "max_messages"):
             if opts[name] is not None and opts[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
+        interval = opts["min_commit_interval_ms"]
+        if interval is not None and not 0 <= interval <= 60_000:
+            raise CommandError(f"--min-commit-interval-ms must be an integer from 0 to 60000 (ms), got {interval}")
         try:
             config = consumer_services.consumer_config(
                 data_type=data_type, topics=(opts["topic"],) if opts["topic"] else None,
                 topic_pattern=opts["topic_pattern"], group_id=opts["group"], batch_size=opts["batch_size"],
-                max_batch_ms=opts["max_batch_ms"], max_messages=opts["max_messages"],
+                max_batch_ms=opts["max_batch_ms"], min_commit_interval_ms=interval, max_messages=opts["max_messages"],
                 from_beginning=opts["from_beginning"], namespace=opts["namespace"],
                 progress_interval_s=opts["progress_interval"])
         except ValueError as exc:
