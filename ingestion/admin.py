@@ -54,7 +54,8 @@ class ConsumerAdmin(admin.ModelAdmin):
     readonly_fields = ("status", "desired_status", "task_id", "worker", "heartbeat", "last_error", "stats_display",
                        "partitions_display", "restart_times", "next_restart_at", "offsets_link", "updated_at")
     change_form_template = "admin/ingestion/consumer/change_form.html"
-    CONFIG_FIELDS = ("name", "data_type", "topic", "topic_pattern", "group_id", "batch_size", "max_batch_ms")
+    CONFIG_FIELDS = ("name", "data_type", "topic", "topic_pattern", "group_id", "batch_size", "max_batch_ms",
+                     "min_commit_interval_ms")
     HEARTBEAT_STALE_S = 30
 
     # --- display (issue 13: lists that fit a laptop, humane stats, lag per partition) ----------

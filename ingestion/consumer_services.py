@@ -403,7 +403,8 @@ def run_consumer_row(*, consumer_id: int, task_id: str | None = None) -> Consume
             data_type=consumer.data_type,
             topics=(consumer.topic.name,) if consumer.topic and not consumer.topic_pattern else None,
             topic_pattern=consumer.topic_pattern or None, group_id=consumer.group_id or None,
-            batch_size=consumer.batch_size, max_batch_ms=consumer.max_batch_ms, progress_interval_s=5.0)
+            batch_size=consumer.batch_size, max_batch_ms=consumer.max_batch_ms,
+            min_commit_interval_ms=consumer.min_commit_interval_ms, progress_interval_s=5.0)
         engine = build_engine(config=config, stop_signal=stop_signal, heartbeat=heartbeat)
         with engine.signals_stop_gracefully():  # a worker's SIGTERM reaching this pool process
             stats = engine.run()

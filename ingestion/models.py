@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 
@@ -41,6 +42,11 @@ class Consumer(models.Model):
     group_id = models.CharField(max_length=255)
     batch_size = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: K2_CONSUMER_BATCH_SIZE.")
     max_batch_ms = models.PositiveIntegerField(null=True, blank=True)
+    min_commit_interval_ms = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(60_000)],
+        help_text="With thin traffic, commit at most this often (ms, 0-60000; 0: whenever the last commit is done). "
+                  "Lower gives fresher data for more CPU per record and more snapshots. "
+                  "Blank: K2_CONSUMER_MIN_COMMIT_INTERVAL_MS (100).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STOPPED)
     # What the operator asked for: the reconciler restarts a `failed` consumer whose desired
     # status is running (bounded by K2_CONSUMER_MAX_RESTARTS per K2_CONSUMER_RESTART_WINDOW_MINUTES).

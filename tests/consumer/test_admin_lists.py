@@ -108,3 +108,20 @@ def test_a_stale_heartbeat_of_a_running_consumer_is_flagged(staff) -> None:  # t
     rows = {name: row for row in page.split("<tr") for name in ("stale", "fresh") if f">{name}</a>" in row}
     assert 'class="k2-stale"' in rows["stale"] and re.search(r">2 min \d+ s ago<", rows["stale"])
     assert 'class="k2-stale"' not in rows["fresh"]
+
+
+def test_a_consumers_commit_interval_is_set_in_the_admin_and_a_bad_one_is_refused_saying_why(staff) -> None:  # type: ignore[no-untyped-def]
+    topic, _ = _topics()
+    form = {"name": "fresh", "data_type": "trades", "topic": str(topic.pk), "topic_pattern": "", "group_id": "g-fresh",
+            "batch_size": "", "max_batch_ms": "", "runs-TOTAL_FORMS": "0", "runs-INITIAL_FORMS": "0"}
+    for bad, why in (("60001", "less than or equal to 60000"), ("-1", "greater than or equal to 0"),
+                     ("soon", "Enter a whole number")):
+        page = staff.post("/admin/ingestion/consumer/add/", {**form, "min_commit_interval_ms": bad}).content.decode()
+        assert why in page and not Consumer.objects.filter(name="fresh").exists()
+    assert 'name="min_commit_interval_ms"' in staff.get("/admin/ingestion/consumer/add/").content.decode()
+    response = staff.post("/admin/ingestion/consumer/add/", {**form, "min_commit_interval_ms": "0"})
+    assert response.status_code == 302
+    assert Consumer.objects.get(name="fresh").min_commit_interval_ms == 0  # 0 is a value, not "blank"
+    staff.post("/admin/ingestion/consumer/add/", {**form, "name": "default", "group_id": "g-default",
+                                                  "min_commit_interval_ms": ""})
+    assert Consumer.objects.get(name="default").min_commit_interval_ms is None  # the setting decides

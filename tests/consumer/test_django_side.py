@@ -119,11 +119,13 @@ def test_task_runs_until_status_is_stopping_and_records_the_run(k2_settings, kaf
     produce(kafka_bootstrap, topic_name, encode_trades(EmbeddedRegistry(), topic_name, [trade("BHP", s) for s in range(1, 21)]))
     topic = Topic.objects.create(name=topic_name, asset_class="equities", data_type="trades", exchange=f"c{unique}")
     consumer = Consumer.objects.create(name=f"c-{unique}", data_type="trades", topic=topic, group_id=f"g-{unique}",
-                                       batch_size=5, max_batch_ms=100, status=Consumer.Status.STARTING)
+                                       batch_size=5, max_batch_ms=100, min_commit_interval_ms=0,
+                                       status=Consumer.Status.STARTING)
     # the task's engine writes to this test's namespace
     real = consumer_services.consumer_config
+    configs: list[object] = []
     monkeypatch.setattr(consumer_services, "consumer_config",
-                        lambda **kw: real(**kw, namespace=catalog_config.namespace))
+                        lambda **kw: configs.append(real(**kw, namespace=catalog_config.namespace)) or configs[-1])
     done: list[object] = []
     thread = threading.Thread(target=lambda: (done.append(run_consumer.run(consumer.pk)), connection.close()))
     thread.start()
@@ -144,6 +146,8 @@ def test_task_runs_until_status_is_stopping_and_records_the_run(k2_settings, kaf
     assert entry["last_commit_at"] and consumer.stats["lag"] == 0 and "member_id" in consumer.stats
     run = ConsumerRun.objects.get(consumer=consumer)
     assert run.ended_at is not None and run.messages == 20 and run.batches == 4
+    (config,) = configs  # the consumer's own settings reached the engine, 0 included
+    assert (config.batch_size, config.max_batch_ms, config.min_commit_interval_ms) == (5, 100, 0)  # type: ignore[attr-defined]
 
 
 @pytest.mark.django_db
