@@ -109,6 +109,11 @@ class ConsumerAdmin(admin.ModelAdmin):
             return (*self.CONFIG_FIELDS, *self.readonly_fields)
         return self.readonly_fields
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):  # noqa: ANN001, ANN201
+        if db_field.name == "min_commit_interval_ms":  # the model's bound, also on the input (the browser says so first)
+            kwargs["max_value"] = 60_000
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):  # noqa: ANN001, ANN201
         if db_field.name == "topic":  # dead-letter topics are written by consumers, not consumed into tables
             kwargs["queryset"] = Topic.objects.exclude(name__endswith=".dlq")

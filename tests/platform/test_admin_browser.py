@@ -95,3 +95,30 @@ def test_operator_signs_in_filters_gaps_and_acknowledges_one_with_a_note(live_se
     assert halted.acknowledged_by.username == "ops"
     assert other.state == SequenceGap.State.OPEN
     assert page.locator("ul.messagelist").is_visible()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operator_sets_a_consumers_commit_interval_and_the_browser_refuses_one_out_of_range(  # type: ignore[no-untyped-def]
+        live_server, page, k2_settings) -> None:
+    from ingestion.models import Consumer, Topic
+    from tests.platform.browser import sign_in
+
+    topic = Topic.objects.create(name="market.equities.trades.asx", asset_class="equities", data_type="trades",
+                                 exchange="asx")
+    consumer = Consumer.objects.create(name="bhp", data_type="trades", topic=topic, group_id="g-bhp")
+    sign_in(page, live_server.url, "ops", "pw-ops-123")
+    change = f"{live_server.url}/admin/ingestion/consumer/{consumer.pk}/change/"
+    page.goto(change)
+    field = page.locator("#id_min_commit_interval_ms")
+    assert "K2_CONSUMER_MIN_COMMIT_INTERVAL_MS" in page.locator(".field-min_commit_interval_ms").inner_text()
+    field.fill("60001")
+    page.click("input[name=_save]")  # the browser keeps the form: the field says 60000 at most
+    assert field.evaluate("el => !el.validity.valid && el.validity.rangeOverflow")
+    assert page.url == change
+    consumer.refresh_from_db()
+    assert consumer.min_commit_interval_ms is None
+    field.fill("25")
+    page.click("input[name=_save]")
+    page.wait_for_selector("ul.messagelist")
+    consumer.refresh_from_db()
+    assert consumer.min_commit_interval_ms == 25
