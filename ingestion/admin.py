@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from ingestion import admin_display as show
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
 from k2core.errors import ApplicationError
+from k2portal.config import MAX_COMMIT_INTERVAL_MS
 
 # The services import the consumer engine (pyiceberg, pyarrow, confluent-kafka: seconds of
 # imports); the admin is loaded by every manage.py command, so they are imported at first use.
@@ -111,7 +112,7 @@ class ConsumerAdmin(admin.ModelAdmin):
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):  # noqa: ANN001, ANN201
         if db_field.name == "min_commit_interval_ms":  # the model's bound, also on the input (the browser says so first)
-            kwargs["max_value"] = 60_000
+            kwargs["max_value"] = MAX_COMMIT_INTERVAL_MS
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):  # noqa: ANN001, ANN201

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
 
+from k2portal.config import MAX_COMMIT_INTERVAL_MS
+
 
 class Topic(models.Model):
     name = models.CharField(max_length=249, unique=True)
@@ -43,8 +45,8 @@ class Consumer(models.Model):
     batch_size = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: K2_CONSUMER_BATCH_SIZE.")
     max_batch_ms = models.PositiveIntegerField(null=True, blank=True)
     min_commit_interval_ms = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MaxValueValidator(60_000)],
-        help_text="With thin traffic, commit at most this often (ms, 0-60000; 0: whenever the last commit is done). "
+        null=True, blank=True, validators=[MaxValueValidator(MAX_COMMIT_INTERVAL_MS)],
+        help_text=f"With thin traffic, commit at most this often (ms, 0-{MAX_COMMIT_INTERVAL_MS}; 0: whenever the last commit is done). "
                   "Lower gives fresher data for more CPU per record and more snapshots. "
                   "Blank: K2_CONSUMER_MIN_COMMIT_INTERVAL_MS (100).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STOPPED)

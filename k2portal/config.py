@@ -23,6 +23,9 @@ from urllib.parse import urlparse
 from catalog.engine.storage import S3Options, is_s3
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The longest a consumer may be told to wait between two commits with thin traffic (the setting,
+# `consume --min-commit-interval-ms` and each consumer's admin field share it).
+MAX_COMMIT_INTERVAL_MS = 60_000
 
 
 class ConfigError(Exception):
@@ -156,8 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
         "a positive integer: the largest batch (batches adapt to what is waiting; ADR #015's 1,000 is the floor)"),
     Setting("consumer_max_batch_ms", "K2_CONSUMER_MAX_BATCH_MS", 500, _int(),
         "a positive integer: flush a partial batch once its first message is this many ms old (from its Kafka timestamp)"),
-    Setting("consumer_min_commit_interval_ms", "K2_CONSUMER_MIN_COMMIT_INTERVAL_MS", 100, _int(0, 60_000),
-        "an integer 0-60000: with thin traffic, hand a batch to the Iceberg commit at most this often (ms); lower gives "
+    Setting("consumer_min_commit_interval_ms", "K2_CONSUMER_MIN_COMMIT_INTERVAL_MS", 100, _int(0, MAX_COMMIT_INTERVAL_MS),
+        f"an integer 0-{MAX_COMMIT_INTERVAL_MS}: with thin traffic, hand a batch to the Iceberg commit at most this often (ms); lower gives "
         "fresher data for more CPU per record and more snapshots (0: whenever the last commit is done)"),
     Setting("duckdb_threads", "K2_DUCKDB_THREADS", None, _int(1, 1024),
         "a positive integer: DuckDB worker threads per query connection; unset: DuckDB's default (all cores)"),

@@ -12,6 +12,7 @@ from catalog.engine.schemas import DATA_TYPES, parse_topic
 from catalog.engine.writer import CatalogUnavailable, OffsetConflict
 from ingestion import consumer_services
 from ingestion.engine.consumer import ConsumerError, ConsumerStats
+from k2portal.config import MAX_COMMIT_INTERVAL_MS
 
 
 class Command(BaseCommand):
@@ -60,8 +61,9 @@ class Command(BaseCommand):
             if opts[name] is not None and opts[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
         interval = opts["min_commit_interval_ms"]
-        if interval is not None and not 0 <= interval <= 60_000:
-            raise CommandError(f"--min-commit-interval-ms must be an integer from 0 to 60000 (ms), got {interval}")
+        if interval is not None and not 0 <= interval <= MAX_COMMIT_INTERVAL_MS:
+            raise CommandError(f"--min-commit-interval-ms must be an integer from 0 to {MAX_COMMIT_INTERVAL_MS} (ms), "
+                               f"got {interval}")
         try:
             config = consumer_services.consumer_config(
                 data_type=data_type, topics=(opts["topic"],) if opts["topic"] else None,
