@@ -7,9 +7,9 @@ from django.utils.functional import SimpleLazyObject
 from django.utils.html import format_html
 
 from ingestion import admin_display as show
+from ingestion.engine.limits import MAX_COMMIT_INTERVAL_MS
 from ingestion.models import Consumer, ConsumerRun, SequenceGap, Topic
 from k2core.errors import ApplicationError
-from k2portal.config import MAX_COMMIT_INTERVAL_MS
 
 # The services import the consumer engine (pyiceberg, pyarrow, confluent-kafka: seconds of
 # imports); the admin is loaded by every manage.py command, so they are imported at first use.

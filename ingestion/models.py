@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
 
-from k2portal.config import MAX_COMMIT_INTERVAL_MS
+from ingestion.engine.limits import MAX_COMMIT_INTERVAL_MS
 
 
 class Topic(models.Model):

@@ -21,11 +21,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from catalog.engine.storage import S3Options, is_s3
+from ingestion.engine.limits import MAX_COMMIT_INTERVAL_MS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# The longest a consumer may be told to wait between two commits with thin traffic (the setting,
-# `consume --min-commit-interval-ms` and each consumer's admin field share it).
-MAX_COMMIT_INTERVAL_MS = 60_000
 
 
 class ConfigError(Exception):

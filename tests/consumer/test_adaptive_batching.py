@@ -116,3 +116,16 @@ def test_a_steady_trickle_is_committed_at_most_once_per_min_commit_interval(
     assert sizes[0] == 1, sizes
     assert len(sizes) <= 3, f"the trickle took {len(sizes) - 1} commits: {sizes}"
     assert sorted(r["sequence_number"] for r in table_rows(catalog_config)) == list(range(1, 22))
+
+
+@pytest.mark.parametrize(("interval", "accepted"), [(0, True), (60_000, True), (-1, False), (60_001, False)])
+def test_the_engine_takes_a_commit_interval_from_0_to_its_bound_and_refuses_others_saying_so(
+        interval: int, accepted: bool) -> None:
+    from ingestion.engine.limits import MAX_COMMIT_INTERVAL_MS
+
+    assert MAX_COMMIT_INTERVAL_MS == 60_000
+    if accepted:
+        assert _config("b:1", "t", "u", "ns", min_commit_interval_ms=interval).min_commit_interval_ms == interval
+        return
+    with pytest.raises(ValueError, match=rf"min_commit_interval_ms must be from 0 to 60000 \(ms\), got {interval}$"):
+        _config("b:1", "t", "u", "ns", min_commit_interval_ms=interval)

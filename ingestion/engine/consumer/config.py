@@ -11,6 +11,7 @@ from catalog.engine.iceberg import NAMESPACE
 from catalog.engine.maintenance import SnapshotPolicy
 from catalog.engine.schemas import check_data_type, consumer_group
 from catalog.engine.writer import RetryPolicy
+from ingestion.engine.limits import MAX_COMMIT_INTERVAL_MS
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class ConsumerConfig:
             raise ValueError("Specify either topics or topic_pattern (ADR #013): e.g. market.equities.trades.asx")
         if self.batch_size < 1 or self.batch_floor < 1 or self.max_batch_ms < 1:
             raise ValueError("batch_size, batch_floor and max_batch_ms must be positive")
-        if self.min_commit_interval_ms < 0:
-            raise ValueError("min_commit_interval_ms must be 0 or more")
+        if not 0 <= self.min_commit_interval_ms <= MAX_COMMIT_INTERVAL_MS:
+            raise ValueError(f"min_commit_interval_ms must be from 0 to {MAX_COMMIT_INTERVAL_MS} (ms), "
+                             f"got {self.min_commit_interval_ms}")
 
     @property
     def group(self) -> str:

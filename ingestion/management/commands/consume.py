@@ -12,7 +12,7 @@ from catalog.engine.schemas import DATA_TYPES, parse_topic
 from catalog.engine.writer import CatalogUnavailable, OffsetConflict
 from ingestion import consumer_services
 from ingestion.engine.consumer import ConsumerError, ConsumerStats
-from k2portal.config import MAX_COMMIT_INTERVAL_MS
+from ingestion.engine.limits import MAX_COMMIT_INTERVAL_MS
 
 
 class Command(BaseCommand):
