@@ -463,15 +463,8 @@ def _remove_snapshots(update: RemoveSnapshotsUpdate, base_metadata: TableMetadat
     return base_metadata.model_copy(update={"snapshots": snapshots, "snapshot_log": snapshot_log})
 
 
-# --- metadata JSON: each snapshot serialised once ----------------------------------------------
-# Every commit writes the table's whole metadata JSON, every snapshot and snapshot-log entry in
-# it (~5 µs a snapshot: 10 ms at 2,000). Snapshots never change once committed, and with the
-# shallow updates above the metadata of one commit shares its Snapshot objects with the next, so
-# the JSON of each list is kept per table and extended by the new items only while the list
-# still starts with the same objects (the cache holds them alive, so an id() is never reused),
-# and the metadata is written as pydantic's JSON of everything else with the lists spliced in.
-# The first write of each process is checked against pydantic's JSON of the whole; a difference
-# switches the cache off for good (logged).
+# --- this module's caches ------------------------------------------------------------------------
+# One lock for every cache below (the JSON lists, the schema pairs and conversions, the Avro readers).
 _cache_lock = threading.Lock()
 
 
@@ -482,6 +475,17 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
         if len(cache) >= 64:
             cache.clear()
         cache[key] = value
+
+
+# --- metadata JSON: each snapshot serialised once ----------------------------------------------
+# Every commit writes the table's whole metadata JSON, every snapshot and snapshot-log entry in
+# it (~5 µs a snapshot: 10 ms at 2,000). Snapshots never change once committed, and with the
+# shallow updates above the metadata of one commit shares its Snapshot objects with the next, so
+# the JSON of each list is kept per table and extended by the new items only while the list
+# still starts with the same objects (the cache holds them alive, so an id() is never reused),
+# and the metadata is written as pydantic's JSON of everything else with the lists spliced in.
+# The first write of each process is checked against pydantic's JSON of the whole; a difference
+# switches the cache off for good (logged).
 _json_state = {"checked": False, "enabled": True}
 # (table uuid, field, exclude_none) -> (the items, their id()s, their JSON joined by commas)
 _list_json: dict[tuple[str, str, bool], tuple[list[Any], list[int], str]] = {}
