@@ -153,11 +153,15 @@ def test_lists_fit_a_laptop_and_the_consumer_page_shows_lag_per_partition(live_s
     assert page.locator("#id_batch_size").count() == 0  # read-only while running
     page.screenshot(path=str(ARTIFACTS / "consumer-partitions.png"), full_page=True)
     assert page.get_by_role("button", name="Start").is_disabled()
+    # No Celery task runs this row (the test made it). Its worker is made silent for a minute, past
+    # K2_CONSUMER_STALE_SECONDS (15), so the outcome does not hang on how long the steps above took
+    # (about 14 s on a fast machine): a dead consumer's stop ends at `stopped` at once (issue 13's
+    # self-healing), a live one's at `stopping` until its task acknowledges.
+    silent_since = timezone.now() - dt.timedelta(seconds=60)
+    Consumer.objects.filter(pk=running.pk).update(heartbeat_at=silent_since, updated_at=silent_since)
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("ul.messagelist")
     running.refresh_from_db()
-    # no Celery task runs this row (the test made it): a dead consumer's stop ends at `stopped`
-    # at once (issue 13's self-healing), a live one's at `stopping` until its task acknowledges
     assert running.status == Consumer.Status.STOPPED
     assert "trades-asx: stopping" in page.locator("ul.messagelist").inner_text().lower()
     assert not page.k2_console_errors, page.k2_console_errors
