@@ -9,6 +9,7 @@ the plain pyiceberg `Table.append` and/or K2's `IcebergWriter` commit path.
     .venv/bin/python bench/bench_append.py --appends 400 --rows 350 --window 100 --mode writer   # a consumer's thin-traffic commits
     .venv/bin/python bench/bench_append.py --appends 2500 --rows 300 --window 500 --mode writer \
         --compare none json-splice,snapshot-index json-splice snapshot-index   # parts of fast_commit on/off
+    .venv/bin/python bench/bench_append.py --appends 400 --rows 350 --window 100 --mode writer --phases
 
 `--without` switches parts of `catalog.engine.fast_commit` off for the run (each one puts
 pyiceberg's own function back), and `--compare` takes several such variants in turn, one
@@ -24,19 +25,29 @@ Acero); parts no longer in `fast_commit` are ignored with a note.
 Each run ends with the quantiles of every append after the first window: wall time and the
 process's CPU time (all threads), which the machine's load inflates far less than wall time.
 
+`--phases` splits each append's wall time, as the committing thread sees it, into the phases of
+an Iceberg append (`phase_timer`): writing the data files (Parquet, with their statistics, on
+pyiceberg's worker threads), writing the manifests (the new one and any merge), writing the
+manifest list, the catalog's commit (the metadata JSON written, then the compare-and-swap in
+Postgres) and the rest (pyiceberg's own bookkeeping between them); quantiles of each after the
+first window.
+
 Never asserted in tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import inspect
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -111,6 +122,80 @@ def use_parts(parts: dict[str, tuple[Any, str, Any, Any]], off: set[str]) -> Non
         setattr(owner, attribute, plain if part in off else fast)
 
 
+PHASES = ("data_files", "manifests", "manifest_list", "catalog_commit", "metadata_json")
+
+
+@contextlib.contextmanager
+def phase_timer() -> Iterator[dict[str, float]]:
+    """Wall seconds spent in each phase of the appends made while the block runs, accumulated
+    into the yielded dict (the caller reads and clears it around each append): `data_files`
+    (`_dataframe_to_data_files`, the Parquet files and their statistics), `manifests`
+    (`_SnapshotProducer._manifests`: the new manifest and any merge), `manifest_list`,
+    `catalog_commit` (the catalog's `commit_table`: the metadata JSON written, then the swap in
+    the catalog) and, within it, `metadata_json`. Installed after `fast_commit`'s own hooks (its
+    audit hashes pyiceberg's source, which wrapping would change) and removed on exit (bench only)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.io import pyarrow as pyarrow_io
+    from pyiceberg.serializers import ToOutputFile
+    from pyiceberg.table.update import snapshot
+
+    from catalog.engine import fast_commit
+
+    fast_commit.verify_pyiceberg()
+    spent: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+
+    def timed(phase: str, function: Any, listed: bool = False) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = function(*args, **kwargs)
+                return list(result) if listed else result  # a generator's work happens when it is read
+            finally:
+                spent[phase] += time.perf_counter() - start
+        return wrapper
+
+    @contextlib.contextmanager
+    def manifest_list(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        start = time.perf_counter()
+        try:
+            with originals["manifest_list"](*args, **kwargs) as writer:
+                yield writer
+        finally:
+            spent["manifest_list"] += time.perf_counter() - start
+
+    originals = {"data_files": pyarrow_io._dataframe_to_data_files, "manifests": snapshot._SnapshotProducer._manifests,
+                 "manifest_list": snapshot.write_manifest_list,
+                 "metadata_json": inspect.getattr_static(ToOutputFile, "table_metadata"),
+                 "catalog_commit": SqlCatalog.commit_table}
+    pyarrow_io._dataframe_to_data_files = timed("data_files", originals["data_files"], listed=True)
+    snapshot._SnapshotProducer._manifests = timed("manifests", originals["manifests"])
+    snapshot.write_manifest_list = manifest_list
+    ToOutputFile.table_metadata = staticmethod(timed("metadata_json", originals["metadata_json"].__func__))
+    SqlCatalog.commit_table = timed("catalog_commit", originals["catalog_commit"])
+    try:
+        yield spent
+    finally:
+        pyarrow_io._dataframe_to_data_files = originals["data_files"]
+        snapshot._SnapshotProducer._manifests = originals["manifests"]
+        snapshot.write_manifest_list = originals["manifest_list"]
+        ToOutputFile.table_metadata = originals["metadata_json"]
+        SqlCatalog.commit_table = originals["catalog_commit"]
+
+
+def phase_lines(samples: list[tuple[float, dict[str, float]]]) -> list[str]:
+    """Quantiles (ms) of each phase over the appends in `samples` ((wall, phases) each), and of the
+    rest of the wall time (the metadata JSON is part of the catalog's commit, not added twice)."""
+    def q(values: list[float], p: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    columns = {phase: [phases[phase] for _, phases in samples] for phase in PHASES}
+    columns["rest"] = [wall - sum(phases[p] for p in PHASES if p != "metadata_json") for wall, phases in samples]
+    columns["total"] = [wall for wall, _ in samples]
+    return [f"phase {name:15s} p50={q(values, .5):6.2f}  p90={q(values, .9):6.2f}  p99={q(values, .99):6.2f}  "
+            f"mean={statistics.mean(values) * 1000:6.2f} ms" for name, values in columns.items()]
+
+
 def distribution(samples: list[tuple[float, float]]) -> str:
     """Quantiles of the appends' wall time and process CPU time (all threads: pyiceberg writes
     manifests and data files on its worker threads), in ms."""
@@ -125,8 +210,9 @@ def distribution(samples: list[tuple[float, float]]) -> str:
 
 
 def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
-        variants: list[frozenset[str]] | None = None) -> list[tuple[int, float, float]]:
-    with tempfile.TemporaryDirectory(prefix="k2-bench-append-") as warehouse:
+        variants: list[frozenset[str]] | None = None, phases: bool = False) -> list[tuple[int, float, float]]:
+    with (tempfile.TemporaryDirectory(prefix="k2-bench-append-") as warehouse,
+          phase_timer() if phases else contextlib.nullcontext() as spent):
         config = CatalogConfig(uri=URI, warehouse=f"file://{warehouse}", namespace=f"bench_append_{uuid.uuid4().hex[:8]}")
         catalog = load_catalog(config)
         table = ensure_tables(catalog, config.namespace)["trades"]
@@ -140,6 +226,7 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
         cpu_by_variant: dict[frozenset[str], list[float]] = {v: [] for v in variants}
         profiler = cProfile.Profile() if profile else None
         every: list[tuple[float, float]] = []  # (wall, process CPU) of each append after the first window
+        phased: list[tuple[float, dict[str, float]]] = []  # (wall, phases) of each append after the first window
         try:
             for i in range(appends):
                 props = offsets_properties("bench", {("bench-topic", 0): (i + 1) * rows}, {"bench-topic": "id"})
@@ -148,6 +235,8 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
                 variant = variants[i % len(variants)]
                 if parts:
                     use_parts(parts, variant)
+                if spent is not None:
+                    spent.update(dict.fromkeys(spent, 0.0))
                 start, cpu_start = time.perf_counter(), time.process_time()
                 if mode == "pyiceberg":
                     table.append(data[i % len(data)], snapshot_properties=props)
@@ -158,6 +247,8 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
                 cpu_by_variant[variant].append(time.process_time() - cpu_start)
                 if i >= window:
                     every.append((times[-1], cpu_by_variant[variant][-1]))
+                    if spent is not None:
+                        phased.append((times[-1], dict(spent)))
                 if profiler:
                     profiler.disable()
                 if len(times) == window:
@@ -179,6 +270,8 @@ def run(mode: str, appends: int, rows: int, window: int, profile: str | None,
                     times = []
             if every and len(variants) == 1:
                 print(f"{mode:10s} {distribution(every)}", flush=True)
+            for line in phase_lines(phased) if phased else ():
+                print(f"{mode:10s} {line}", flush=True)
         finally:
             if profiler:
                 profiler.dump_stats(profile)
@@ -195,6 +288,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--mode", choices=("pyiceberg", "writer", "both"), default="both")
     parser.add_argument("--profile", help="write a cProfile of the last window to this file")
+    parser.add_argument("--phases", action="store_true",
+                        help="split each append's wall time into its phases (data files, manifests, manifest list, "
+                             "catalog commit with the metadata JSON, the rest)")
     parser.add_argument("--without", default="", help=f"comma-separated parts of fast_commit to switch off: {PARTS}")
     parser.add_argument("--compare", nargs="+", metavar="PARTS",
                         help="variants taken in turn, one append each (same table, same moment): each a "
@@ -205,6 +301,8 @@ def main() -> None:
     unknown = sorted(set().union(*variants) - set(PARTS))
     if unknown:
         parser.error(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
+    if args.phases and (args.compare or args.without):
+        parser.error("--phases times pyiceberg's functions that --without/--compare swap: use it alone")
     if any(variants) and args.mode != "writer":
         parser.error("--without/--compare switch parts of the writer path: use --mode writer")
     present = _parts() if any(variants) else {}
@@ -213,7 +311,7 @@ def main() -> None:
     print("variants: " + " | ".join(",".join(sorted(v)) or "none" for v in variants), flush=True)
     modes = ("pyiceberg", "writer") if args.mode == "both" else (args.mode,)
     for mode in modes:
-        run(mode, args.appends, args.rows, args.window, args.profile, variants)
+        run(mode, args.appends, args.rows, args.window, args.profile, variants, phases=args.phases)
 
 
 if __name__ == "__main__":

@@ -105,3 +105,44 @@ def test_the_latency_bench_sees_a_full_collection_and_keeps_its_stamps_out_of_th
     keys = {stamp_key(p, o) for p in (0, 1, 29) for o in (0, 1, 2**40)}
     assert len(keys) == 9  # one key per (partition, offset)
     assert not any(gc.is_tracked(k) for k in keys)
+
+
+def test_the_append_bench_splits_an_append_into_its_phases_and_puts_pyiceberg_back(catalog_config) -> None:  # type: ignore[no-untyped-def]
+    import inspect
+    import time
+
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.io import pyarrow as pyarrow_io
+    from pyiceberg.serializers import ToOutputFile
+    from pyiceberg.table.update import snapshot
+
+    from bench.bench_append import PHASES, batch, phase_lines, phase_timer
+    from catalog.engine.iceberg import ensure_tables, load_catalog
+    from catalog.engine.writer import IcebergWriter
+
+    def installed() -> tuple:
+        return (pyarrow_io._dataframe_to_data_files, snapshot._SnapshotProducer._manifests,
+                snapshot.write_manifest_list, inspect.getattr_static(ToOutputFile, "table_metadata"),
+                SqlCatalog.commit_table)
+
+    writer = IcebergWriter(ensure_tables(load_catalog(catalog_config), catalog_config.namespace)["trades"],
+                           table_name="trades")
+    writer.append(batch(10, 0))  # fast_commit's hooks are in place before the timer wraps them
+    before = installed()
+    samples = []
+    with phase_timer() as spent:
+        for start in (10, 60):
+            spent.update(dict.fromkeys(spent, 0.0))
+            began = time.perf_counter()
+            writer.append(batch(50, start))
+            samples.append((time.perf_counter() - began, dict(spent)))
+    assert installed() == before  # pyiceberg's (and fast_commit's) functions are back
+    for wall, phases in samples:
+        assert set(phases) == set(PHASES) and all(phases[p] > 0 for p in PHASES), phases
+        assert phases["metadata_json"] < phases["catalog_commit"]  # the JSON is written inside the commit
+        assert sum(phases[p] for p in PHASES if p != "metadata_json") < wall
+    writer.append(batch(5, 110))  # after the block: nothing more is timed
+    assert spent == samples[-1][1]
+    assert writer.table.scan().to_arrow().num_rows == 115
+    lines = phase_lines(samples)
+    assert [line.split()[1] for line in lines] == [*PHASES, "rest", "total"]
