@@ -146,3 +146,20 @@ def test_the_append_bench_splits_an_append_into_its_phases_and_puts_pyiceberg_ba
     assert writer.table.scan().to_arrow().num_rows == 115
     lines = phase_lines(samples)
     assert [line.split()[1] for line in lines] == [*PHASES, "rest", "total"]
+
+
+def test_the_append_floor_bench_reads_back_what_it_timed_and_reports_each_piece(catalog_config) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    env = {**os.environ, "K2_BENCH_ICEBERG_URI": catalog_config.uri}
+    out = subprocess.run([sys.executable, "bench/bench_append_floor.py", "--appends", "6", "--warmup", "2",
+                          "--rows", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]  # the files it wrote read back (it raises otherwise)
+    lines = out.stdout.splitlines()
+    assert "load average now" in lines[0]
+    for piece in ("parquet", "manifest", "manifest_list", "metadata_json", "catalog_swap", "floor (sum)", "K2 append"):
+        assert any(line.startswith(piece) and "p50=" in line for line in lines), piece
+    assert lines[-1].startswith("K2 append / floor at p50:") and lines[-1].endswith("over 4 appends")
+    refused = subprocess.run([sys.executable, "bench/bench_append_floor.py", "--appends", "2", "--warmup", "5"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 2 and "--appends must exceed --warmup" in refused.stderr
