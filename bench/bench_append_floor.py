@@ -26,7 +26,8 @@ printed, so the bench times writes that produced what it claims.
     .venv/bin/python bench/bench_append_floor.py --appends 300 --rows 350
 
 Prints, for the appends after `--warmup`, the p50 and p90 of each piece, their sum, and K2's own
-append measured in the same loop (wall and this process's CPU). Never asserted in tests.
+append measured in the same loop (wall and this process's CPU), then the machine's load during the
+run. Never asserted in tests.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_append import URI, batch  # noqa: E402
-from bench.common import machine_line  # noqa: E402
+from bench.common import LoadSampler, machine_line  # noqa: E402
 from k2core.logging import configure  # noqa: E402
 
 configure(json_output=True, level="WARNING")
@@ -214,8 +215,12 @@ def main() -> None:
     if args.appends <= args.warmup or args.rows < 1:
         parser.error("--appends must exceed --warmup, and --rows be at least 1")
     print(machine_line(), f"pid {os.getpid()}", flush=True)
-    for line in report(run(args.appends, args.rows, args.warmup)):
+    load = LoadSampler().start()
+    spent = run(args.appends, args.rows, args.warmup)
+    seen = load.stop()
+    for line in report(spent):
         print(line, flush=True)
+    print(f"load during the run {seen['load_min']:.2f}–{seen['load_max']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
