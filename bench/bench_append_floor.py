@@ -15,10 +15,11 @@ hand, on the very files a K2 append has just written, interleaved with K2's own 
 - `catalog_swap`: the compare-and-swap of the metadata location, one UPDATE in autocommit on a
   row of its own in the catalog's database.
 
-What it leaves out (so the sum is a floor): the snapshot summary's totals, partition values, the
-manifest merge (K2 merges 16 one-entry manifests every 16th append), and any bookkeeping between
-the steps. It also keeps the table's manifest list in memory (a writer that owns the table could),
-where pyiceberg reads it back at every append. Each file written is read back (pyarrow, fastavro)
+What it leaves out (so the sum is a floor): the snapshot summary's totals, partition values,
+reading the manifests a merge rewrites (every 16th append K2 merges 16 one-entry manifests; the
+merged manifest is then the one written again here), and any bookkeeping between the steps. It
+also keeps the table's manifest list in memory (a writer that owns the table could), where
+pyiceberg reads it back at every append. Each file written is read back (pyarrow, fastavro)
 (the last three appends' files: the Parquet file as the batch, each Avro file as the records
 pyiceberg wrote, and the manifest list by pyiceberg as the snapshot's own) before the figures are
 printed, so the bench times writes that produced what it claims.
@@ -130,7 +131,7 @@ def run(appends: int, rows: int, warmup: int) -> dict[str, list[float]]:
                     snap = meta.current_snapshot()
                     list_path = _local(snap.manifest_list)
                     parsed_list, manifests, list_meta = _avro_file(list_path)
-                    newest = max(manifests, key=lambda m: m["added_snapshot_id"] == snap.snapshot_id)
+                    newest = next(m for m in manifests if m["added_snapshot_id"] == snap.snapshot_id)  # this append's
                     parsed_entry, entries, entry_meta = _avro_file(_local(newest["manifest_path"]))
                     metadata_bytes = Path(_local(writer.table.metadata_location)).read_bytes()
 
