@@ -182,13 +182,17 @@ def phase_timer() -> Iterator[dict[str, float]]:
         SqlCatalog.commit_table = originals["catalog_commit"]
 
 
+def ms_quantile(seconds: list[float], p: float) -> float:
+    """The `p` quantile (0..1, the value at rank int(p·n)) of samples in seconds, in ms: the rank
+    rule every figure of this bench and `bench_append_floor.py` is printed with."""
+    ordered = sorted(seconds)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+
 def phase_lines(samples: list[tuple[float, dict[str, float]]]) -> list[str]:
     """Quantiles (ms) of each phase over the appends in `samples` ((wall, phases) each), and of the
     rest of the wall time (the metadata JSON is part of the catalog's commit, not added twice)."""
-    def q(values: list[float], p: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
+    q = ms_quantile
     columns = {phase: [phases[phase] for _, phases in samples] for phase in PHASES}
     columns["rest"] = [wall - sum(phases[p] for p in PHASES if p != "metadata_json") for wall, phases in samples]
     columns["total"] = [wall for wall, _ in samples]
@@ -199,10 +203,7 @@ def phase_lines(samples: list[tuple[float, dict[str, float]]]) -> list[str]:
 def distribution(samples: list[tuple[float, float]]) -> str:
     """Quantiles of the appends' wall time and process CPU time (all threads: pyiceberg writes
     manifests and data files on its worker threads), in ms."""
-    def q(values: list[float], p: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
+    q = ms_quantile
     wall, cpu = [w for w, _ in samples], [c for _, c in samples]
     return (f"appends after the first window: n={len(samples)}  wall p50={q(wall, .5):.1f} p90={q(wall, .9):.1f} "
             f"p99={q(wall, .99):.1f} max={max(wall) * 1000:.1f} ms  process CPU mean={statistics.mean(cpu) * 1000:.1f} "

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_append import URI, batch  # noqa: E402
+from bench.bench_append import URI, batch, ms_quantile  # noqa: E402
 from bench.common import LoadSampler, machine_line  # noqa: E402
 from k2core.logging import configure  # noqa: E402
 
@@ -127,8 +127,7 @@ def run(appends: int, rows: int, warmup: int) -> dict[str, list[float]]:
                     wall, cpu = time.perf_counter(), time.process_time()
                     writer.append(data, properties=props)
                     k2_wall, k2_cpu = time.perf_counter() - wall, time.process_time() - cpu
-                    meta = writer.table.metadata
-                    snap = meta.current_snapshot()
+                    snap = writer.table.metadata.current_snapshot()
                     list_path = _local(snap.manifest_list)
                     parsed_list, manifests, list_meta = _avro_file(list_path)
                     newest = next(m for m in manifests if m["added_snapshot_id"] == snap.snapshot_id)  # this append's
@@ -192,10 +191,7 @@ def run(appends: int, rows: int, warmup: int) -> dict[str, list[float]]:
 
 
 def report(spent: dict[str, list[float]]) -> list[str]:
-    def q(values: list[float], p: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
+    q = ms_quantile
     floor = [sum(parts) for parts in zip(*(spent[p] for p in PIECES), strict=True)]
     lines = [f"{name:16s} p50={q(values, .5):7.2f}  p90={q(values, .9):7.2f} ms"
              for name, values in ((p, spent[p]) for p in PIECES)]
