@@ -146,6 +146,9 @@ def test_the_append_bench_splits_an_append_into_its_phases_and_puts_pyiceberg_ba
     assert writer.table.scan().to_arrow().num_rows == 115
     lines = phase_lines(samples)
     assert [line.split()[1] for line in lines] == [*PHASES, "rest", "total"]
+    refused = subprocess.run([sys.executable, "bench/bench_append.py", "--phases", "--compare", "none", "json-splice"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--phases times pyiceberg's functions that --without/--compare swap" in refused.stderr
 
 
 def test_the_append_floor_bench_reads_back_what_it_timed_and_reports_each_piece(catalog_config) -> None:  # type: ignore[no-untyped-def]
