@@ -20,7 +20,8 @@ JSON built from per-snapshot pieces), `snapshot-index` (an index for `snapshot_b
 `held-metadata` (the catalog's compare-and-swap base not parsed again), `avro-readers` (Avro
 readers kept per header schema), `schema-check` and `schema-conversion` (the batch's Arrow
 schema checked and converted once per schema), `partitions` (a one-day batch not split by
-Acero); parts no longer in `fast_commit` are ignored with a note.
+Acero), `avro-writers` (a manifest's entry schema, writer tree and header JSON kept per schema),
+`held-manifest-lists` (the parent's manifest list given back as this process wrote it, not read); parts no longer in `fast_commit` are ignored with a note.
 
 Each run ends with the quantiles of every append after the first window: wall time and the
 process's CPU time (all threads), which the machine's load inflates far less than wall time.
@@ -82,44 +83,55 @@ def batch(rows: int, start: int) -> pa.Table:
 
 
 PARTS = ("json-splice", "snapshot-index", "held-metadata", "avro-readers", "schema-check", "schema-conversion",
-         "partitions")
+         "partitions", "avro-writers", "held-manifest-lists")
 
 
-def _parts() -> dict[str, tuple[Any, str, Any, Any]]:
-    """part -> (class, attribute, fast_commit's function, pyiceberg's own), for the parts still in fast_commit."""
-    from pyiceberg.avro.file import AvroFile
+def _parts() -> dict[str, list[tuple[Any, str, Any, Any]]]:
+    """part -> [(owner, attribute, fast_commit's function, pyiceberg's own), ...], for the parts still in fast_commit."""
+    from pyiceberg.avro.file import AvroFile, AvroOutputFile
     from pyiceberg.io import pyarrow as pyarrow_io
+    from pyiceberg.manifest import ManifestListWriter, ManifestWriter
     from pyiceberg.serializers import FromInputFile, ToOutputFile
+    from pyiceberg.table import snapshots
     from pyiceberg.table.metadata import TableMetadataCommonFields
 
     from catalog.engine import fast_commit
 
     fast_commit.verify_pyiceberg()  # installs the hooks once; `use_parts` swaps them afterwards
     names = {
-        "json-splice": (ToOutputFile, "table_metadata", "_write_table_metadata", "_ORIGINAL_WRITE_METADATA", True),
-        "snapshot-index": (TableMetadataCommonFields, "snapshot_by_id", "_snapshot_by_id", "_ORIGINAL_SNAPSHOT_BY_ID",
-                           False),
-        "held-metadata": (FromInputFile, "table_metadata", "_read_table_metadata", "_ORIGINAL_READ_METADATA", True),
-        "avro-readers": (AvroFile, "__enter__", "_avro_file_enter", "_ORIGINAL_AVRO_ENTER", False),
-        "schema-check": (pyarrow_io, "_check_pyarrow_schema_compatible", "_check_schema_compatible",
-                         "_ORIGINAL_CHECK_SCHEMA", False),
-        "schema-conversion": (pyarrow_io, "pyarrow_to_schema", "_pyarrow_to_schema", "_ORIGINAL_PYARROW_TO_SCHEMA", False),
-        "partitions": (pyarrow_io, "_determine_partitions", "_determine_partitions", "_ORIGINAL_DETERMINE_PARTITIONS",
-                       False),
+        "json-splice": [(ToOutputFile, "table_metadata", "_write_table_metadata", "_ORIGINAL_WRITE_METADATA", True)],
+        "snapshot-index": [(TableMetadataCommonFields, "snapshot_by_id", "_snapshot_by_id", "_ORIGINAL_SNAPSHOT_BY_ID",
+                            False)],
+        "held-metadata": [(FromInputFile, "table_metadata", "_read_table_metadata", "_ORIGINAL_READ_METADATA", True)],
+        "avro-readers": [(AvroFile, "__enter__", "_avro_file_enter", "_ORIGINAL_AVRO_ENTER", False)],
+        "avro-writers": [(ManifestWriter, "_with_partition", "_with_partition", "_ORIGINAL_WITH_PARTITION", False),
+                         (AvroOutputFile, "__init__", "_avro_output_init", "_ORIGINAL_AVRO_OUTPUT_INIT", False),
+                         (AvroOutputFile, "_write_header", "_avro_write_header", "_ORIGINAL_AVRO_WRITE_HEADER", False)],
+        "held-manifest-lists": [(ManifestListWriter, "add_manifests", "_add_manifests", "_ORIGINAL_ADD_MANIFESTS", False),
+                                (snapshots, "_manifests", "_read_manifests", "_ORIGINAL_MANIFESTS", False)],
+        "schema-check": [(pyarrow_io, "_check_pyarrow_schema_compatible", "_check_schema_compatible",
+                          "_ORIGINAL_CHECK_SCHEMA", False)],
+        "schema-conversion": [(pyarrow_io, "pyarrow_to_schema", "_pyarrow_to_schema", "_ORIGINAL_PYARROW_TO_SCHEMA",
+                               False)],
+        "partitions": [(pyarrow_io, "_determine_partitions", "_determine_partitions", "_ORIGINAL_DETERMINE_PARTITIONS",
+                        False)],
     }
-    found = {}
-    for part, (owner, attribute, fast, plain, static) in names.items():
-        if not hasattr(fast_commit, fast) or not hasattr(fast_commit, plain):
+    found: dict[str, list[tuple[Any, str, Any, Any]]] = {}
+    for part, hooks in names.items():
+        if not all(hasattr(fast_commit, fast) and hasattr(fast_commit, plain) for _, _, fast, plain, _ in hooks):
             continue
-        wrap = staticmethod if static else (lambda f: f)
-        found[part] = (owner, attribute, wrap(getattr(fast_commit, fast)), wrap(getattr(fast_commit, plain)))
+        found[part] = []
+        for owner, attribute, fast, plain, static in hooks:
+            wrap = staticmethod if static else (lambda f: f)
+            found[part].append((owner, attribute, wrap(getattr(fast_commit, fast)), wrap(getattr(fast_commit, plain))))
     return found
 
 
-def use_parts(parts: dict[str, tuple[Any, str, Any, Any]], off: set[str]) -> None:
+def use_parts(parts: dict[str, list[tuple[Any, str, Any, Any]]], off: set[str]) -> None:
     """fast_commit's function for each part, except pyiceberg's own for those in `off`."""
-    for part, (owner, attribute, fast, plain) in parts.items():
-        setattr(owner, attribute, plain if part in off else fast)
+    for part, hooks in parts.items():
+        for owner, attribute, fast, plain in hooks:
+            setattr(owner, attribute, plain if part in off else fast)
 
 
 PHASES = ("data_files", "manifests", "manifest_list", "catalog_commit", "metadata_json")
@@ -304,6 +316,10 @@ def main() -> None:
         parser.error(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
     if args.phases and (args.compare or args.without):
         parser.error("--phases times pyiceberg's functions that --without/--compare swap: use it alone")
+    if len(variants) > 1 and any("held-manifest-lists" in v for v in variants):
+        parser.error("held-manifest-lists cannot be compared append by append on one table: a variant without it "
+                     "writes manifest lists that the next variant must read from their files; compare whole runs "
+                     "(--without held-manifest-lists against none)")
     if any(variants) and args.mode != "writer":
         parser.error("--without/--compare switch parts of the writer path: use --mode writer")
     present = _parts() if any(variants) else {}

@@ -151,6 +151,38 @@ def test_the_append_bench_splits_an_append_into_its_phases_and_puts_pyiceberg_ba
     assert refused.returncode == 2 and "--phases times pyiceberg's functions that --without/--compare swap" in refused.stderr
 
 
+def test_the_append_bench_switches_every_hook_of_a_part_and_refuses_to_interleave_held_manifest_lists() -> None:
+    """`--without`/`--compare` switch a part of fast_commit as a whole (all its hooks: pyiceberg's own
+    in place while off, fast_commit's back after), and held manifest lists cannot be compared append
+    by append (a variant without them writes lists the next one must read): refused, saying why."""
+    from pyiceberg.avro.file import AvroOutputFile
+    from pyiceberg.manifest import ManifestListWriter, ManifestWriter
+    from pyiceberg.table import snapshots
+
+    from bench.bench_append import _parts, use_parts
+    from catalog.engine import fast_commit
+
+    parts = _parts()
+    hooked = {"avro-writers": [(ManifestWriter, "_with_partition"), (AvroOutputFile, "__init__"),
+                               (AvroOutputFile, "_write_header")],
+              "held-manifest-lists": [(ManifestListWriter, "add_manifests"), (snapshots, "_manifests")]}
+    try:
+        for part, where in hooked.items():
+            assert [(owner, attribute) for owner, attribute, _, _ in parts[part]] == where
+            use_parts(parts, {part})
+            assert [getattr(owner, attribute) for owner, attribute in where] == [plain for *_, plain in parts[part]]
+            assert all(getattr(owner, attribute) is fast for other in hooked if other != part
+                       for owner, attribute, fast, _ in parts[other])
+            use_parts(parts, set())
+            assert [getattr(owner, attribute) for owner, attribute in where] == [fast for _, _, fast, _ in parts[part]]
+    finally:
+        use_parts(parts, set())
+    assert snapshots._manifests is fast_commit._read_manifests  # noqa: SLF001
+    refused = subprocess.run([sys.executable, "bench/bench_append.py", "--mode", "writer", "--compare", "none",
+                              "held-manifest-lists"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "held-manifest-lists cannot be compared append by append" in refused.stderr
+
+
 def test_the_append_floor_bench_reads_back_what_it_timed_and_reports_each_piece(catalog_config) -> None:  # type: ignore[no-untyped-def]
     import os
 

@@ -526,3 +526,133 @@ def test_metadata_files_hold_exactly_what_pyiceberg_would_write(iceberg_tables, 
     assert len(reloaded.metadata.snapshots) == 3 and reloaded.metadata.snapshots[0].parent_snapshot_id is None
     assert written == reloaded.metadata.model_dump_json(exclude_none=True)
     assert fast_commit._json_state["enabled"]  # noqa: SLF001
+
+
+def test_manifest_lists_kept_as_written_are_what_their_files_read_back_and_no_parent_list_is_read(
+        iceberg_tables, catalog_config, monkeypatch) -> None:
+    """Inside a fast append the manifest list's records are kept as written, and the next append
+    takes its parent's list from them instead of reading the file. Over 40 appends (two tier-1
+    merges) each kept list must be exactly what pyiceberg reads from the file; no fast append after
+    the first reads its parent's list from disk; a list another writer wrote (pyiceberg's own
+    append) is read from its file; and every reader sees every row once."""
+    from pyiceberg.manifest import read_manifest_list
+
+    read_from_files: list[str] = []
+    original = fast_commit._ORIGINAL_MANIFESTS  # noqa: SLF001
+
+    def counting(io, manifest_list):  # noqa: ANN001, ANN202
+        read_from_files.append(manifest_list)
+        return original(io, manifest_list)
+
+    monkeypatch.setattr(fast_commit, "_ORIGINAL_MANIFESTS", counting)
+    table = iceberg_tables["trades"]
+    writer = IcebergWriter(table, table_name="trades", policy=FAST)
+    for i in range(40):
+        writer.append(_batch(2, start=2 * i), properties=offsets_properties("g", {("t", 0): 2 * i + 2}))
+        listed = table.current_snapshot().manifest_list
+        kept = fast_commit._written_lists[listed]  # noqa: SLF001
+        assert list(kept) == list(read_manifest_list(table.io.new_input(listed)))
+    assert read_from_files == []  # the first append had no parent; every later one took the kept list
+    assert any((m.existing_files_count or 0) > 0 for m in table.current_snapshot().manifests(table.io))  # merged
+
+    table.append(_batch(2, start=80))  # another writer: pyiceberg's own append, its list not kept
+    foreign = table.current_snapshot().manifest_list
+    assert foreign not in fast_commit._written_lists  # noqa: SLF001
+    writer.append(_batch(2, start=82), properties=offsets_properties("g", {("t", 0): 84}))
+    assert read_from_files == [foreign]
+
+    fresh = load_catalog(catalog_config).load_table(f"{catalog_config.namespace}.trades")
+    assert sorted(fresh.scan().to_arrow().column("source_offset").to_pylist()) == list(range(84))
+    assert _duckdb_count(fresh.metadata_location) == 84
+    assert _duckdb_count(fresh.metadata_location, fresh.metadata.snapshots[19].snapshot_id) == 40  # time travel
+
+
+def _quote_batch(n: int = 3) -> pa.Table:
+    now = datetime(2026, 3, 10, 1, tzinfo=UTC)
+    rows = [{"symbol": "BHP", "company_id": 1, "exchange": "ASX", "exchange_timestamp": now,
+             "bid_price": Decimal("1.000001"), "bid_volume": 1, "ask_price": Decimal("1.000002"), "ask_volume": 1,
+             "ingestion_timestamp": now, "sequence_number": i, "source_partition": 0, "source_offset": i}
+            for i in range(n)]
+    return pa.Table.from_pylist(rows, schema=arrow_schema("quotes"))
+
+
+def _manifest_file(path) -> tuple[str, dict, list]:  # noqa: ANN001
+    """(the header's Avro schema text, its other metadata, the records) of an Avro file."""
+    import fastavro
+
+    with open(path, "rb") as f:
+        reader = fastavro.reader(f)
+        records = list(reader)
+        meta = dict(reader.metadata)
+    return meta.pop("avro.schema"), meta, records
+
+
+def test_avro_writers_kept_per_schema_write_what_pyiceberg_writes(iceberg_tables, tmp_path) -> None:
+    """A manifest's entry schema, writer tree and header JSON are kept per schema objects. Manifests
+    and manifest lists written for two tables in turn (trades, quotes, trades again: the kept work
+    must follow the schema) hold exactly the header and records pyiceberg's own writer gives the
+    same entries, and a table whose schema changed gets the new schema in its manifests."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+    from pyiceberg.manifest import write_manifest, write_manifest_list
+    from pyiceberg.types import LongType
+
+    fast_commit.verify_pyiceberg()  # the hooks are in place
+    io = PyArrowFileIO()
+    for name, table in (("trades", iceberg_tables["trades"]), ("quotes", iceberg_tables["quotes"])):
+        fast_commit.append(table, _batch(3) if name == "trades" else _quote_batch())
+    hooks = [(owner, attr, ours, theirs) for owner, attr, ours, theirs in fast_commit._hooks()  # noqa: SLF001
+             if attr in ("_with_partition", "__init__", "_write_header")]
+    assert len(hooks) == 3
+
+    def write(table, path) -> None:  # noqa: ANN001
+        snapshot = table.current_snapshot()
+        manifest = next(m for m in snapshot.manifests(table.io) if m.partition_spec_id == table.spec().spec_id)
+        entries = manifest.fetch_manifest_entry(table.io)
+        with write_manifest(format_version=2, spec=table.spec(), schema=table.schema(),
+                            output_file=io.new_output(f"{path}.avro"), snapshot_id=snapshot.snapshot_id,
+                            avro_compression="deflate") as w:
+            for entry in entries:
+                w.add_entry(entry)
+        with write_manifest_list(format_version=2, output_file=io.new_output(f"{path}.list.avro"),
+                                 snapshot_id=snapshot.snapshot_id, parent_snapshot_id=None,
+                                 sequence_number=snapshot.sequence_number, avro_compression="deflate") as w:
+            w.add_manifests([manifest])
+
+    def swap(use_ours: bool) -> None:
+        for owner, attr, ours, theirs in hooks:
+            setattr(owner, attr, ours if use_ours else theirs)
+
+    order = [("trades", iceberg_tables["trades"]), ("quotes", iceberg_tables["quotes"]),
+             ("trades", iceberg_tables["trades"])]
+    try:
+        for i, (name, table) in enumerate(order):
+            swap(False)
+            write(table, tmp_path / f"{i}-{name}-pyiceberg")
+            swap(True)
+            write(table, tmp_path / f"{i}-{name}-kept")
+            write(table, tmp_path / f"{i}-{name}-kept-again")
+            for suffix in (".avro", ".list.avro"):
+                theirs = _manifest_file(tmp_path / f"{i}-{name}-pyiceberg{suffix}")
+                assert _manifest_file(tmp_path / f"{i}-{name}-kept{suffix}") == theirs
+                assert _manifest_file(tmp_path / f"{i}-{name}-kept-again{suffix}") == theirs
+        trades, quotes = (_manifest_file(tmp_path / f"{i}-{n}-kept.avro")[1]["schema"]
+                          for i, n in ((0, "trades"), (1, "quotes")))
+        assert "ask_price" in quotes and "ask_price" not in trades  # each table's manifests carry its schema
+
+        table = iceberg_tables["trades"]  # a new partition field: a new manifest entry schema
+        with table.update_schema() as update:
+            update.add_column("k2_test_extra", LongType())
+        with table.update_spec() as update:
+            update.add_identity("symbol")
+        fast_commit.append(table, _batch(3, start=3).append_column("k2_test_extra", pa.array([7] * 3, pa.int64())))
+        write(table, tmp_path / "evolved-kept")
+        swap(False)
+        write(table, tmp_path / "evolved-pyiceberg")
+        evolved = _manifest_file(tmp_path / "evolved-kept.avro")
+        assert evolved == _manifest_file(tmp_path / "evolved-pyiceberg.avro")
+        assert "k2_test_extra" in evolved[1]["schema"]
+        partition = next(f for f in json.loads(evolved[0])["fields"][-1]["type"]["fields"] if f["name"] == "partition")
+        assert [f["name"] for f in partition["type"]["fields"]] == ["exchange_date", "symbol"]
+        assert all(r["data_file"]["partition"]["symbol"] == "BHP" for r in evolved[2])
+    finally:
+        swap(True)
