@@ -21,7 +21,8 @@ JSON built from per-snapshot pieces), `snapshot-index` (an index for `snapshot_b
 readers kept per header schema), `schema-check` and `schema-conversion` (the batch's Arrow
 schema checked and converted once per schema), `partitions` (a one-day batch not split by
 Acero), `avro-writers` (a manifest's entry schema, writer tree and header JSON kept per schema),
-`held-manifest-lists` (the parent's manifest list given back as this process wrote it, not read); parts no longer in `fast_commit` are ignored with a note.
+`held-manifest-lists` (the parent's manifest list given back as this process wrote it, not read;
+whole runs only: `--compare` refuses it); parts no longer in `fast_commit` are ignored with a note.
 
 Each run ends with the quantiles of every append after the first window: wall time and the
 process's CPU time (all threads), which the machine's load inflates far less than wall time.
