@@ -656,3 +656,48 @@ def test_avro_writers_kept_per_schema_write_what_pyiceberg_writes(iceberg_tables
         assert all(r["data_file"]["partition"]["symbol"] == "BHP" for r in evolved[2])
     finally:
         swap(True)
+
+
+def test_metadata_written_in_pieces_is_pydantics_json_through_consolidation_expiry_and_gzip(
+        iceberg_tables, catalog_config) -> None:
+    """The snapshot lists' JSON is kept as chunks (one per commit, joined into one past
+    `_CHUNKS_KEPT`) and written piece by piece. Through more commits than that, an expiry (the list
+    no longer extends the kept one) and more commits, every metadata file must be byte for byte
+    pydantic's JSON of the table's metadata, read back by pyiceberg and plain DuckDB; a metadata
+    file named for gzip is written compressed, with the same JSON inside."""
+    import gzip
+
+    from catalog.engine.maintenance import expire_snapshots
+
+    def file_text(table) -> bytes:  # noqa: ANN001
+        with table.io.new_input(table.metadata_location).open() as f:
+            raw = f.read()
+        return gzip.decompress(raw) if table.metadata_location.endswith(".gz.metadata.json") else raw
+
+    table = iceberg_tables["trades"]
+    key = (str(table.metadata.table_uuid), "snapshots", True)
+    commits = fast_commit._CHUNKS_KEPT + 8  # noqa: SLF001
+    for i in range(commits):
+        fast_commit.append(table, _batch(1, start=i), snapshot_properties=offsets_properties("g", {("t", 0): i + 1}))
+        assert file_text(table) == table.metadata.model_dump_json(exclude_none=True).encode()
+        assert len(fast_commit._list_json[key][2]) <= fast_commit._CHUNKS_KEPT  # noqa: SLF001 - consolidated
+    expire_snapshots(table, retention=timedelta(0), retain_last=5)
+    assert file_text(table) == table.metadata.model_dump_json(exclude_none=True).encode()
+    for i in range(commits, commits + 3):
+        fast_commit.append(table, _batch(1, start=i), snapshot_properties=offsets_properties("g", {("t", 0): i + 1}))
+        assert file_text(table) == table.metadata.model_dump_json(exclude_none=True).encode()
+    reloaded = load_catalog(catalog_config).load_table(table.name())
+    assert reloaded.metadata == table.metadata and len(reloaded.metadata.snapshots) == 8
+    assert _duckdb_count(reloaded.metadata_location) == commits + 3
+
+    # pyiceberg 0.12's catalogs name no metadata file .gz.metadata.json, another writer's may:
+    # such a file is written compressed, with the same JSON inside
+    target = table.io.new_output(f"{table.location()}/metadata/k2-test.gz.metadata.json")
+    token = fast_commit._ACTIVE.set(True)  # noqa: SLF001 - as inside fast_commit.append
+    try:
+        fast_commit._write_table_metadata(table.metadata, target)  # noqa: SLF001
+    finally:
+        fast_commit._ACTIVE.reset(token)  # noqa: SLF001
+    with table.io.new_input(target.location).open() as f:
+        assert gzip.decompress(f.read()) == table.metadata.model_dump_json(exclude_none=True).encode()
+    assert fast_commit._json_state["enabled"]  # noqa: SLF001
