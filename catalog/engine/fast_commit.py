@@ -72,9 +72,10 @@ applied with sets (`_remove_snapshots`: pyiceberg's handler scans the id list th
 snapshot, O(N·M)); a removal that a branch, tag or statistics file points at goes to pyiceberg.
 
 Also only inside `append`/`expire_snapshots`, the metadata JSON: every commit writes every
-snapshot and snapshot-log entry again (~5 µs each); `metadata_json` keeps each list's JSON from
-the previous commit and serialises only the new items (same bytes, checked once per process
-against pydantic's JSON of the whole; a difference switches it off for good, logged).
+snapshot and snapshot-log entry again (~5 µs each); `metadata_json_pieces` keeps each list's JSON
+from the previous commit as UTF-8 chunks and serialises only the new items, and the file is
+written piece by piece, never built as one string (same bytes, checked once per process against
+pydantic's JSON of the whole; a difference switches it off for good, logged).
 
 Kept and dropped by measurement (issue 10; `bench/bench_append.py --compare`, every part
 switched on and off in turn on one table, docs/benchmarks.md "fast_commit: what each part is
