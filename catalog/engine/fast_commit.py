@@ -331,7 +331,8 @@ class FastCommitUnsupported(RuntimeError):
     """The installed pyiceberg is not the one this commit path was audited against."""
 
 
-# pyiceberg functions this module replaces while it runs (ContextVar-gated): audited as pyiceberg ships them
+# pyiceberg functions this module replaces while it runs (ContextVar-gated, except the pure caches and the
+# kept manifest lists, which say why where they are defined): audited as pyiceberg ships them
 _REPLACED = {
     "pyiceberg.avro.file:AvroFile.__enter__": _ORIGINAL_AVRO_ENTER,
     "pyiceberg.avro.file:AvroOutputFile.__init__": _ORIGINAL_AVRO_OUTPUT_INIT,
@@ -579,11 +580,6 @@ def metadata_json_pieces(metadata: TableMetadata, exclude_none: bool = True) -> 
             log.error("metadata_json_cache_disabled", reason="spliced JSON differs from pydantic's")
             return [whole]
     return pieces
-
-
-def metadata_json(metadata: TableMetadata, exclude_none: bool = True) -> str:
-    """`metadata.model_dump_json(exclude_none=...)`, built as `metadata_json_pieces` builds it."""
-    return b"".join(metadata_json_pieces(metadata, exclude_none)).decode("utf-8")
 
 
 def _write_table_metadata(metadata: TableMetadata, output_file: OutputFile, overwrite: bool = False) -> None:
