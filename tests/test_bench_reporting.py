@@ -199,3 +199,18 @@ def test_the_append_floor_bench_reads_back_what_it_timed_and_reports_each_piece(
     refused = subprocess.run([sys.executable, "bench/bench_append_floor.py", "--appends", "2", "--warmup", "5"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert refused.returncode == 2 and "--appends must exceed --warmup" in refused.stderr
+
+
+def test_the_fault_suite_stops_saying_why_when_every_message_is_in_the_table_before_its_rounds_ran_out() -> None:
+    """On a fast machine the first consumer can write every message before it is killed; the next
+    round would wait for Iceberg commits that cannot come (it hung for 180 s, then crashed with a
+    TimeoutExpired). The suite now stops with exit status 2 and says to produce more messages,
+    having checked the table with plain DuckDB. (Seed 5 kills the first consumer 3.0 s after its
+    first commit, time enough to write all 40 messages.)"""
+    run = subprocess.run([sys.executable, "bench/fault_suite.py", "--messages", "40", "--kills", "2", "--outage", "0",
+                          "--disk-full", "0", "--start-outage", "0", "--max-delay", "4", "--seed", "5"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "round 1: every produced message is already in the table" in run.stdout
+    assert "run again with more --messages" in run.stdout
+    assert "round 0: SIGKILL (40 rows in the table)" in run.stdout
