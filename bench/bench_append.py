@@ -87,45 +87,31 @@ PARTS = ("json-splice", "snapshot-index", "held-metadata", "avro-readers", "sche
          "partitions", "avro-writers", "held-manifest-lists")
 
 
+# part -> the fast_commit functions it installs (each found with its owner in `fast_commit._hooks()`)
+_PART_HOOKS = {
+    "json-splice": ("_write_table_metadata",),
+    "snapshot-index": ("_snapshot_by_id",),
+    "held-metadata": ("_read_table_metadata",),
+    "avro-readers": ("_avro_file_enter",),
+    "avro-writers": ("_with_partition", "_avro_output_init", "_avro_write_header"),
+    "held-manifest-lists": ("_add_manifests", "_read_manifests"),
+    "schema-check": ("_check_schema_compatible",),
+    "schema-conversion": ("_pyarrow_to_schema",),
+    "partitions": ("_determine_partitions",),
+}
+
+
 def _parts() -> dict[str, list[tuple[Any, str, Any, Any]]]:
     """part -> [(owner, attribute, fast_commit's function, pyiceberg's own), ...], for the parts still in fast_commit."""
-    from pyiceberg.avro.file import AvroFile, AvroOutputFile
-    from pyiceberg.io import pyarrow as pyarrow_io
-    from pyiceberg.manifest import ManifestListWriter, ManifestWriter
-    from pyiceberg.serializers import FromInputFile, ToOutputFile
-    from pyiceberg.table import snapshots
-    from pyiceberg.table.metadata import TableMetadataCommonFields
-
     from catalog.engine import fast_commit
 
     fast_commit.verify_pyiceberg()  # installs the hooks once; `use_parts` swaps them afterwards
-    names = {
-        "json-splice": [(ToOutputFile, "table_metadata", "_write_table_metadata", "_ORIGINAL_WRITE_METADATA", True)],
-        "snapshot-index": [(TableMetadataCommonFields, "snapshot_by_id", "_snapshot_by_id", "_ORIGINAL_SNAPSHOT_BY_ID",
-                            False)],
-        "held-metadata": [(FromInputFile, "table_metadata", "_read_table_metadata", "_ORIGINAL_READ_METADATA", True)],
-        "avro-readers": [(AvroFile, "__enter__", "_avro_file_enter", "_ORIGINAL_AVRO_ENTER", False)],
-        "avro-writers": [(ManifestWriter, "_with_partition", "_with_partition", "_ORIGINAL_WITH_PARTITION", False),
-                         (AvroOutputFile, "__init__", "_avro_output_init", "_ORIGINAL_AVRO_OUTPUT_INIT", False),
-                         (AvroOutputFile, "_write_header", "_avro_write_header", "_ORIGINAL_AVRO_WRITE_HEADER", False)],
-        "held-manifest-lists": [(ManifestListWriter, "add_manifests", "_add_manifests", "_ORIGINAL_ADD_MANIFESTS", False),
-                                (snapshots, "_manifests", "_read_manifests", "_ORIGINAL_MANIFESTS", False)],
-        "schema-check": [(pyarrow_io, "_check_pyarrow_schema_compatible", "_check_schema_compatible",
-                          "_ORIGINAL_CHECK_SCHEMA", False)],
-        "schema-conversion": [(pyarrow_io, "pyarrow_to_schema", "_pyarrow_to_schema", "_ORIGINAL_PYARROW_TO_SCHEMA",
-                               False)],
-        "partitions": [(pyarrow_io, "_determine_partitions", "_determine_partitions", "_ORIGINAL_DETERMINE_PARTITIONS",
-                        False)],
-    }
-    found: dict[str, list[tuple[Any, str, Any, Any]]] = {}
-    for part, hooks in names.items():
-        if not all(hasattr(fast_commit, fast) and hasattr(fast_commit, plain) for _, _, fast, plain, _ in hooks):
-            continue
-        found[part] = []
-        for owner, attribute, fast, plain, static in hooks:
-            wrap = staticmethod if static else (lambda f: f)
-            found[part].append((owner, attribute, wrap(getattr(fast_commit, fast)), wrap(getattr(fast_commit, plain))))
-    return found
+    installed = {}
+    for owner, attribute, fast, plain in fast_commit._hooks():  # noqa: SLF001 - the bench switches them
+        wrap = staticmethod if isinstance(inspect.getattr_static(owner, attribute), staticmethod) else (lambda f: f)
+        installed[fast.__name__] = (owner, attribute, wrap(fast), wrap(plain))
+    return {part: [installed[name] for name in names] for part, names in _PART_HOOKS.items()
+            if all(name in installed for name in names)}
 
 
 def use_parts(parts: dict[str, list[tuple[Any, str, Any, Any]]], off: set[str]) -> None:
