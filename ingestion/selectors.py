@@ -60,3 +60,25 @@ def gaps_csv(queryset: QuerySet[SequenceGap]) -> str:
         writer.writerow([value.astimezone(dt.UTC).isoformat() if isinstance(value, dt.datetime) else
                          ("" if value is None else value) for value in row])
     return out.getvalue()
+
+
+def stream_tail():  # type: ignore[no-untyped-def]
+    """The reader of fresh reads (`ingestion.engine.tail.KafkaTail`) for the query engine (wired by
+    settings.K2_STREAM_TAIL, so the queries app does not import this one): this deployment's
+    broker and registry; per data type its declared topics (any other topic the table holds rows
+    of is read too, from the table's record) and the default consumer group's committed offsets;
+    the gap store's column limits; K2_FRESH_READ_TIMEOUT_MS and K2_FRESH_READ_MAX_MESSAGES."""
+    from django.conf import settings
+
+    from catalog.engine.schemas import DATA_TYPES, consumer_group, topic_name
+    from catalog.selectors import get_registry
+    from ingestion.engine.tail import KafkaTail
+    from ingestion.engine.topics import DECLARED_ASSET_CLASSES, DECLARED_EXCHANGES
+    from ingestion.gaps import OrmGapSink
+
+    k2 = settings.K2
+    topics = {d: tuple(topic_name(asset_class=DECLARED_ASSET_CLASSES[0], data_type=d, exchange=e)
+                       for e in DECLARED_EXCHANGES) for d in DATA_TYPES}
+    return KafkaTail(bootstrap_servers=k2.bootstrap_servers, registry=get_registry(), topics_of=topics,
+                     group_of={d: consumer_group(d) for d in DATA_TYPES}, max_lengths=OrmGapSink.max_lengths,
+                     timeout_s=k2.fresh_read_timeout_ms / 1000, max_messages=k2.fresh_read_max_messages)

@@ -170,6 +170,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a positive integer: a saved-query result larger than this many bytes (Arrow, before encoding) is refused (422)"),
     Setting("query_max_concurrent_runs", "K2_QUERY_MAX_CONCURRENT_RUNS", 2, _int(1, 1000),
         "a positive integer: saved-query runs one API key (or user) may have in flight at once (429 beyond)"),
+    Setting("fresh_read_timeout_ms", "K2_FRESH_READ_TIMEOUT_MS", 5000, _int(10, 600_000),
+        "an integer 10-600000: the longest a fresh read (`fresh=true` on /trades, /quotes, /ohlcv) reads Kafka "
+        "beyond the snapshot, in ms; a read cut short says so (meta.fresh.complete = false)"),
+    Setting("fresh_read_max_messages", "K2_FRESH_READ_MAX_MESSAGES", 1_000_000, _int(1, 100_000_000),
+        "an integer 1-100000000: the most messages a fresh read takes beyond the snapshot (a longer tail is cut "
+        "and says so)"),
     Setting("snapshot_retention_hours", "K2_SNAPSHOT_RETENTION_HOURS", 168, _int(),
         "a positive integer: hours of Iceberg snapshots kept for time travel (default 7 days)"),
     Setting("snapshot_full_detail_minutes", "K2_SNAPSHOT_FULL_DETAIL_MINUTES", 1, _int(),
@@ -274,6 +280,8 @@ class K2Config:
     query_memory_limit: str
     query_max_result_bytes: int
     query_max_concurrent_runs: int
+    fresh_read_timeout_ms: int
+    fresh_read_max_messages: int
     log_json: bool | None
     log_level: str
     admin_password: str | None
@@ -343,7 +351,8 @@ def load(env: Mapping[str, str] | None = None) -> K2Config:
         catalog_retry_seconds=raw.catalog_retry_seconds, orphan_min_age_minutes=raw.orphan_min_age_minutes,
         maintenance_interval_minutes=raw.maintenance_interval_minutes, duckdb_memory_limit=raw.duckdb_memory_limit,
         query_memory_limit=raw.query_memory_limit, query_max_result_bytes=raw.query_max_result_bytes,
-        query_max_concurrent_runs=raw.query_max_concurrent_runs, log_json=raw.log_json, log_level=raw.log_level,
+        query_max_concurrent_runs=raw.query_max_concurrent_runs, fresh_read_timeout_ms=raw.fresh_read_timeout_ms,
+        fresh_read_max_messages=raw.fresh_read_max_messages, log_json=raw.log_json, log_level=raw.log_level,
         admin_password=raw.admin_password, metrics_dir=_under_base(raw.metrics_dir), secret_key=raw.secret_key,
         debug=raw.debug, allowed_hosts=[h.strip() for h in raw.allowed_hosts.split(",") if h.strip()],
         consumer_stale_seconds=raw.consumer_stale_seconds, consumer_max_restarts=raw.consumer_max_restarts,

@@ -125,6 +125,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 K2_API_KEY_SCOPES = "queries.services.api_key_scopes"  # the schema registry's write check (catalog.registry_api)
+K2_STREAM_TAIL = "ingestion.selectors.stream_tail"  # fresh reads for the query API (queries.selectors.get_engine)
 K2_CELERY_APP = "k2portal.celery.app"  # imported by Django code before it sends a task (k2portal/__init__.py)
 K2_CONSUMER_QUEUE = "consumers"  # the Celery queue of consumer tasks (the `consumers` worker of the Procfile)
 

@@ -10,6 +10,7 @@ needs, or a staff session in the browser.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from typing import Annotated, Any, Literal
@@ -147,7 +148,8 @@ def respond(request: HttpRequest, table: Any, meta: dict[str, Any], fmt: str, bo
     if fmt != "json":
         for key, value in meta.items():
             if value is not None:
-                response[f"X-K2-{key.replace('_', '-').title()}"] = str(value)
+                text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
+                response[f"X-K2-{key.replace('_', '-').title()}"] = text
         response["Content-Disposition"] = f'attachment; filename="{meta.get("table", "result")}.{fmt}"'
     count_request(request, 200)
     return response
@@ -163,18 +165,20 @@ def _result(request: HttpRequest, result: QueryResult, fmt: str, query_type: str
     metrics.QUERY_ROWS.labels(query_type=query_type).inc(result.table.num_rows)
     meta = {"table": result.data_type, "snapshot_id": result.snapshot_id, "rows": result.table.num_rows,
             "next_cursor": result.next_cursor, "truncated": result.truncated}
+    if result.fresh is not None:
+        meta["fresh"] = result.fresh
     return respond(request, result.table, meta, fmt)
 
 
 def _ticks(request: HttpRequest, data_type: str, *, symbol: list[str] | None, date: dt.date | None,
            end_date: dt.date | None, start: dt.datetime | None, end: dt.datetime | None, limit: int, cursor: str | None,
-           as_of: str | None, order: str, exchange: str, format: str | None) -> HttpResponse:
+           as_of: str | None, order: str, exchange: str, format: str | None, fresh: bool = False) -> HttpResponse:
     fmt = _format(request, format)
     started = time.perf_counter()
     result = selectors.get_engine().ticks(
         data_type, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
         symbols=_symbols(symbol), limit=limit, cursor=cursor, as_of=parse_as_of(as_of), order=order,
-        exchange=selectors.exchange(exchange))
+        exchange=selectors.exchange(exchange), fresh=fresh)
     return _result(request, result, fmt, data_type, started)
 
 
@@ -195,9 +199,10 @@ def _tick_endpoint(data_type: str, summary: str) -> None:
                  as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
                  order: Literal["asc", "desc"] = Query("asc", description=DOC["order"]),
                  exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
-                 format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
+                 format: Format | None = Query(None, description=DOC["format"]),
+                 fresh: bool = Query(False, description=DOC["fresh"])) -> HttpResponse:
         return _ticks(request, data_type, symbol=symbol, date=date, end_date=end_date, start=start, end=end,
-                      limit=limit, cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format)
+                      limit=limit, cursor=cursor, as_of=as_of, order=order, exchange=exchange, format=format, fresh=fresh)
 
     endpoint.__name__ = endpoint.__qualname__ = data_type  # the operation id and URL name, as for a def of that name
     router.get(f"/{data_type}", summary=summary, description=TICK_DOC, response={200: TradesOut, **ERRORS})(endpoint)
@@ -219,12 +224,13 @@ def ohlcv(request: HttpRequest, interval: Interval = Query("1m", description=DOC
           end: Instant | None = Query(None, description=DOC["end"]),
           as_of: str | None = Query(None, max_length=64, description=DOC["as_of"]),
           exchange: str = Query("ASX", max_length=16, description=DOC["exchange"]),
-          format: Format | None = Query(None, description=DOC["format"])) -> HttpResponse:
+          format: Format | None = Query(None, description=DOC["format"]),
+          fresh: bool = Query(False, description=DOC["fresh"])) -> HttpResponse:
     fmt = _format(request, format)
     started = time.perf_counter()
     result = selectors.get_engine().ohlcv(
         interval=interval, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
-        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=selectors.exchange(exchange))
+        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=selectors.exchange(exchange), fresh=fresh)
     return _result(request, result, fmt, "ohlcv", started)
 
 

@@ -19,6 +19,14 @@ class ErrorOut(Schema):
     details: list[dict[str, str]] | None = Field(None, description="422 only: each invalid parameter and its problem")
 
 
+class FreshMeta(Schema):
+    rows: int = Field(description="rows read from the stream beyond the snapshot (before the query's own filter)")
+    messages: int = Field(description="messages read beyond the snapshot")
+    dead_letters: int = Field(description="of those, messages left out: the consumer sends them to its dead-letter topic")
+    complete: bool = Field(description="false when the read stopped at its time or size cap before the end of a partition")
+    upto: dict[str, dict[str, int]] = Field(description="per topic and partition, the next offset after what was read")
+
+
 class TickMeta(Schema):
     table: str = Field(description="trades, quotes or ohlcv's source table")
     snapshot_id: int | None = Field(description="the Iceberg snapshot the rows were read from (pass as `as_of` to repeat)")
@@ -26,6 +34,8 @@ class TickMeta(Schema):
     next_cursor: str | None = Field(description="pass back as `cursor` for the next page; null on the last page. "
                                                 "For csv/parquet/arrow it is the X-K2-Next-Cursor header")
     truncated: bool = Field(description="true when a row cap cut the result")
+    fresh: FreshMeta | None = Field(None, description="fresh=true only: what was read from Kafka beyond the snapshot. "
+                                                       "For csv/parquet/arrow it is the X-K2-Fresh header (JSON)")
 
 
 class Trade(Schema):
@@ -171,6 +181,8 @@ DOC = {
     "limit": "rows per page",
     "cursor": "the `next_cursor` of the previous page",
     "as_of": "time travel: a snapshot id or a UTC instant",
+    "fresh": "true: also the rows on the Kafka topics that the consumer has not committed yet (the current snapshot "
+             "plus the stream beyond the offsets it records; not with as_of). Up to the moment, not repeatable",
     "order": "by exchange time: asc or desc",
     "exchange": "the exchange whose trading calendar `date` refers to",
     "format": "json, csv, parquet or arrow (or send an Accept header)",

@@ -31,6 +31,38 @@ def engine_config() -> EngineConfig:
     return EngineConfig(threads=settings.K2.duckdb_threads, memory_limit=settings.K2.duckdb_memory_limit)
 
 
+class _LazyTail:
+    """The fresh-read reader of settings.K2_STREAM_TAIL (ingestion's, so this app does not import
+    that one), built on the first fresh read: the Kafka client and decoders are not made for
+    queries that never ask."""
+
+    def __init__(self) -> None:
+        self._tail = None
+        self._lock = threading.Lock()
+
+    def read(self, data_type, table):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._tail is None:
+                from django.utils.module_loading import import_string
+
+                self._tail = import_string(settings.K2_STREAM_TAIL)()
+        return self._tail.read(data_type, table)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._tail is not None:
+                self._tail.close()
+                self._tail = None
+
+
+def close_fresh_readers() -> None:
+    """Close the Kafka clients of this process's fresh reads (they are made again when asked)."""
+    with _lock:
+        for engine in _engines.values():
+            if isinstance(engine.tail, _LazyTail):
+                engine.tail.close()
+
+
 def get_engine() -> MarketQueries:
     """One engine per (catalog, namespace) in this process; its DuckDB database is reused."""
     from catalog.selectors import get_catalog
@@ -40,7 +72,7 @@ def get_engine() -> MarketQueries:
     with _lock:
         engine = _engines.get(key)
         if engine is None or getattr(engine.source, "catalog", None) is not catalog:  # ids can be reused after GC
-            engine = _engines[key] = MarketQueries(IcebergSource(catalog, key[1]), engine_config())
+            engine = _engines[key] = MarketQueries(IcebergSource(catalog, key[1]), engine_config(), tail=_LazyTail())
     return engine
 
 

@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -26,7 +27,7 @@ from catalog.engine.storage import s3_options_of
 from k2core.duckdb_conn import connect, scan_sql
 from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery, QueryError
-from queries.engine.source import ResolvedTable, SnapshotInfo, TableSource
+from queries.engine.source import ResolvedTable, SnapshotInfo, StreamTail, TableSource
 from queries.engine.timeutil import DEFAULT_EXCHANGE, TimeRange, exchange_zone, sql_instant
 
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,31}$")
@@ -50,6 +51,7 @@ class QueryResult:
     snapshot_id: int | None
     next_cursor: str | None = None
     truncated: bool = False
+    fresh: dict | None = None  # a fresh read: what it read beyond the snapshot (`TailRead.describe`)
 
 
 def check_symbols(symbols: Sequence[str]) -> list[str]:
@@ -106,14 +108,26 @@ def decode_cursor(cursor: str) -> dict:
             raise ValueError("bad fields")
         if payload.get("snap") is not None:
             payload["snap"] = int(payload["snap"])
+        payload["f"] = bool(payload.get("f"))
         return payload
     except (ValueError, KeyError, TypeError, OverflowError, json.JSONDecodeError):
         raise BadQuery("cursor is not valid: pass the next_cursor value of the previous page unchanged",
                        field="cursor") from None
 
 
-def scan_expr(resolved: ResolvedTable) -> str:
-    return scan_sql(resolved.metadata_location, resolved.snapshot_id)
+TAIL_VIEW = "k2_fresh_tail"  # a fresh read's rows, registered on the query's cursor
+
+
+def scan_expr(resolved: ResolvedTable, tail_columns: Sequence[str] | None = None) -> str:
+    """The table pinned to its snapshot; with `tail_columns`, plus the rows of a fresh read
+    (`TAIL_VIEW`), matched by column name (a column the tail lacks reads NULL)."""
+    scan = scan_sql(resolved.metadata_location, resolved.snapshot_id)
+    if tail_columns is None:
+        return scan
+    columns = ", ".join(f'"{c}"' for c in tail_columns)
+    if resolved.snapshot_id is None:
+        return f"(SELECT {columns} FROM {TAIL_VIEW})"
+    return f"(SELECT * FROM {scan} UNION ALL BY NAME SELECT {columns} FROM {TAIL_VIEW})"
 
 
 def range_clause(rng: TimeRange) -> str:
@@ -127,8 +141,11 @@ class MarketQueries:
     its own cursor, so one engine serves many threads.
     """
 
-    def __init__(self, source: TableSource, config: EngineConfig | None = None) -> None:
+    def __init__(self, source: TableSource, config: EngineConfig | None = None, tail: StreamTail | None = None) -> None:
+        """`tail`: what reads a data type's topics beyond a snapshot, for `fresh=True` (None: this
+        engine refuses fresh reads)."""
         self.source = source
+        self.tail = tail
         config = config or EngineConfig()
         if config.s3 is None and hasattr(source, "catalog"):  # an s3:// warehouse: read it as the catalog writes it
             config = replace(config, s3=s3_options_of(source.catalog))
@@ -144,9 +161,11 @@ class MarketQueries:
         cur.execute("SET TimeZone = 'UTC'")
         return cur
 
-    def _arrow(self, sql: str) -> pa.Table:
+    def _arrow(self, sql: str, tail: pa.Table | None = None) -> pa.Table:
         cur = self.cursor()
         try:
+            if tail is not None:
+                cur.register(TAIL_VIEW, tail)
             return cur.execute(sql).to_arrow_table()
         except duckdb.InterruptException:
             raise
@@ -154,6 +173,25 @@ class MarketQueries:
             raise QueryError(f"the query engine failed: {exc}") from exc
         finally:
             cur.close()
+
+    def _fresh(self, data_type: str, resolved: ResolvedTable) -> tuple[Any, list[str]]:
+        """A fresh read beyond `resolved` (pinned to the current snapshot) and the columns of it
+        the table has."""
+        if self.tail is None:
+            raise BadQuery("fresh reads are not available on this server (no Kafka broker configured for queries)",
+                           field="fresh")
+        read = self.tail.read(data_type, resolved.table)
+        columns = read.table.column_names
+        if resolved.table is not None:
+            known = {f.name for f in resolved.table.schema().fields}
+            columns = [c for c in columns if c in known]
+        return read, columns
+
+    @staticmethod
+    def _check_fresh(fresh: bool, as_of: int | dt.datetime | None) -> None:
+        if fresh and as_of is not None:
+            raise BadQuery("fresh=true reads the current snapshot and the stream beyond it; it cannot be combined "
+                           "with as_of (time travel reads a snapshot alone)", field="fresh")
 
     def _limit(self, limit: int | None) -> int:
         limit = self.config.default_limit if limit is None else limit
@@ -164,7 +202,8 @@ class MarketQueries:
     # trades and quotes -------------------------------------------------------------------
 
     def tick_sql(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None, limit: int,
-                 cursor: dict | None, resolved: ResolvedTable, order: str = "asc", exchange: Exchange | None = None) -> str:
+                 cursor: dict | None, resolved: ResolvedTable, order: str = "asc", exchange: Exchange | None = None,
+                 tail_columns: Sequence[str] | None = None) -> str:
         where = range_clause(rng) + symbol_clause(symbols) + exchange_clause(exchange)
         op = ">" if order == "asc" else "<"
         if cursor:
@@ -172,38 +211,46 @@ class MarketQueries:
                       f"({sql_instant(cursor['t'])}, '{cursor['s']}', {cursor['p']}, {cursor['o']})")
         direction = "ASC" if order == "asc" else "DESC"
         order_by = ", ".join(f"{c} {direction}" for c in TICK_ORDER)
-        return f"SELECT * FROM {scan_expr(resolved)} WHERE {where} ORDER BY {order_by} LIMIT {limit + 1}"
+        return f"SELECT * FROM {scan_expr(resolved, tail_columns)} WHERE {where} ORDER BY {order_by} LIMIT {limit + 1}"
 
     def ticks(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None = None, limit: int | None = None,
               cursor: str | None = None, as_of: int | dt.datetime | None = None, order: str = "asc",
-              exchange: Exchange | None = None) -> QueryResult:
+              exchange: Exchange | None = None, fresh: bool = False) -> QueryResult:
         """One page of trades or quotes in (exchange_timestamp, symbol, partition, offset) order, of one
-        exchange when given (else all); the cursor carries the snapshot, so later pages read the same table state."""
+        exchange when given (else all); the cursor carries the snapshot, so later pages read the same table state.
+        `fresh`: the current snapshot and what is on the topics beyond it; later pages of a fresh
+        read are fresh reads too, continuing after the cursor's position (rows never repeat)."""
         if data_type not in ("trades", "quotes"):
             raise BadQuery(f"ticks are trades or quotes, not {data_type!r}", field="data_type")
         if order not in ("asc", "desc"):
             raise BadQuery("order must be asc (oldest first) or desc (newest first)", field="order")
         limit = self._limit(limit)
+        self._check_fresh(fresh, as_of)
         position = decode_cursor(cursor) if cursor else None
         if position:
             if position["d"] != order:
                 raise BadQuery("the cursor was made for the other order: keep order= the same across pages", field="cursor")
-            if as_of is None and position.get("snap"):
+            if position["f"] != fresh:
+                raise BadQuery(f"the cursor was made for a {'fresh' if position['f'] else 'snapshot'} read: keep fresh= "
+                               "the same across pages", field="cursor")
+            if as_of is None and position.get("snap") and not fresh:
                 as_of = position["snap"]
         resolved = self.source.resolve(data_type, as_of)
-        if resolved.snapshot_id is None:
-            return QueryResult(pa.Table.from_batches([], schema=_empty_schema(resolved)), data_type, None)
+        read, tail_columns = self._fresh(data_type, resolved) if fresh else (None, None)
+        if resolved.snapshot_id is None and (read is None or read.table.num_rows == 0):
+            return QueryResult(pa.Table.from_batches([], schema=_empty_schema(resolved)), data_type, None,
+                               fresh=read.describe() if read else None)
         sql = self.tick_sql(data_type, rng=rng, symbols=symbols, limit=limit, cursor=position, resolved=resolved, order=order,
-                            exchange=exchange)
-        table = self._arrow(sql)
+                            exchange=exchange, tail_columns=tail_columns)
+        table = self._arrow(sql, read.table if read else None)
         next_cursor = None
         if table.num_rows > limit:
             table = table.slice(0, limit)
             last = table.slice(limit - 1, 1).to_pylist()[0]
             next_cursor = encode_cursor({"t": last["exchange_timestamp"].isoformat(), "s": last["symbol"],
                                          "p": last["source_partition"], "o": last["source_offset"], "d": order,
-                                         "snap": resolved.snapshot_id})
-        return QueryResult(table, data_type, resolved.snapshot_id, next_cursor)
+                                         "snap": resolved.snapshot_id, **({"f": 1} if fresh else {})})
+        return QueryResult(table, data_type, resolved.snapshot_id, next_cursor, fresh=read.describe() if read else None)
 
     def trades(self, **kwargs) -> QueryResult:  # type: ignore[no-untyped-def]
         return self.ticks("trades", **kwargs)
@@ -214,7 +261,7 @@ class MarketQueries:
     # OHLCV --------------------------------------------------------------------------------
 
     def ohlcv_sql(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None, resolved: ResolvedTable,
-                  exchange: Exchange | None = None) -> str:
+                  exchange: Exchange | None = None, tail_columns: Sequence[str] | None = None) -> str:
         if interval not in INTERVALS:
             raise BadQuery(f"interval {interval!r} is not supported: use one of {', '.join(INTERVALS)}", field="interval")
         if interval == "1d":
@@ -229,7 +276,7 @@ class MarketQueries:
             WITH t AS (
                 SELECT symbol, {bucket} AS bar_start, price, volume,
                        {{'t': exchange_timestamp, 's': coalesce(sequence_number, -1)}} AS k
-                FROM {scan_expr(resolved)}
+                FROM {scan_expr(resolved, tail_columns)}
                 WHERE {range_clause(rng)}{symbol_clause(symbols)}{exchange_clause(exchange)}
             ), b AS (
                 SELECT symbol, bar_start, arg_min(price, k) AS open, max(price) AS high, min(price) AS low,
@@ -247,18 +294,23 @@ class MarketQueries:
         """
 
     def ohlcv(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None = None,
-              as_of: int | dt.datetime | None = None, exchange: Exchange | None = None) -> QueryResult:
+              as_of: int | dt.datetime | None = None, exchange: Exchange | None = None, fresh: bool = False) -> QueryResult:
         """Bars with at least one trade (empty bars are absent, not zero-filled). Intraday bars
         are aligned to UTC clock boundaries; 1d bars are trading days in the exchange's time zone.
-        Given an exchange, only its trades count; without one, all trades, with ASX days."""
+        Given an exchange, only its trades count; without one, all trades, with ASX days.
+        `fresh`: the current snapshot's trades and those on the topics beyond it."""
+        self._check_fresh(fresh, as_of)
         resolved = self.source.resolve("trades", as_of)
-        if resolved.snapshot_id is None:
-            return QueryResult(OHLCV_SCHEMA.empty_table(), "trades", None)
-        table = self._arrow(self.ohlcv_sql(interval=interval, rng=rng, symbols=symbols, resolved=resolved, exchange=exchange))
+        read, tail_columns = self._fresh("trades", resolved) if fresh else (None, None)
+        if resolved.snapshot_id is None and (read is None or read.table.num_rows == 0):
+            return QueryResult(OHLCV_SCHEMA.empty_table(), "trades", None, fresh=read.describe() if read else None)
+        table = self._arrow(self.ohlcv_sql(interval=interval, rng=rng, symbols=symbols, resolved=resolved, exchange=exchange,
+                                           tail_columns=tail_columns), read.table if read else None)
         truncated = table.num_rows > self.config.max_bars
         if truncated:
             table = table.slice(0, self.config.max_bars)
-        return QueryResult(table.cast(OHLCV_SCHEMA), "trades", resolved.snapshot_id, truncated=truncated)
+        return QueryResult(table.cast(OHLCV_SCHEMA), "trades", resolved.snapshot_id, truncated=truncated,
+                           fresh=read.describe() if read else None)
 
     # reference data -----------------------------------------------------------------------
 

@@ -42,6 +42,20 @@ class ResolvedTable:
     table: Table | None = None
 
 
+class TailRows(Protocol):
+    """What a fresh read returns (`ingestion.engine.tail.TailRead`)."""
+
+    table: Any  # pa.Table in the data type's Arrow schema
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class StreamTail(Protocol):
+    """Reads what is on a data type's topics beyond a pinned table (`ingestion.engine.tail.KafkaTail`)."""
+
+    def read(self, data_type: str, table: Table | None) -> TailRows: ...
+
+
 class TableSource(Protocol):
     def resolve(self, data_type: str, as_of: int | dt.datetime | None = None) -> ResolvedTable: ...
 

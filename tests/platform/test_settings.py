@@ -82,6 +82,9 @@ def test_production_values_are_taken_as_given() -> None:
         ("K2_CONSUMER_RESTART_WINDOW_MINUTES", "0", "out of range"),
         ("K2_ICEBERG_NAMESPACE", "market-data", "not an identifier"),
         ("K2_DUCKDB_THREADS", "2000", "out of range"),
+        ("K2_FRESH_READ_TIMEOUT_MS", "5s", "not an integer"),
+        ("K2_FRESH_READ_TIMEOUT_MS", "0", "out of range"),
+        ("K2_FRESH_READ_MAX_MESSAGES", "-3", "out of range"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_it_accepts(name: str, value: str, fragment: str) -> None:
