@@ -79,6 +79,26 @@ def stream_tail():  # type: ignore[no-untyped-def]
     k2 = settings.K2
     topics = {d: tuple(topic_name(asset_class=DECLARED_ASSET_CLASSES[0], data_type=d, exchange=e)
                        for e in DECLARED_EXCHANGES) for d in DATA_TYPES}
-    return KafkaTail(bootstrap_servers=k2.bootstrap_servers, registry=get_registry(), topics_of=topics,
+    return KafkaTail(bootstrap_servers=k2.bootstrap_servers, registry=_ThreadClosingRegistry(get_registry()), topics_of=topics,
                      group_of={d: consumer_group(d) for d in DATA_TYPES}, max_lengths=OrmGapSink.max_lengths,
                      timeout_s=k2.fresh_read_timeout_ms / 1000, max_messages=k2.fresh_read_max_messages)
+
+
+class _ThreadClosingRegistry:
+    """The registry for fresh reads: a schema looked up on a standing reader's own thread
+    (`k2-fresh-*`) closes that thread's database connection after the lookup, so a long-lived
+    thread does not hold a connection between its rare lookups (the registry keeps what it read)."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+
+    def get_schema(self, schema_id: int) -> str:
+        import threading
+
+        try:
+            return self.inner.get_schema(schema_id)
+        finally:
+            if threading.current_thread().name.startswith("k2-fresh-"):
+                from django.db import connection
+
+                connection.close()

@@ -13,7 +13,7 @@ from pydantic import Field
 
 class ErrorOut(Schema):
     error: str = Field(description="machine-readable code: bad_request, unauthorized, forbidden, not_found, "
-                                   "validation_error, rate_limited, timeout")
+                                   "validation_error, rate_limited, stream_unavailable, timeout")
     message: str = Field(description="what was wrong, in words")
     field: str | None = Field(None, description="the parameter at fault, when there is one")
     details: list[dict[str, str]] | None = Field(None, description="422 only: each invalid parameter and its problem")
@@ -24,6 +24,7 @@ class FreshMeta(Schema):
     messages: int = Field(description="messages read beyond the snapshot")
     dead_letters: int = Field(description="of those, messages left out: the consumer sends them to its dead-letter topic")
     complete: bool = Field(description="false when the read stopped at its time or size cap before the end of a partition")
+    read_ms: float = Field(description="how long reading and decoding the tail took, in ms")
     upto: dict[str, dict[str, int]] = Field(description="per topic and partition, the next offset after what was read")
 
 
@@ -169,7 +170,7 @@ class RunOut(Schema):
     meta: RunMeta
 
 
-ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 422, 429, 504)}
+ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 422, 429, 503, 504)}
 
 # Query-parameter descriptions shared by the tick endpoints.
 DOC = {

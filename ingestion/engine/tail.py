@@ -13,15 +13,27 @@ larger of the offset the table recorded and the consumer group's committed offse
 who moved the group forward skipped those messages for the table too). A partition with neither
 starts at its beginning.
 
-A read stops at each partition's end (the broker's end-of-partition event: Tansu's ListOffsets
-answer is not the log end), after `max_messages`, or at `timeout_s`, whichever comes first; the
-result says whether every partition was read to its end (`complete`).
+A read stops once every partition has reported its end (the broker's end-of-partition event:
+Tansu's ListOffsets answer is not the log end), after `max_messages`, or at `timeout_s`, whichever
+comes first; the result says whether every partition was read to its end (`complete`). A
+partition's end is the first one it reports: what is produced to it later, while other partitions
+are still being read, is taken if it has arrived but not waited for (a read of a topic that never
+stops moving must still end).
 
 What a fresh read cannot promise: the tail is not in any snapshot, so it cannot be read again
 (no time travel to it), and a row the consumer later refuses for a reason only the running
 consumer meets (the sequence-gap store failing to take a gap) would be in the tail and not in
 the table. Messages that cannot be decoded are left out and counted (`dead_letters`): the
 consumer sends the same messages to its dead-letter topic.
+
+Standing reads (`standing=True`, the default): the first fresh read of a data type leaves a
+consumer of its own assigned to its partitions, on a thread that decodes what arrives as it
+arrives (`_Standing`). Later reads take the rows beyond their snapshot from what that thread holds,
+without a Kafka round trip: what they see is what the broker had delivered to it, a broker's
+fetch behind the log end at most (the broker floor). Its rows below every later read's start are
+dropped, it holds at most `max_messages`, and it stops when no read came for `standing_idle_s`.
+A read it cannot answer (a partition it does not hold from far enough back, other partitions, a
+stopped thread, not yet caught up within `timeout_s`) is made directly, as above.
 
 No Django; one reader per process serves all data types (reads are serialised by a lock: the
 Kafka consumer and the decoders are not thread-safe).
@@ -44,9 +56,16 @@ from catalog.engine.datatypes import spec
 from catalog.engine.writer import recorded_offsets
 from ingestion.engine.consumer.offsets import TopicPartitionKey, resume_offsets
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, SchemaSource
+from k2core.errors import Unavailable
 from k2core.logging import get_logger
 
 log = get_logger(__name__, component="fresh_read")
+
+
+class StreamUnavailable(Unavailable):
+    """The broker did not answer a fresh read (the API answers 503 with the message)."""
+
+    code = "stream_unavailable"
 
 
 @dataclass
@@ -67,7 +86,7 @@ class TailRead:
         for (topic, partition), offset in sorted(self.upto.items()):
             upto.setdefault(topic, {})[str(partition)] = offset
         return {"rows": self.table.num_rows, "messages": self.messages, "dead_letters": self.dead_letters,
-                "complete": self.complete, "upto": upto}
+                "complete": self.complete, "read_ms": round(self.seconds * 1000, 1), "upto": upto}
 
 
 class KafkaTail:
@@ -81,7 +100,8 @@ class KafkaTail:
 
     def __init__(self, *, bootstrap_servers: str, registry: SchemaSource, topics_of: Mapping[str, Sequence[str]],
                  group_of: Mapping[str, str] | None = None, max_lengths: Mapping[str, int] | None = None,
-                 timeout_s: float = 5.0, max_messages: int = 1_000_000, poll_batch: int = 10_000) -> None:
+                 timeout_s: float = 5.0, max_messages: int = 1_000_000, poll_batch: int = 10_000,
+                 standing: bool = True, standing_idle_s: float = 60.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.registry = registry
         self.topics_of = {k: tuple(v) for k, v in topics_of.items()}
@@ -90,6 +110,11 @@ class KafkaTail:
         self.timeout_s = timeout_s
         self.max_messages = max_messages
         self.poll_batch = poll_batch
+        self.standing = standing
+        self.standing_idle_s = standing_idle_s
+        self._standing: dict[str, _Standing] = {}
+        self._recorded: dict[tuple[str, str], dict[TopicPartitionKey, int]] = {}  # (data type, metadata file) → offsets
+        self._lows: dict[TopicPartitionKey, int] = {}
         self._lock = threading.Lock()
         self._consumer: Consumer | None = None
         self._group_readers: dict[str, Consumer] = {}
@@ -101,10 +126,18 @@ class KafkaTail:
         """The rows beyond `table` (a pyiceberg Table pinned to the snapshot the query reads;
         None: the table does not exist yet, so every message is beyond it)."""
         with self._lock:
-            return self._read(data_type, table)
+            try:
+                return self._read(data_type, table)
+            except KafkaException as exc:
+                raise StreamUnavailable(
+                    f"the Kafka broker ({self.bootstrap_servers}) did not answer a fresh read of {data_type} ({exc}): "
+                    "ask without fresh=true for the committed snapshot alone") from None
 
     def close(self) -> None:
         with self._lock:
+            for standing in self._standing.values():
+                standing.stop()
+            self._standing.clear()
             for consumer in [self._consumer, *self._group_readers.values()]:
                 if consumer is not None:
                     consumer.close()
@@ -124,6 +157,7 @@ class KafkaTail:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,  # how a read knows it reached a partition's end
+                "auto.offset.reset": "earliest",  # an offset gone (retention): from the first one there is
                 "fetch.wait.max.ms": 10,  # the broker must not hold a fetch for data that is not coming
                 "fetch.error.backoff.ms": 10,
                 "socket.connection.setup.timeout.ms": 5000,
@@ -149,7 +183,7 @@ class KafkaTail:
                     topic_id = future.result(timeout=self.timeout_s).topic_id
                     if topic_id is not None:
                         self._topic_ids[topic] = str(topic_id)
-            except (KafkaException, ValueError, TypeError) as exc:
+            except (KafkaException, ValueError, TypeError, TimeoutError) as exc:
                 log.warning("topic_ids_unavailable", error=str(exc))
         return {t: self._topic_ids[t] for t in topics if t in self._topic_ids}
 
@@ -170,11 +204,21 @@ class KafkaTail:
             log.warning("committed_offsets_unavailable", group=group, error=str(exc))
             return {}
 
+    def _recorded_offsets(self, data_type: str, table: Any, ids: dict[str, str]) -> dict[TopicPartitionKey, int]:
+        """The table's record (`recorded_offsets`), kept per metadata file: a metadata file never changes."""
+        key = (data_type, f"{table.metadata_location}|{sorted(ids.items())}")
+        held = self._recorded.get(key)
+        if held is None:
+            if len(self._recorded) > 16:
+                self._recorded.clear()
+            held = self._recorded[key] = recorded_offsets(table, topic_ids=ids or None)
+        return held
+
     def _read(self, data_type: str, table: Any | None) -> TailRead:
         started = time.perf_counter()
         topics = list(self.topics_of.get(data_type, ()))
         ids = self._ids(set(topics))
-        recorded = recorded_offsets(table, topic_ids=ids or None) if table is not None else {}
+        recorded = self._recorded_offsets(data_type, table, ids) if table is not None else {}
         topics += sorted({t for t, _ in recorded} - set(topics))
         keys = self._partitions(topics)
         ids = self._ids({t for t, _ in keys})
@@ -185,6 +229,47 @@ class KafkaTail:
         if not keys:
             result.seconds = time.perf_counter() - started
             return result
+        if self.standing:
+            held = self._standing_read(data_type, keys, starts, ids, result)
+            if held is not None:
+                held.seconds = time.perf_counter() - started
+                return held
+        return self._direct_read(data_type, keys, starts, ids, result, started)
+
+    def _standing_read(self, data_type: str, keys: list[TopicPartitionKey], starts: dict[TopicPartitionKey, int],
+                       ids: dict[str, str], result: TailRead) -> TailRead | None:
+        """The read from the data type's standing reader (started here at these starts when there is
+        none for these partitions); None when it cannot answer."""
+        try:  # a partition the table holds nothing of: from its first offset
+            starts = {k: s if s >= 0 else self._low(k) for k, s in starts.items()}
+        except KafkaException as exc:
+            log.warning("fresh_read_low_watermark_unavailable", error=str(exc))
+            return None
+        standing = self._standing.get(data_type)
+        if standing is not None and (not standing.alive() or standing.keys != set(keys)):
+            standing.stop()
+            standing = None
+        if standing is None:
+            standing = self._standing[data_type] = _Standing(self, data_type, keys, starts, ids)
+        if not standing.wait_caught_up(self.timeout_s):
+            return None
+        held = standing.take(starts, result)
+        if held is None:  # it does not hold these partitions from that far back (a rewind, its cap): start anew
+            standing.stop()
+            del self._standing[data_type]
+        return held
+
+    def _low(self, key: TopicPartitionKey) -> int:
+        """A partition's first offset (asked once; the standing reader's consumer starts at the
+        earliest offset anyway if it has moved on)."""
+        low = self._lows.get(key)
+        if low is None:
+            low = self._lows[key] = self._kafka().get_watermark_offsets(TopicPartition(*key), timeout=self.timeout_s,
+                                                                        cached=False)[0]
+        return low
+
+    def _direct_read(self, data_type: str, keys: list[TopicPartitionKey], starts: dict[TopicPartitionKey, int],
+                     ids: dict[str, str], result: TailRead, started: float) -> TailRead:
         consumer = self._kafka()
         consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
         at_end: set[TopicPartitionKey] = set()
@@ -199,7 +284,6 @@ class KafkaTail:
                         if msg.offset() >= result.upto.get(key, 0):  # a fetch may repeat after a seek
                             msgs.append(msg)
                             result.upto[key] = msg.offset() + 1
-                            at_end.discard(key)  # more came after an end: it was not the end
                     elif err.code() == KafkaError._PARTITION_EOF:
                         key = (msg.topic(), msg.partition())
                         result.upto[key] = max(result.upto.get(key, 0), msg.offset())
@@ -220,22 +304,202 @@ class KafkaTail:
         return result
 
     def _decode(self, data_type: str, msgs: list[Message], ids: dict[str, str]) -> tuple[pa.Table, int]:
-        """As the consumer's `_prepare`: decode, leave out poison and values the gap store cannot
-        take, and drop the row index."""
         decoder = self._decoders.get(data_type)
         if decoder is None:
             decoder = self._decoders[data_type] = BatchDecoder(data_type=data_type, registry=self.registry)
-        decoded = decoder.decode(list(map(Message.value, msgs)), list(map(Message.partition, msgs)),
-                                 list(map(Message.offset, msgs)), topics=list(map(Message.topic, msgs)), topic_ids=ids)
-        table = decoded.table
-        dead = len(decoded.poison)
-        if spec(data_type).sequenced and table.num_rows and self.max_lengths:
-            too_long = None
-            for column, limit in self.max_lengths.items():
-                if column in table.column_names:
-                    mask = pc.fill_null(pc.greater(pc.utf8_length(table[column]), limit), False)
-                    too_long = mask if too_long is None else pc.or_(too_long, mask)
-            if too_long is not None:
-                dead += pc.sum(too_long).as_py() or 0
-                table = table.filter(pc.invert(too_long))
-        return table.drop_columns([INDEX_COLUMN]), dead
+        table, dead = decode_like_the_consumer(decoder, msgs, ids, self.max_lengths)
+        return table, len(dead)
+
+
+def decode_like_the_consumer(decoder: BatchDecoder, msgs: list[Message], ids: dict[str, str],
+                             max_lengths: Mapping[str, int]) -> tuple[pa.Table, list[TopicPartitionKey | Any]]:
+    """As the consumer's `_prepare`: decode, leave out poison and values the gap store cannot take,
+    drop the row index. Returns the rows and the (topic, partition, offset) of each message left out."""
+    decoded = decoder.decode(list(map(Message.value, msgs)), list(map(Message.partition, msgs)),
+                             list(map(Message.offset, msgs)), topics=list(map(Message.topic, msgs)), topic_ids=ids)
+    table = decoded.table
+    dead = [(msgs[p.index].topic(), msgs[p.index].partition(), msgs[p.index].offset()) for p in decoded.poison]
+    if spec(decoder.data_type).sequenced and table.num_rows and max_lengths:
+        too_long = None
+        for column, limit in max_lengths.items():
+            if column in table.column_names:
+                mask = pc.fill_null(pc.greater(pc.utf8_length(table[column]), limit), False)
+                too_long = mask if too_long is None else pc.or_(too_long, mask)
+        if too_long is not None and pc.any(too_long).as_py():
+            for i in table.filter(too_long)[INDEX_COLUMN].to_pylist():
+                dead.append((msgs[i].topic(), msgs[i].partition(), msgs[i].offset()))
+            table = table.filter(pc.invert(too_long))
+    return table.drop_columns([INDEX_COLUMN]), dead
+
+
+@dataclass
+class _Chunk:
+    table: pa.Table  # decoded rows
+    dead: list[tuple[str, int, int]]  # messages left out: (topic, partition, offset)
+    highest: dict[TopicPartitionKey, int]  # per partition, the highest offset in the chunk
+
+
+class _Standing:
+    """One data type's standing reader: a consumer assigned to its partitions from where the first
+    read started, on its own thread (see the module's doc). What arrives waits as raw messages
+    (`pending`) and is decoded in batches, every `DECODE_EVERY_S` or `DECODE_AT` messages, or by a
+    read that comes first: a decode has a fixed cost, so one per fetch would cost more than the
+    messages, and a read still sees every message that has arrived."""
+
+    DECODE_EVERY_S = 0.05
+    DECODE_AT = 5000
+
+    def __init__(self, tail: KafkaTail, data_type: str, keys: list[TopicPartitionKey],
+                 starts: dict[TopicPartitionKey, int], ids: dict[str, str]) -> None:
+        self.tail = tail
+        self.data_type = data_type
+        self.keys = set(keys)
+        self.ids = ids
+        self.first = dict(starts)  # per partition, the lowest offset held from (rows below were dropped or never read)
+        self.reached = dict(starts)  # per partition, the next offset after what arrived
+        self.chunks: list[_Chunk] = []
+        self.pending: list[Message] = []
+        self.pending_since = 0.0
+        self.rows = 0
+        self.at_end: set[TopicPartitionKey] = set()  # partitions that reported their end at least once
+        self.last_read = time.monotonic()
+        self.error: str | None = None
+        self._lock = threading.Lock()  # chunks, pending, reached, first
+        self._decode_lock = threading.Lock()  # the decoder, and pending → chunk as one step
+        self._caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._consumer = Consumer({
+            "bootstrap.servers": tail.bootstrap_servers, "group.id": f"k2-fresh-stand-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
+            "fetch.queue.backoff.ms": 10, "socket.connection.setup.timeout.ms": 5000})
+        self._consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
+        self._decoder = BatchDecoder(data_type=data_type, registry=tail.registry)
+        self._thread = threading.Thread(target=self._run, name=f"k2-fresh-{data_type}", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        """True once every partition reported its end at least once (what was there when the reader
+        started has been taken in)."""
+        self.last_read = time.monotonic()
+        return self._caught_up.wait(timeout) and self.alive()
+
+    def _flush(self) -> dict[TopicPartitionKey, int]:
+        """Decode what is pending into a chunk (the caller holds `_decode_lock`); returns what had
+        arrived by then, per partition."""
+        with self._lock:
+            msgs, self.pending = self.pending, []
+            reached = dict(self.reached)
+        if msgs:
+            table, dead = decode_like_the_consumer(self._decoder, msgs, self.ids, self.tail.max_lengths)
+            highest: dict[TopicPartitionKey, int] = {}
+            for msg in msgs:
+                key = (msg.topic(), msg.partition())
+                highest[key] = max(highest.get(key, -1), msg.offset())
+            with self._lock:
+                self.chunks.append(_Chunk(table, dead, highest))
+                self.rows += table.num_rows
+                while self.rows > self.tail.max_messages and len(self.chunks) > 1:
+                    dropped = self.chunks.pop(0)  # too much held: the oldest goes, reads from there go direct
+                    self.rows -= dropped.table.num_rows
+                    for key, offset in dropped.highest.items():
+                        self.first[key] = max(self.first[key], offset + 1)
+        return reached
+
+    def take(self, starts: dict[TopicPartitionKey, int], result: TailRead) -> TailRead | None:
+        """The rows at or beyond `starts`; None when a partition is not held from that far back.
+        Drops what lies below every start (a later snapshot never goes back, except a rewind, which
+        then reads directly)."""
+        with self._decode_lock:
+            upto = self._flush()
+        with self._lock:
+            if any(starts[k] < self.first[k] for k in self.keys):
+                return None
+            kept = [c for c in self.chunks if any(c.highest.get(k, -1) >= starts[k] for k in c.highest)]
+            self.rows = sum(c.table.num_rows for c in kept)
+            self.chunks = kept
+            self.first = {k: max(self.first[k], starts[k]) for k in self.keys}
+        tables = [c.table for c in kept]
+        table = pa.concat_tables(tables) if tables else result.table
+        if table.num_rows:
+            table = table.filter(_at_or_beyond(table, starts))
+        result.dead_letters = sum(1 for c in kept for t, p, o in c.dead if o >= starts.get((t, p), 0))
+        result.complete = True
+        cap = self.tail.max_messages
+        if table.num_rows + result.dead_letters > cap:  # more than a read takes: the oldest `cap`, and say so
+            table = table.slice(0, max(0, cap - result.dead_letters))
+            upto = dict(starts)
+            highest = table.group_by(["source_topic", "source_partition"]).aggregate([("source_offset", "max")])
+            for topic, partition, offset in zip(*(highest[c].to_pylist() for c in (
+                    "source_topic", "source_partition", "source_offset_max")), strict=True):
+                upto[(topic, partition)] = offset + 1
+            result.complete = False
+        result.table = table
+        result.upto = {k: v for k, v in upto.items() if k in starts}
+        result.messages = table.num_rows + result.dead_letters
+        return result
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if time.monotonic() - self.last_read > self.tail.standing_idle_s:
+                    break  # nobody asks: stop reading
+                msgs: list[Message] = []
+                ends: list[TopicPartitionKey] = []
+                for msg in self._consumer.consume(self.tail.poll_batch, 0.005):
+                    err = msg.error()
+                    if err is None:
+                        msgs.append(msg)
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        ends.append((msg.topic(), msg.partition()))
+                    elif err.fatal():
+                        raise KafkaException(err)
+                with self._lock:
+                    if msgs:
+                        if not self.pending:
+                            self.pending_since = time.monotonic()
+                        self.pending.extend(msgs)
+                        for msg in msgs:
+                            key = (msg.topic(), msg.partition())
+                            self.reached[key] = max(self.reached.get(key, 0), msg.offset() + 1)
+                    self.at_end.update(ends)
+                    due = self.pending and (len(self.pending) >= self.DECODE_AT
+                                            or time.monotonic() - self.pending_since >= self.DECODE_EVERY_S)
+                if due or (not self._caught_up.is_set() and self.at_end >= self.keys):
+                    with self._decode_lock:
+                        self._flush()
+                if not self._caught_up.is_set() and self.at_end >= self.keys:
+                    self._caught_up.set()
+        except Exception as exc:  # noqa: BLE001 - a standing reader that fails leaves reads to the direct path
+            self.error = str(exc)
+            log.warning("fresh_standing_reader_failed", data_type=self.data_type, error=str(exc))
+        finally:
+            self._stop.set()
+            with self._decode_lock:
+                self._consumer.close()
+                self._decoder.close()
+
+
+def _at_or_beyond(table: pa.Table, starts: dict[TopicPartitionKey, int]) -> pa.Array:
+    """The mask of rows whose (topic, partition) offset is at or beyond its start."""
+    topics = {t for t, _ in starts}
+    if len(topics) == 1:
+        (topic,) = topics
+        size = max(p for _, p in starts) + 1
+        floor = pa.array([starts.get((topic, p), 2**62) for p in range(size)], pa.int64())
+        partition = table["source_partition"]
+        return pc.greater_equal(table["source_offset"], pc.take(floor, partition))
+    mask = None
+    for (topic, partition), start in starts.items():
+        part = pc.and_(pc.and_(pc.equal(table["source_topic"], topic), pc.equal(table["source_partition"], partition)),
+                       pc.greater_equal(table["source_offset"], start))
+        mask = part if mask is None else pc.or_(mask, part)
+    return mask

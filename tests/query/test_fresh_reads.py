@@ -4,6 +4,7 @@ table is read back with plain DuckDB where the test checks what the consumer wro
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import replace
@@ -66,13 +67,15 @@ def registry() -> DictRegistry:
     return DictRegistry()
 
 
-@pytest.fixture
-def setup(kafka_bootstrap, catalog_config, iceberg_tables, registry, unique):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["standing", "direct"])
+def setup(request, kafka_bootstrap, catalog_config, iceberg_tables, registry, unique):  # type: ignore[no-untyped-def]
+    """A topic of 3 partitions, the consumer's config and a tail reader: each test runs with the
+    standing reader (reads from what its thread holds) and with direct reads only."""
     topic = f"fresh-{unique}"
     create_topic(kafka_bootstrap, topic, partitions=3)
     config = make_config(kafka_bootstrap, topic, unique, namespace=catalog_config.namespace)
     tail = KafkaTail(bootstrap_servers=kafka_bootstrap, registry=registry, topics_of={"trades": (topic,)},
-                     group_of={"trades": config.group}, timeout_s=10)
+                     group_of={"trades": config.group}, timeout_s=10, standing=request.param == "standing")
     yield topic, config, tail
     tail.close()
 
@@ -247,7 +250,7 @@ def schemas_text() -> str:
     return schemas.schema_text("trades")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the standing reader's thread looks the schema up on its own connection
 def test_the_api_answers_fresh_reads_in_json_and_csv_with_what_was_read_beyond_the_snapshot(client, api):  # type: ignore[no-untyped-def]
     key, symbol = api
     headers = {"X-API-Key": key}
@@ -264,7 +267,7 @@ def test_the_api_answers_fresh_reads_in_json_and_csv_with_what_was_read_beyond_t
     assert json.loads(csv["X-K2-Fresh"])["complete"] is True
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_api_refuses_a_malformed_fresh_or_fresh_with_as_of_naming_the_parameter(client, api):  # type: ignore[no-untyped-def]
     key, symbol = api
     headers = {"X-API-Key": key}
@@ -272,3 +275,25 @@ def test_the_api_refuses_a_malformed_fresh_or_fresh_with_as_of_naming_the_parame
     assert bad.status_code == 422 and "fresh" in json.dumps(bad.json())
     both = client.get(f"/api/v1/ohlcv?symbol={symbol}&{RANGE}&fresh=true&as_of=1", headers=headers)
     assert both.status_code == 400 and both.json()["field"] == "fresh" and "as_of" in both.json()["message"]
+
+
+@pytest.mark.django_db
+def test_a_broker_that_does_not_answer_gives_503_saying_to_ask_without_fresh_and_the_snapshot_still_answers(
+        client, query_settings, generated):  # type: ignore[no-untyped-def]
+    """The closed port of a stopped broker: the fresh read fails with a message, the plain query still answers."""
+    from bench.common import free_port
+    from queries import services
+    from queries.models import ApiKey
+
+    query_settings.K2 = dataclasses.replace(query_settings.K2, kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                                            fresh_read_timeout_ms=300)
+    key = services.api_key_create(name="fresh", scopes=[ApiKey.Scope.MARKET_DATA_READ])[1]
+    url = "/api/v1/ohlcv?symbol=BHP&date=2024-03-12&interval=1h"
+    down = client.get(url + "&fresh=true", headers={"X-API-Key": key})
+    assert down.status_code == 503
+    assert down.json()["error"] == "stream_unavailable" and "without fresh=true" in down.json()["message"]
+    plain = client.get(url, headers={"X-API-Key": key})
+    assert plain.status_code == 200 and plain.json()["data"]
+    from queries.selectors import close_fresh_readers
+
+    close_fresh_readers()

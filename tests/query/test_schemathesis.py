@@ -4,6 +4,8 @@ content types, headers and bodies as documented, bad data refused, good data acc
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -36,11 +38,16 @@ def keep_test_db_connection():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def api_key(query_settings, generated, keep_test_db_connection):  # type: ignore[no-untyped-def]
+def api_key(query_settings, generated, keep_test_db_connection, kafka_bootstrap):  # type: ignore[no-untyped-def]
+    # fresh=true is fuzzed too: fresh reads go to this worker's broker
+    query_settings.K2 = dataclasses.replace(query_settings.K2, kafka_bootstrap=kafka_bootstrap)
     services.saved_query_create(slug="bars", name="Bars", sql="SELECT count(*) AS n FROM trades WHERE symbol = $symbol",
                                 parameters={"symbol": {"type": "string", "default": "BHP"}})
-    return services.api_key_create(name="fuzz", scopes=["market_data:read", "queries:run"],
-                                   rate_limit_per_minute=1_000_000)[1]
+    yield services.api_key_create(name="fuzz", scopes=["market_data:read", "queries:run"],
+                                  rate_limit_per_minute=1_000_000)[1]
+    from queries.selectors import close_fresh_readers
+
+    close_fresh_readers()
 
 
 # One pytest item per operation, with its own node id: schemathesis's `schema.parametrize()` gives

@@ -314,7 +314,7 @@ class IcebergConsumer:
                 topic_id = future.result(timeout=10).topic_id
                 if topic_id is not None:
                     ids[topic] = str(topic_id)
-        except (KafkaException, ValueError, TypeError) as exc:
+        except (KafkaException, ValueError, TypeError, TimeoutError) as exc:
             log.warning("topic_ids_unavailable", error=str(exc))
         return ids
 
