@@ -23,7 +23,9 @@ class FreshMeta(Schema):
     rows: int = Field(description="rows read from the stream beyond the snapshot (before the query's own filter)")
     messages: int = Field(description="messages read beyond the snapshot")
     dead_letters: int = Field(description="of those, messages left out: the consumer sends them to its dead-letter topic")
-    complete: bool = Field(description="false when the read stopped at its time or size cap before the end of a partition")
+    complete: bool = Field(description="false when the read stopped at its time or size cap before the end of a partition "
+                                       "(a read answered by the standing reader goes as far as the broker has delivered "
+                                       "to it: a fetch behind the log end at most)")
     read_ms: float = Field(description="how long reading and decoding the tail took, in ms")
     upto: dict[str, dict[str, int]] = Field(description="per topic and partition, the next offset after what was read")
 

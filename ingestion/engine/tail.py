@@ -418,15 +418,15 @@ class _Standing:
         """The rows at or beyond `starts`; None when a partition is not held from that far back.
         Drops what lies below every start (a later snapshot never goes back, except a rewind, which
         then reads directly)."""
-        with self._decode_lock:
+        with self._decode_lock:  # no chunk comes in between: the rows taken are exactly those up to `upto`
             upto = self._flush()
-        with self._lock:
-            if any(starts[k] < self.first[k] for k in self.keys):
-                return None
-            kept = [c for c in self.chunks if any(c.highest.get(k, -1) >= starts[k] for k in c.highest)]
-            self.rows = sum(c.table.num_rows for c in kept)
-            self.chunks = kept
-            self.first = {k: max(self.first[k], starts[k]) for k in self.keys}
+            with self._lock:
+                if any(starts[k] < self.first[k] for k in self.keys):
+                    return None
+                kept = [c for c in self.chunks if any(c.highest.get(k, -1) >= starts[k] for k in c.highest)]
+                self.rows = sum(c.table.num_rows for c in kept)
+                self.chunks = kept
+                self.first = {k: max(self.first[k], starts[k]) for k in self.keys}
         tables = [c.table for c in kept]
         table = pa.concat_tables(tables) if tables else result.table
         if table.num_rows:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from dataclasses import replace
 
 import duckdb
@@ -197,6 +198,49 @@ def test_fresh_pages_continue_after_the_cursor_and_never_repeat_a_row_while_the_
         page = engine.trades(rng=WHOLE, limit=100, cursor=page.next_cursor, fresh=True)
         seen += zip(page.table["source_partition"].to_pylist(), page.table["source_offset"].to_pylist(), strict=True)
     assert len(seen) == len(set(seen)) == 240
+
+
+def test_a_read_while_messages_arrive_holds_every_offset_up_to_where_it_says_it_read_once(
+        kafka_bootstrap, registry, setup):  # type: ignore[no-untyped-def]
+    """Reads taken while a producer keeps going: each holds exactly the offsets from the start up
+    to its `upto` on every partition (no hole, no repeat, none beyond), each reaches at least as far
+    as the one before, and once the producer is done a read holds every message (the standing
+    reader within a fetch or two; a direct read at once)."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    topic, _config, tail = setup
+    values = encode_trades(registry, topic, _trades(("BHP", "CBA", "CSL"), 1, 3000))
+
+    def produce_in_bursts() -> None:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "linger.ms": 1})
+        for i, (key, value) in enumerate(values):
+            producer.produce(topic, key=key, value=value, partition=("BHP", "CBA", "CSL").index(key.decode()))
+            if i % 100 == 99:
+                assert producer.flush(30) == 0
+                time.sleep(0.01)
+        assert producer.flush(30) == 0
+
+    def check(read) -> int:  # type: ignore[no-untyped-def]
+        held = sorted(zip(read.table["source_partition"].to_pylist(), read.table["source_offset"].to_pylist(), strict=True))
+        assert held == sorted((p, o) for (_t, p), upto in read.upto.items() for o in range(upto))
+        assert read.dead_letters == 0
+        return read.table.num_rows
+
+    producing = threading.Thread(target=produce_in_bursts)
+    producing.start()
+    reached = []
+    try:
+        while producing.is_alive() or len(reached) < 3:
+            reached.append(check(tail.read("trades", None)))
+    finally:
+        producing.join()
+    assert reached == sorted(reached) and len(set(reached)) > 2  # reads saw the stream grow
+    deadline = time.monotonic() + 5
+    while reached[-1] < 3000 and time.monotonic() < deadline:
+        reached.append(check(tail.read("trades", None)))
+    assert reached[-1] == 3000
 
 
 def test_fresh_with_time_travel_or_without_a_reader_is_refused_with_the_field_named(
