@@ -96,6 +96,14 @@ QUERY_ERRORS = counter("query_errors_total", "Queries that failed.", ("query_typ
 QUERY_ROWS = counter("query_rows_returned_total", "Rows returned by queries.", ("query_type",))
 API_REQUESTS = counter("api_requests_total", "JSON API requests.", ("endpoint", "status"))
 API_RATE_LIMITED = counter("api_rate_limited_total", "API requests refused by the rate limit.", ())
+FRESH_READS = counter("fresh_reads_total", "Fresh reads of the Kafka tail beyond a snapshot, by how they were answered "
+                      "(standing: from the standing reader; direct: fetched for the read; failed: the broker did not answer).",
+                      ("data_type", "path"))
+FRESH_READ_DURATION = histogram("fresh_read_duration_seconds", "Reading the Kafka tail of one fresh read.", ("data_type", "path"))
+FRESH_READ_INCOMPLETE = counter("fresh_reads_incomplete_total", "Fresh reads cut by their time or size cap.", ("data_type",))
+FRESH_READ_DEAD_LETTERS = counter("fresh_read_dead_letters_total",
+                                  "Tail messages fresh reads left out as undecodable (the consumer dead-letters them).",
+                                  ("data_type",))
 
 # --- platform ---
 HEALTH_CHECK_FAILURES = counter("health_check_failures_total", "Failed dependency checks in /healthz.", ("dependency",))

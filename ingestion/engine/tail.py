@@ -56,6 +56,7 @@ from catalog.engine.datatypes import spec
 from catalog.engine.writer import recorded_offsets
 from ingestion.engine.consumer.offsets import TopicPartitionKey, resume_offsets
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, SchemaSource
+from k2core import metrics
 from k2core.errors import Unavailable
 from k2core.logging import get_logger
 
@@ -79,6 +80,7 @@ class TailRead:
     dead_letters: int = 0  # messages left out: what the consumer sends to its DLQ
     complete: bool = True  # every partition read to its end before the deadline and the cap
     seconds: float = 0.0
+    path: str = "direct"  # how it was answered: "standing" (from the standing reader) or "direct"
 
     def describe(self) -> dict[str, Any]:
         """The read as JSON-ready values (the API's `meta.fresh`)."""
@@ -127,11 +129,19 @@ class KafkaTail:
         None: the table does not exist yet, so every message is beyond it)."""
         with self._lock:
             try:
-                return self._read(data_type, table)
+                read = self._read(data_type, table)
             except KafkaException as exc:
+                metrics.FRESH_READS.labels(data_type=data_type, path="failed").inc()
                 raise StreamUnavailable(
                     f"the Kafka broker ({self.bootstrap_servers}) did not answer a fresh read of {data_type} ({exc}): "
                     "ask without fresh=true for the committed snapshot alone") from None
+        metrics.FRESH_READS.labels(data_type=data_type, path=read.path).inc()
+        metrics.FRESH_READ_DURATION.labels(data_type=data_type, path=read.path).observe(read.seconds)
+        if not read.complete:
+            metrics.FRESH_READ_INCOMPLETE.labels(data_type=data_type).inc()
+        if read.dead_letters:
+            metrics.FRESH_READ_DEAD_LETTERS.labels(data_type=data_type).inc(read.dead_letters)
+        return read
 
     def close(self) -> None:
         with self._lock:
@@ -233,6 +243,7 @@ class KafkaTail:
             held = self._standing_read(data_type, keys, starts, ids, result)
             if held is not None:
                 held.seconds = time.perf_counter() - started
+                held.path = "standing"
                 return held
         return self._direct_read(data_type, keys, starts, ids, result, started)
 

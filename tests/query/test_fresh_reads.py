@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from catalog.engine.iceberg import load_catalog
 from ingestion.engine.tail import KafkaTail
+from k2core import metrics
 from k2core.duckdb_conn import connect, scan_sql
 from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery
@@ -45,6 +46,10 @@ def _produce_to(bootstrap: str, topic: str, values: list[tuple[bytes | None, byt
         partition = partition_of.setdefault(key, len(partition_of) % partitions)
         producer.produce(topic, key=key, value=value, partition=partition)
     assert producer.flush(30) == 0
+
+
+def _count(metric, **labels) -> float:  # type: ignore[no-untyped-def]
+    return metric.labels(**labels)._value.get()
 
 
 def _engine(catalog_config, tail: KafkaTail | None) -> MarketQueries:  # type: ignore[no-untyped-def]
@@ -89,8 +94,11 @@ def test_a_fresh_read_holds_exactly_the_rows_the_consumer_commits_next_and_none_
     _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP", "CBA"), 151, 200)), 3)
     engine = _engine(catalog_config, tail)
 
+    path = "standing" if tail.standing else "direct"
+    reads_before = _count(metrics.FRESH_READS, data_type="trades", path=path)
     committed = engine.trades(rng=WHOLE, limit=10_000)
     fresh = engine.trades(rng=WHOLE, limit=10_000, fresh=True)
+    assert _count(metrics.FRESH_READS, data_type="trades", path=path) == reads_before + 1  # answered as configured
     assert committed.table.num_rows == 300 and committed.fresh is None
     assert fresh.table.num_rows == 500
     assert fresh.snapshot_id == committed.snapshot_id  # the snapshot the tail continues
@@ -145,7 +153,9 @@ def test_undecodable_messages_in_the_tail_are_left_out_and_counted_as_the_consum
     bad = [(b"BHP", b"not avro at all"), (b"BHP", None), (b"BHP", b"\x00\x00\x00\x03\x99garbage")]
     _produce_to(kafka_bootstrap, topic, good[:15] + bad + good[15:], 3)
     engine = _engine(catalog_config, tail)
+    dead_before = _count(metrics.FRESH_READ_DEAD_LETTERS, data_type="trades")
     fresh = engine.trades(rng=WHOLE, fresh=True)
+    assert _count(metrics.FRESH_READ_DEAD_LETTERS, data_type="trades") == dead_before + 3
     assert fresh.table.num_rows == 30
     assert fresh.fresh["messages"] == 33 and fresh.fresh["dead_letters"] == 3
     consumer = run_consumer(replace(config, max_messages=33), catalog_config, registry)
@@ -176,7 +186,9 @@ def test_a_read_cut_short_by_its_cap_says_so(kafka_bootstrap, catalog_config, re
     topic, _config, tail = setup
     _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP",), 1, 90)), 3)
     tail.max_messages = 50
+    cut_before = _count(metrics.FRESH_READ_INCOMPLETE, data_type="trades")
     fresh = _engine(catalog_config, tail).trades(rng=WHOLE, limit=1000, fresh=True)
+    assert _count(metrics.FRESH_READ_INCOMPLETE, data_type="trades") == cut_before + 1
     assert fresh.fresh["complete"] is False
     assert fresh.fresh["messages"] == fresh.table.num_rows == 50
     assert sum(off for part in fresh.fresh["upto"].values() for off in part.values()) == 50
@@ -333,7 +345,9 @@ def test_a_broker_that_does_not_answer_gives_503_saying_to_ask_without_fresh_and
                                             fresh_read_timeout_ms=300)
     key = services.api_key_create(name="fresh", scopes=[ApiKey.Scope.MARKET_DATA_READ])[1]
     url = "/api/v1/ohlcv?symbol=BHP&date=2024-03-12&interval=1h"
+    failed_before = _count(metrics.FRESH_READS, data_type="trades", path="failed")
     down = client.get(url + "&fresh=true", headers={"X-API-Key": key})
+    assert _count(metrics.FRESH_READS, data_type="trades", path="failed") == failed_before + 1
     assert down.status_code == 503
     assert down.json()["error"] == "stream_unavailable" and "without fresh=true" in down.json()["message"]
     plain = client.get(url, headers={"X-API-Key": key})
