@@ -4,9 +4,10 @@ A table's snapshot records, per topic-partition, the next offset it holds (`k2.k
 What lies on the topics beyond those offsets is what the consumer will append next. `KafkaTail`
 reads it, decodes it exactly as the consumer does (`decode.BatchDecoder`, the same lineage
 columns, the same rows refused), and returns it as Arrow in the table's schema. A query over the
-pinned snapshot plus this tail sees every message the broker has acknowledged, without waiting
-for the consumer's next commit, and sees none twice: the tail starts where that very snapshot
-ends.
+pinned snapshot plus this tail sees the messages the broker holds (a direct read: all it had
+acknowledged when the read began; a standing read, below: all it has delivered to the reader)
+without waiting for the consumer's next commit, and sees none twice: the tail starts where that
+very snapshot ends.
 
 Where each partition starts is where the consumer would resume (`offsets.resume_offsets`): the
 larger of the offset the table recorded and the consumer group's committed offset (an operator
