@@ -19,6 +19,8 @@ A trade's latency is the end of the first query whose answer holds it minus the 
 stamped: what a user polling for the newest trades waits, query time included. Each mode runs on
 a fresh broker and a fresh namespace, `--runs` times, interleaved, with the broker floor
 (produce → fetched by a plain consumer, `bench_consumer.broker_floor`) measured before each pair.
+A plain consumer in a process of its own also measures the broker floor during every run (the
+same minutes as the reads; the separate floor run before each pair has the machine to itself).
 Also reported: each query's own time, the fresh reads' tail (messages, read time), the reader's
 CPU per query, and the load.
 
@@ -42,6 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from confluent_kafka import Consumer  # noqa: E402
+
 from bench.bench_consumer import CATALOG_URI, WARMUP, Env, Registry, broker_floor, paced_produce  # noqa: E402
 from bench.common import Meter, fmt_spread, load_range, machine_line, percentile  # noqa: E402
 from catalog.engine.iceberg import CatalogConfig, load_catalog  # noqa: E402
@@ -62,6 +66,23 @@ def consume(bootstrap: str, topic: str, group: str, catalog: CatalogConfig, tota
                             session_timeout_ms=6000, namespace=catalog.namespace, max_messages=total,
                             progress_interval_s=3600)
     IcebergConsumer(config, catalog=load_catalog(catalog), registry=Registry(), gap_sink=MemoryGapSink()).run()
+
+
+def floor_in_run(bootstrap: str, topic: str, total: int, seconds: float, out) -> None:  # type: ignore[no-untyped-def]
+    """The broker floor in the same minutes as the reads: a plain consumer of its own (no decode,
+    no Iceberg) in its own process, produce → fetched for every message; quantiles to `out`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
+                         "fetch.wait.max.ms": 10, "fetch.queue.backoff.ms": 10})
+    consumer.subscribe([topic])
+    ages: list[float] = []
+    deadline = time.time() + seconds
+    while len(ages) < total and time.time() < deadline:
+        for msg in consumer.consume(1000, 0.002):
+            if msg.error() is None and msg.key() != WARMUP.encode():
+                ages.append((time.time() - msg.timestamp()[1] / 1000) * 1000)
+    consumer.close()
+    out.put(_q(ages))
 
 
 def _q(samples_ms: list[float]) -> dict[str, float | None]:
@@ -88,6 +109,9 @@ def run_pair(env: Env, args: argparse.Namespace, modes: list[str], run: int) -> 
     start_at = time.time() + 8  # after the consumer's group join
     producer = ctx.Process(target=paced_produce, args=(env.bootstrap, topic, args.rate, total, start_at))
     producer.start()
+    floor_out = ctx.Queue()
+    floor = ctx.Process(target=floor_in_run, args=(env.bootstrap, topic, total, args.seconds + 60, floor_out))
+    floor.start()
     state = {m: {"seen": set(), "lat": [], "query_ms": [], "read_ms": [], "tail": [], "incomplete": 0, "cpu": 0.0}
              for m in modes}
     time.sleep(max(0.0, start_at - time.time() - 0.5))
@@ -129,13 +153,20 @@ def run_pair(env: Env, args: argparse.Namespace, modes: list[str], run: int) -> 
     if consumer.is_alive():
         consumer.terminate()
     tail.close()
+    try:
+        same_minutes_floor = floor_out.get(timeout=90)
+    except Exception:  # noqa: BLE001 - say it is missing rather than stop the bench
+        same_minutes_floor = {"p50_ms": None, "p99_ms": None}
+    floor.join(10)
+    if floor.is_alive():
+        floor.terminate()
     report = meter.report(units=max(1, turn), unit="query")
     out = []
     for mode, st in state.items():
         queries = len(st["query_ms"])
         out.append({"bench": "fresh_read_latency", "mode": mode, "run": run, "offered_per_s": args.rate,
                     "seconds": args.seconds, "partitions": args.partitions, "limit": args.limit,
-                    "standing": not args.direct, "trades": total, "seen": len(st["lat"]),
+                    "standing": not args.direct, "floor_same_run": same_minutes_floor, "trades": total, "seen": len(st["lat"]),
                     "missed": total - len(st["lat"]), "queries": queries, **_q(st["lat"]), "query": _q(st["query_ms"]),
                     "read": _q(st["read_ms"]), "tail_messages_p50": statistics.median(st["tail"]) if st["tail"] else None,
                     "tail_reads_incomplete": st["incomplete"] if mode == "fresh" else None,
@@ -181,7 +212,9 @@ def main() -> None:
           f"p99 {fmt_spread((f['p99_ms'] for f in floors), unit='ms')}", flush=True)
     for mode, results in rows.items():
         print(f"{mode}: produce → in a query's answer p50 {fmt_spread((r['p50_ms'] for r in results), unit='ms')}, "
-              f"p99 {fmt_spread((r['p99_ms'] for r in results), unit='ms')}; "
+              f"p99 {fmt_spread((r['p99_ms'] for r in results), unit='ms')} "
+              f"(broker floor in the same run p50 {fmt_spread((r['floor_same_run']['p50_ms'] for r in results), unit='ms')}, "
+              f"p99 {fmt_spread((r['floor_same_run']['p99_ms'] for r in results), unit='ms')}); "
               f"query p50 {fmt_spread((r['query']['p50_ms'] for r in results), unit='ms')}, "
               f"of which the tail read p50 {fmt_spread((r['read']['p50_ms'] for r in results), unit='ms')}, "
               f"p99 {fmt_spread((r['query']['p99_ms'] for r in results), unit='ms')}; "
