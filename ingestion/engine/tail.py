@@ -55,8 +55,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from catalog.engine.datatypes import spec
 from catalog.engine.writer import recorded_offsets
+from ingestion.engine.consumer.gaps import too_long
 from ingestion.engine.consumer.offsets import TopicPartitionKey, resume_offsets
 from ingestion.engine.decode import INDEX_COLUMN, BatchDecoder, SchemaSource
+from ingestion.engine.topics import topic_ids
 from k2core import metrics
 from k2core.errors import Unavailable
 from k2core.logging import get_logger
@@ -161,18 +163,7 @@ class KafkaTail:
     # --- steps ----------------------------------------------------------------------------
     def _kafka(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer({
-                "bootstrap.servers": self.bootstrap_servers,
-                # assign() only, never a commit: the group id is this reader's own, never joined
-                "group.id": f"k2-fresh-read-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,  # how a read knows it reached a partition's end
-                "auto.offset.reset": "earliest",  # an offset gone (retention): from the first one there is
-                "fetch.wait.max.ms": 10,  # the broker must not hold a fetch for data that is not coming
-                "fetch.error.backoff.ms": 10,
-                "socket.connection.setup.timeout.ms": 5000,
-            })
+            self._consumer = Consumer(reader_settings(self.bootstrap_servers, "k2-fresh-read"))
         return self._consumer
 
     def _partitions(self, topics: Sequence[str]) -> list[TopicPartitionKey]:
@@ -183,19 +174,9 @@ class KafkaTail:
                 for p in sorted(metadata.topics[topic].partitions)]
 
     def _ids(self, topics: set[str]) -> dict[str, str]:
-        missing = sorted(topics - set(self._topic_ids))
+        missing = topics - set(self._topic_ids)
         if missing:
-            from confluent_kafka import TopicCollection
-            from confluent_kafka.admin import AdminClient
-
-            admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-            try:
-                for topic, future in admin.describe_topics(TopicCollection(missing)).items():
-                    topic_id = future.result(timeout=self.timeout_s).topic_id
-                    if topic_id is not None:
-                        self._topic_ids[topic] = str(topic_id)
-            except (KafkaException, ValueError, TypeError, TimeoutError) as exc:
-                log.warning("topic_ids_unavailable", error=str(exc))
+            self._topic_ids.update(topic_ids(self.bootstrap_servers, missing, timeout=self.timeout_s))
         return {t: self._topic_ids[t] for t in topics if t in self._topic_ids}
 
     def _group_committed(self, data_type: str, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
@@ -323,24 +304,32 @@ class KafkaTail:
         return table, len(dead)
 
 
+def reader_settings(bootstrap_servers: str, group_prefix: str) -> dict[str, Any]:
+    """librdkafka settings of a tail reader's consumer (direct or standing)."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        # assign() only, never a commit: the group id is this reader's own, never joined
+        "group.id": f"{group_prefix}-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,  # how a read knows it reached a partition's end
+        "auto.offset.reset": "earliest",  # an offset gone (retention): from the first one there is
+        "fetch.wait.max.ms": 10,  # the broker must not hold a fetch for data that is not coming
+        "fetch.error.backoff.ms": 10,
+        "fetch.queue.backoff.ms": 10,
+        "socket.connection.setup.timeout.ms": 5000,
+    }
+
+
 def decode_like_the_consumer(decoder: BatchDecoder, msgs: list[Message], ids: dict[str, str],
                              max_lengths: Mapping[str, int]) -> tuple[pa.Table, list[TopicPartitionKey | Any]]:
     """As the consumer's `_prepare`: decode, leave out poison and values the gap store cannot take,
     drop the row index. Returns the rows and the (topic, partition, offset) of each message left out."""
     decoded = decoder.decode(list(map(Message.value, msgs)), list(map(Message.partition, msgs)),
                              list(map(Message.offset, msgs)), topics=list(map(Message.topic, msgs)), topic_ids=ids)
-    table = decoded.table
-    dead = [(msgs[p.index].topic(), msgs[p.index].partition(), msgs[p.index].offset()) for p in decoded.poison]
-    if spec(decoder.data_type).sequenced and table.num_rows and max_lengths:
-        too_long = None
-        for column, limit in max_lengths.items():
-            if column in table.column_names:
-                mask = pc.fill_null(pc.greater(pc.utf8_length(table[column]), limit), False)
-                too_long = mask if too_long is None else pc.or_(too_long, mask)
-        if too_long is not None and pc.any(too_long).as_py():
-            for i in table.filter(too_long)[INDEX_COLUMN].to_pylist():
-                dead.append((msgs[i].topic(), msgs[i].partition(), msgs[i].offset()))
-            table = table.filter(pc.invert(too_long))
+    table, unfit = too_long(decoded.table, decoder.data_type, max_lengths)  # as the consumer's `gaps.unstorable`
+    dead = [(msgs[p.index].topic(), msgs[p.index].partition(), msgs[p.index].offset())
+            for p in [*decoded.poison, *unfit]]
     return table.drop_columns([INDEX_COLUMN]), dead
 
 
@@ -380,11 +369,7 @@ class _Standing:
         self._decode_lock = threading.Lock()  # the decoder, and pending → chunk as one step
         self._caught_up = threading.Event()
         self._stop = threading.Event()
-        self._consumer = Consumer({
-            "bootstrap.servers": tail.bootstrap_servers, "group.id": f"k2-fresh-stand-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True,
-            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10,
-            "fetch.queue.backoff.ms": 10, "socket.connection.setup.timeout.ms": 5000})
+        self._consumer = Consumer(reader_settings(tail.bootstrap_servers, "k2-fresh-stand"))
         self._consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
         self._decoder = BatchDecoder(data_type=data_type, registry=tail.registry)
         self._thread = threading.Thread(target=self._run, name=f"k2-fresh-{data_type}", daemon=True)

@@ -68,6 +68,25 @@ def existing_partitions(bootstrap: str, *, timeout: float = 10.0) -> dict[str, i
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
+def topic_ids(bootstrap: str, topics: set[str] | list[str], *, timeout: float = 10.0) -> dict[str, str]:
+    """Current Kafka topic ids of `topics` (a broker without ids, or one that does not answer in
+    time, gives none: the caller then trusts offsets as they are; logged)."""
+    from confluent_kafka import KafkaException, TopicCollection
+
+    ids: dict[str, str] = {}
+    if not topics:
+        return ids
+    admin = _admin(bootstrap, timeout)  # held until every answer came: a client let go cancels its requests
+    try:
+        for topic, future in admin.describe_topics(TopicCollection(sorted(topics))).items():
+            topic_id = future.result(timeout=timeout).topic_id
+            if topic_id is not None:
+                ids[topic] = str(topic_id)
+    except (KafkaException, ValueError, TypeError, TimeoutError) as exc:
+        log.warning("topic_ids_unavailable", error=str(exc))
+    return ids
+
+
 def create_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: float = 10.0) -> dict[str, str]:
     """Create the missing topics. Name → "created", "exists" or "exists with N partitions (declared M)".
 

@@ -3,6 +3,7 @@ crash can never hide a gap (a replay re-reports it, and the sink's unique key ke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -99,25 +100,8 @@ class GapReporter:
         """Rows with a value longer than the gap sink stores (e.g. a 40-character symbol): poison,
         taken out before sequence tracking, so a gap in such a stream can never make the gap
         insert fail before the Iceberg commit (a batch replayed and failed forever)."""
-        limits = getattr(self.sink, "max_lengths", None) or {}
-        if not spec(self.data_type).sequenced or table.num_rows == 0 or not limits:
-            return table, []
-        masks = {col: pc.greater(pc.utf8_length(table[col]), limit)
-                 for col, limit in limits.items() if col in table.column_names}
-        masks = {col: mask for col, mask in masks.items() if pc.any(mask).as_py()}
-        if not masks:
-            return table, []
-        poison: list[Poison] = []
-        bad = None
-        for col, mask in masks.items():
-            limit = limits[col]
-            rows = table.filter(mask)
-            for index, value in zip(rows[INDEX_COLUMN].to_pylist(), rows[col].to_pylist(), strict=True):
-                poison.append(Poison(index, "value_too_long",
-                                     f"{col} is {len(value)} characters long ({value[:40]!r}…); at most {limit} can "
-                                     "be stored (sequence-gap store)"))
-            bad = mask if bad is None else pc.or_(bad, mask)
-        return table.filter(pc.invert(bad)), poison
+        return too_long(table, self.data_type, getattr(self.sink, "max_lengths", None) or {})
+
 
     def track(self, table: pa.Table, fresh: list[Any], topics: list[str]) -> list[Poison]:
         """Sequence checks; gaps and late events to the sink. Returns the records whose gap the sink
@@ -172,3 +156,26 @@ class GapReporter:
             self.stats.evictions += report.evicted
         metrics.SEQUENCE_TRACKED.labels(**metric_labels(topics[0], data_type)).set(len(self.tracker))
         return rejected
+
+
+def too_long(table: pa.Table, data_type: str, limits: Mapping[str, int]) -> tuple[pa.Table, list[Poison]]:
+    """`table` without the rows of a sequenced data type whose value in a column of `limits` is
+    longer than its limit, and those rows as poison (`value_too_long`, by `INDEX_COLUMN`)."""
+    if not spec(data_type).sequenced or table.num_rows == 0 or not limits:
+        return table, []
+    masks = {col: pc.greater(pc.utf8_length(table[col]), limit)
+             for col, limit in limits.items() if col in table.column_names}
+    masks = {col: mask for col, mask in masks.items() if pc.any(mask).as_py()}
+    if not masks:
+        return table, []
+    poison: list[Poison] = []
+    bad = None
+    for col, mask in masks.items():
+        limit = limits[col]
+        rows = table.filter(mask)
+        for index, value in zip(rows[INDEX_COLUMN].to_pylist(), rows[col].to_pylist(), strict=True):
+            poison.append(Poison(index, "value_too_long",
+                                 f"{col} is {len(value)} characters long ({value[:40]!r}…); at most {limit} can "
+                                 "be stored (sequence-gap store)"))
+        bad = mask if bad is None else pc.or_(bad, mask)
+    return table.filter(pc.invert(bad)), poison

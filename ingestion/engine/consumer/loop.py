@@ -62,6 +62,7 @@ from ingestion.engine.consumer.stats import ConsumerStats, metric_labels
 from ingestion.engine.decode import INDEX_COLUMN, POISON_REASONS, BatchDecoder, Poison, SchemaSource
 from ingestion.engine.progress import ProgressGate
 from ingestion.engine.sequence import SequenceTracker, table_last_sequences
+from ingestion.engine.topics import topic_ids
 from k2core import metrics
 from k2core.duckdb_conn import DuckDBConfig, connect
 from k2core.logging import get_logger
@@ -279,7 +280,7 @@ class IcebergConsumer:
         self.writer.refresh()  # rides out a catalog outage within the retry budget
         table = self._table_ref()
         self._seed_sequences(table)
-        self._topic_ids.update(self._describe_topic_ids({tp.topic for tp in partitions}))
+        self._topic_ids.update(topic_ids(self.config.bootstrap_servers, {tp.topic for tp in partitions}))
         recorded = recorded_offsets(table, topic_ids=self._topic_ids)  # any group's: the table's record
         group_committed: dict[TopicPartitionKey, int] = {}
         if not self.config.from_beginning:
@@ -301,22 +302,6 @@ class IcebergConsumer:
         consumer.assign(partitions)
         self.lag_tracker.started(partitions)
         self.kafka_offsets.align_group(partitions, group_committed)
-
-    def _describe_topic_ids(self, topics: set[str]) -> dict[str, str]:
-        """Current Kafka topic ids (empty for a broker that has none: offsets are then trusted as is)."""
-        from confluent_kafka import TopicCollection
-
-        admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
-        ids: dict[str, str] = {}
-        try:
-            futures = admin.describe_topics(TopicCollection(sorted(topics)))
-            for topic, future in futures.items():
-                topic_id = future.result(timeout=10).topic_id
-                if topic_id is not None:
-                    ids[topic] = str(topic_id)
-        except (KafkaException, ValueError, TypeError, TimeoutError) as exc:
-            log.warning("topic_ids_unavailable", error=str(exc))
-        return ids
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._pending:  # write what we hold before another member takes the partitions over
