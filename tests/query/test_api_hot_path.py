@@ -310,3 +310,105 @@ def test_a_meta_only_the_standard_library_can_write_sends_the_whole_document_the
     body = formats.encode(table, "json", meta)
     assert body == general(table, meta)
     assert body == b'{"data":[{"name":"Nestl\\u00e9","n":1},{"name":null,"n":2}],"meta":{"rows":2,"snapshot_id":1180591620717411303424}}'
+
+
+# --- JSON texts written by the engine in its query (formats.json_text_sql) --------------------------
+
+
+def engine_texts(sql: str) -> tuple[pa.Table, pa.Table]:
+    """The typed result of `sql`, and the same rows as the engine's JSON texts (marked), both
+    read through one DuckDB connection set to UTC as the engine's cursors are."""
+    from k2core.duckdb_conn import connect
+    from queries.engine.connection import EngineConfig
+    from queries.engine.market import json_text_select
+
+    db = connect(EngineConfig())
+    db.execute("SET TimeZone = 'UTC'")
+    typed = db.execute(sql).to_arrow_table()
+    text_sql, texts = json_text_select(sql, typed.schema)
+    return typed, formats.as_json_text(db.execute(text_sql).to_arrow_table(), texts)
+
+
+def test_json_texts_the_query_writes_are_the_encoders_bytes_for_every_kind_of_value() -> None:
+    typed, texts = engine_texts("""
+        SELECT * FROM (VALUES
+            (-45.120000::DECIMAL(18, 6), -0.000001::DECIMAL(18, 6), 0::DECIMAL(18, 6),
+             99999999999999999999.999999999999999999::DECIMAL(38, 18), 12::DECIMAL(9, 0), -0.5::DECIMAL(4, 1),
+             TIMESTAMPTZ '2024-03-12 00:00:00.000001+00', TIMESTAMPTZ '0001-01-01 00:00:00+00',
+             TIMESTAMP '9999-12-31 23:59:59.999999', 'infinity'::TIMESTAMPTZ, DATE '2024-02-29', DATE '0001-01-01',
+             9223372036854775807::BIGINT, (-2147483648)::INTEGER, (-128)::TINYINT, 65535::USMALLINT, true, 'BHP'),
+            (NULL, 1234567.891011::DECIMAL(18, 6), -1::DECIMAL(18, 6),
+             -12345678901234567890.123456789012345678::DECIMAL(38, 18), -99::DECIMAL(9, 0), NULL,
+             TIMESTAMPTZ '1969-12-31 23:59:59.999999+00', NULL, TIMESTAMP '1970-01-01 00:00:00', '-infinity'::TIMESTAMPTZ,
+             NULL, DATE '9999-12-31', (-9223372036854775808)::BIGINT, NULL, 127::TINYINT, NULL, false, 'say "hi"'),
+            (0.000001::DECIMAL(18, 6), NULL, NULL, NULL, NULL, 0.0::DECIMAL(4, 1), NULL, TIMESTAMPTZ '2262-04-11 23:47:16+00',
+             NULL, NULL, DATE '1970-01-01', NULL, NULL, 0::INTEGER, NULL, 0::USMALLINT, NULL, NULL)
+        ) t(price, small, zero, wide, whole, tenth, instant, early, naive, infinite, day, last_day,
+            big, int32, tiny, unsigned, flag, symbol)""")
+    written = [f.name for f in texts.schema if f.metadata == formats.JSON_TEXT]
+    assert written == [name for name in typed.column_names if name != "symbol"]  # text is escaped by the encoder
+    assert texts.column("price").to_pylist() == ['"-45.120000"', "null", '"0.000001"']
+    assert texts.column("infinite").to_pylist()[:2] == ['"infinity"', '"-infinity"']
+    assert formats.encode(texts, "json", META) == written_column_wise(typed)
+
+
+def test_engine_json_texts_keep_the_query_order_and_leave_what_they_cannot_write_to_the_encoder() -> None:
+    sql = """SELECT * FROM (SELECT range AS n, (range * 7 % 1000)::DECIMAL(18, 6) AS price, (range * 0.5)::DOUBLE AS half,
+                            [range] AS list, TIME '12:00:00' AS tm, TIMESTAMP_MS '2024-01-01 00:00:00.001' AS ms
+                            FROM range(5000)) ORDER BY price DESC, n LIMIT 3000"""
+    typed, texts = engine_texts(sql)
+    written = {f.name for f in texts.schema if f.metadata == formats.JSON_TEXT}
+    assert written == {"n", "price"}  # floats, lists, times and ms instants: the encoder's own texts
+    assert [int(n) for n in texts.column("n").to_pylist()] == typed.column("n").to_pylist()
+    assert formats.encode(texts, "json", META) == written_the_general_way(typed)  # the list column sends it so
+
+
+def test_engine_json_texts_are_refused_for_other_formats_and_read_back_on_the_general_path() -> None:
+    typed, texts = engine_texts("SELECT 1.5::DECIMAL(9, 2) AS price, TIMESTAMPTZ '2024-03-12 01:02:03+00' AS at, 7 AS n")
+    with pytest.raises(ValueError, match="cannot be written as csv"):
+        formats.encode(texts, "csv", META)
+    # two columns of one name: the row dict keeps the last value, so the general way writes it
+    both_typed = pa.Table.from_arrays([*typed.columns, typed.column("n")], names=[*typed.column_names, "price"])
+    both_texts = pa.Table.from_arrays([*texts.columns, texts.column("n")],
+                                      schema=pa.schema([*texts.schema, texts.schema.field("n").with_name("price")]))
+    assert formats.encode(both_texts, "json", META) == written_the_general_way(both_typed)
+
+
+def test_the_engine_answers_json_texts_byte_for_byte_as_typed_columns(engine, generated, trades_table) -> None:  # type: ignore[no-untyped-def]
+    """OHLCV and tick pages (their cursors included), at the current snapshot and at one written
+    before the table's schema gained a column."""
+    from pyiceberg.types import LongType
+
+    from catalog.engine.exchanges import ASX
+    from queries.engine.timeutil import make_range
+
+    before = trades_table.current_snapshot().snapshot_id
+    with trades_table.update_schema() as update:
+        update.add_column("k2_test_extra", LongType())
+    day = make_range(date=dt.date(2024, 3, 12), exchange=ASX)
+    days = make_range(date=dt.date(2024, 3, 11), end_date=dt.date(2024, 3, 13), exchange=ASX)
+    extra = generated.slice(0, 50).append_column("k2_test_extra", pa.array(range(50), pa.int64()))
+    extra = extra.set_column(extra.schema.get_field_index("source_offset"), "source_offset",  # rows of their own
+                             pa.array(range(10**6, 10**6 + 50), pa.int64()))
+    trades_table.append(extra.cast(trades_table.schema().as_arrow()))
+    queries = [("ohlcv", {"interval": "1m", "rng": day, "symbols": ["BHP"], "exchange": ASX}),
+               ("ohlcv", {"interval": "5m", "rng": days}), ("ohlcv", {"interval": "1d", "rng": days, "as_of": before}),
+               ("ticks", {"data_type": "trades", "rng": days, "symbols": ["BHP", "CBA"], "limit": 500, "order": "desc"}),
+               ("ticks", {"data_type": "trades", "rng": days, "limit": 700, "as_of": before}),
+               ("ticks", {"data_type": "trades", "rng": make_range(date=dt.date(2024, 3, 9)), "limit": 10})]
+    pages = 0
+    for method, kwargs in queries:
+        cursor = None
+        while True:
+            call = getattr(engine, method)
+            extra_kwargs = {"cursor": cursor} if method == "ticks" else {}
+            typed, texts = (call(**kwargs, **extra_kwargs, json_text=flag) for flag in (False, True))
+            assert texts.next_cursor == typed.next_cursor and texts.snapshot_id == typed.snapshot_id
+            meta = {"rows": typed.table.num_rows, "next_cursor": typed.next_cursor, "truncated": typed.truncated}
+            assert formats.encode(texts.table, "json", meta) == written_column_wise(typed.table, meta), (method, kwargs)
+            assert typed.table.num_rows == 0 or any(f.metadata == formats.JSON_TEXT for f in texts.table.schema)
+            pages += 1
+            cursor = typed.next_cursor
+            if cursor is None:
+                break
+    assert pages > 8  # the tick queries went over several pages
