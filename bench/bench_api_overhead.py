@@ -10,15 +10,10 @@ Django test client, real API key (Postgres), rate limit (Redis), JSON encoding. 
 p50 overhead (wall and CPU, this process), the engine call's p50 and the load; then the median of
 the runs with their range.
 
-`--compare-typed` alternates, request by request in the same process, the API as it is (the engine
-writes the JSON texts of decimals, instants and integers in its query: `queries.api.JSON_TEXT_FROM_ENGINE`)
-and the API asking the engine for typed columns, encoded after the query (what it did before); the
-engine call's own time is printed for each, so work moved into the engine shows there.
-
 `--compare-general-json` alternates, request by request in the same process, the column-wise JSON
-writer (`formats.encode_json`, on typed columns) and the general one it replaced (`rows()` then
-`dumps`) and prints both; then times the two encoders alone on the same 360-bar result (CPU per
-call, median of `--encoder-blocks` blocks of 200 calls each, the two interleaved).
+writer (`formats.encode_json`) and the general one it replaced (`rows()` then `dumps`) and prints
+both; then times the two encoders alone on the same 360-bar result (CPU per call, median of
+`--encoder-blocks` blocks of 200 calls each, the two interleaved).
 """
 
 from __future__ import annotations
@@ -50,8 +45,6 @@ def main() -> None:
     parser.add_argument("--compare-general-json", action="store_true",
                         help="alternate the column-wise JSON writer and the general one, request by request")
     parser.add_argument("--encoder-blocks", type=int, default=15, help="with --compare-general-json: timed blocks per encoder")
-    parser.add_argument("--compare-typed", action="store_true",
-                        help="alternate JSON texts written by the engine (now) and typed columns encoded after it, request by request")
     args = parser.parse_args()
     config = CatalogConfig(uri=f"postgresql+psycopg://postgres@127.0.0.1:5432/{args.catalog_db}",
                            warehouse=Path(args.warehouse).resolve().as_uri(), namespace=NAMESPACE)
@@ -74,30 +67,20 @@ def main() -> None:
 
     engine.ohlcv = timed  # type: ignore[method-assign]
     print(machine_line(), flush=True)
-    from queries import api
     from queries.engine import formats
 
     fast_json = formats.encode_json
-    # mode → (the engine writes JSON texts?, the JSON encoder)
-    modes = {"": (True, fast_json)}
-    if args.compare_general_json:
-        modes = {"column-wise JSON": (False, fast_json), "general JSON": (False, general_json)}
-    elif args.compare_typed:
-        modes = {"JSON texts from the engine": (True, fast_json), "typed columns": (False, fast_json)}
-
-    def use(mode: tuple) -> None:
-        api.JSON_TEXT_FROM_ENGINE, formats.encode_json = mode
-
-    if len(modes) > 1:  # the same bytes either way, or the comparison means nothing
+    modes = {"column-wise JSON": fast_json, "general JSON": general_json} if args.compare_general_json else {"": fast_json}
+    if args.compare_general_json:  # the same bytes either way, or the comparison means nothing
         bodies = set()
-        for mode in modes.values():
-            use(mode)
+        for encoder in modes.values():
+            formats.encode_json = encoder
             bodies.add(client.get(url, HTTP_X_API_KEY=key).content)
-        assert len(bodies) == 1, "the two ways answered differently"
+        assert len(bodies) == 1, "the two encoders answered differently"
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     for run in range(args.runs):
-        for mode in modes.values():
-            use(mode)
+        for encoder in modes.values():
+            formats.encode_json = encoder
             for _ in range(3):
                 client.get(url, HTTP_X_API_KEY=key)
         wall: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -106,8 +89,8 @@ def main() -> None:
         load = LoadSampler().start()
         for i in range(args.requests):
             order = list(modes.items()) if i % 2 == 0 else list(reversed(modes.items()))
-            for mode, way in order:
-                use(way)
+            for mode, encoder in order:
+                formats.encode_json = encoder
                 c, t = own_cpu_seconds(), time.perf_counter()
                 response = client.get(url, HTTP_X_API_KEY=key)
                 w, cc = time.perf_counter() - t, own_cpu_seconds() - c
@@ -124,14 +107,14 @@ def main() -> None:
             print(f"run {run + 1}{label(mode)}: API overhead p50 {r['overhead_wall_ms']:.2f} ms wall, "
                   f"{r['overhead_cpu_ms']:.2f} ms CPU; engine call p50 {r['engine_wall_ms']:.1f} ms; "
                   f"overhead/engine {r['overhead_share']:.3f}; load {r['load_min']:.1f}–{r['load_max']:.1f}", flush=True)
-    use((True, fast_json))
+    formats.encode_json = fast_json
     for mode, rows in runs.items():
         print(f"API overhead{label(mode)} {fmt_spread((r['overhead_wall_ms'] for r in rows), '{:.2f}', 'ms')} wall, "
               f"{fmt_spread((r['overhead_cpu_ms'] for r in rows), '{:.2f}', 'ms')} CPU; engine call "
               f"{fmt_spread((r['engine_wall_ms'] for r in rows), unit='ms')}; overhead/engine "
               f"{fmt_spread((r['overhead_share'] for r in rows), '{:.3f}')}; {load_range(rows)}", flush=True)
     if args.compare_general_json:
-        result = ohlcv(**{**last_call, "json_text": False})
+        result = ohlcv(**last_call)
         time_encoders(result.table, {"column-wise JSON": fast_json, "general JSON": general_json}, args.encoder_blocks)
 
 

@@ -50,11 +50,6 @@ Day = Annotated[dt.date, BeforeValidator(_iso_only)]
 Format = Literal["json", "csv", "parquet", "arrow"]
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 ERROR_RESPONSES = ERRORS  # documented error body (queries.api_schemas.ErrorOut) for every error status
-# A JSON answer of trades, quotes or bars asks the engine for the JSON texts of its decimals,
-# instants and integers (DuckDB writes them in the query; `formats.json_text_sql`): the same bytes
-# as encoding the typed columns after it, ~1 ms less per 360-bar answer. False: typed columns
-# (`bench/bench_api_overhead.py --compare-typed` switches it to compare the two).
-JSON_TEXT_FROM_ENGINE = True
 
 
 class MissingCredentials(Unauthenticated):
@@ -183,7 +178,7 @@ def _ticks(request: HttpRequest, data_type: str, *, symbol: list[str] | None, da
     result = selectors.get_engine().ticks(
         data_type, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
         symbols=_symbols(symbol), limit=limit, cursor=cursor, as_of=parse_as_of(as_of), order=order,
-        exchange=selectors.exchange(exchange), fresh=fresh, json_text=fmt == "json" and JSON_TEXT_FROM_ENGINE)
+        exchange=selectors.exchange(exchange), fresh=fresh)
     return _result(request, result, fmt, data_type, started)
 
 
@@ -235,8 +230,7 @@ def ohlcv(request: HttpRequest, interval: Interval = Query("1m", description=DOC
     started = time.perf_counter()
     result = selectors.get_engine().ohlcv(
         interval=interval, rng=_range(date=date, end_date=end_date, start=start, end=end, exchange=exchange),
-        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=selectors.exchange(exchange), fresh=fresh,
-        json_text=fmt == "json" and JSON_TEXT_FROM_ENGINE)
+        symbols=_symbols(symbol), as_of=parse_as_of(as_of), exchange=selectors.exchange(exchange), fresh=fresh)
     return _result(request, result, fmt, "ohlcv", started)
 
 

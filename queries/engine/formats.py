@@ -8,7 +8,6 @@ import functools
 import io
 import json
 import math
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -151,53 +150,11 @@ def json_value(value: Any) -> Any:
     return value
 
 
-# A column the engine wrote as JSON text in its query (`json_text_sql`): each value is the JSON
-# text `encode_json` would write for the typed value (quoted where JSON quotes it, `null` for null).
-# DuckDB casts inside the query, vectorised over data already in cache; Arrow's casts after it cost
-# about 1 ms a 360-bar OHLCV answer (each compute call ~10–150 µs of fixed cost on these machines).
-JSON_TEXT = {b"k2.json": b"text"}
-
-
-def json_text_sql(column: str, kind: pa.DataType) -> str | None:
-    """DuckDB SQL for the JSON text of `column` (an SQL expression of Arrow type `kind`), byte for
-    byte what `encode_json` writes for it: decimals quoted as Arrow writes them, instants (µs) as
-    ISO 8601 with "Z" (DuckDB's session zone is UTC), "infinity"/"-infinity" for DuckDB's infinite
-    instants, dates, integers and booleans; None for a type left to `encode_json` (floats, whose
-    texts orjson decides; text, which `encode_json` escapes; nested and binary values; instants in
-    units other than µs). Only for instants in years 1–9999 (what the tables hold: ingestion
-    decodes them as Python datetimes): `encode_json` gives years outside it in its own forms."""
-    if pa.types.is_decimal128(kind) and kind.precision <= 38:  # at the type's scale, as a cast to it writes
-        text = f"""'"' || CAST(CAST({column} AS DECIMAL({kind.precision}, {kind.scale})) AS VARCHAR) || '"'"""
-    elif pa.types.is_timestamp(kind) and kind.unit == "us":
-        zone, pattern = ("TIMESTAMPTZ", "%Y-%m-%dT%H:%M:%S.%fZ") if kind.tz is not None else ("TIMESTAMP", "%Y-%m-%dT%H:%M:%S.%f")
-        text = f"""'"' || strftime(CAST({column} AS {zone}), '{pattern}') || '"'"""
-    elif pa.types.is_date32(kind):
-        text = f"""'"' || strftime(CAST({column} AS DATE), '%Y-%m-%d') || '"'"""
-    elif pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        text = f"CAST({column} AS VARCHAR)"
-    else:
-        return None
-    return f"coalesce({text}, 'null')"
-
-
-def as_json_text(table: pa.Table, columns: Sequence[str]) -> pa.Table:
-    """`table` with `columns` (written by `json_text_sql`) marked JSON_TEXT for `encode_json`."""
-    marked = set(columns)
-    return pa.Table.from_arrays(table.columns, schema=pa.schema([
-        field.with_metadata(JSON_TEXT) if field.name in marked else field for field in table.schema]))
-
-
-def _json_text(field: pa.Field) -> bool:
-    return field.metadata == JSON_TEXT
-
-
 def json_ready(table: pa.Table) -> pa.Table:
     """Decimals to exact strings and instants to ISO 8601 UTC strings, column by column
-    (vectorised: much cheaper than converting value by value in Python). Columns marked JSON_TEXT
-    keep their mark."""
+    (vectorised: much cheaper than converting value by value in Python)."""
     columns = []
-    fields = []
-    for field, column in zip(table.schema, table.columns, strict=True):
+    for column in table.columns:
         kind = column.type
         if pa.types.is_decimal(kind):
             column = pc.cast(column, pa.string())
@@ -206,8 +163,7 @@ def json_ready(table: pa.Table) -> pa.Table:
         elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
             column = _temporal_text(column)
         columns.append(column)
-        fields.append(field if column.type == kind else pa.field(field.name, column.type))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+    return pa.table(columns, names=table.column_names)
 
 
 def _plain(column: pa.ChunkedArray) -> bool:
@@ -223,14 +179,6 @@ def rows(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def _ready_rows(ready: pa.Table) -> list[dict[str, Any]]:
-    kept = {field.name: _json_text(field) for field in ready.schema}  # a row dict keeps a name's last column
-    texts = [name for name, text in kept.items() if text]
-    if texts:  # the engine's JSON texts back to values (this path is rare for them: see encode_json)
-        rows = ready.to_pylist()
-        for row in rows:
-            for name in texts:
-                row[name] = orjson.loads(row[name])
-        return [{k: json_value(v) for k, v in row.items()} for row in rows]
     try:
         if all(_plain(column) for column in ready.columns):
             return ready.to_pylist()  # already JSON types: skip the per-value walk
@@ -254,8 +202,6 @@ def encode(table: pa.Table, fmt: str, meta: dict[str, Any]) -> bytes:
     """The table in `fmt`; UnencodableResult when a column cannot be carried by it."""
     if fmt == "json":
         return encode_json(table, meta)
-    if any(_json_text(field) for field in table.schema):
-        raise ValueError(f"JSON texts (json_text_sql) cannot be written as {fmt}: ask the engine for typed columns")
     table = portable(table, fmt)
     try:
         return _encode_file(table, fmt)
@@ -367,9 +313,9 @@ def _fast_rows(ready: pa.Table) -> list[bytes | memoryview] | None:
     parts: list[Any] = []  # literal texts and columns, alternately: joined row by row
     literal = "{"
     try:
-        for i, (field, column) in enumerate(zip(ready.schema, ready.columns, strict=True)):
+        for i, column in enumerate(ready.columns):
             literal += ("," if i else "") + keys[i] + ":"
-            written = (column, False) if _json_text(field) else _column_json(column)
+            written = _column_json(column)
             if written is None:
                 return None
             text, quote = written

@@ -20,13 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 
 from catalog.engine.exchanges import Exchange
 from catalog.engine.storage import s3_options_of
 from k2core.duckdb_conn import connect, scan_sql
-from queries.engine import formats
 from queries.engine.connection import EngineConfig
 from queries.engine.errors import BadQuery, QueryError
 from queries.engine.source import ResolvedTable, SnapshotInfo, StreamTail, TableSource
@@ -132,41 +130,8 @@ def scan_expr(resolved: ResolvedTable, tail_columns: Sequence[str] | None = None
     return f"(SELECT * FROM {scan} UNION ALL BY NAME SELECT {columns} FROM {TAIL_VIEW})"
 
 
-_SNAPSHOT_SCHEMAS: dict[tuple[str, int], pa.Schema | None] = {}  # (metadata location, snapshot id) → schema
-
-
-def snapshot_schema(resolved: ResolvedTable) -> pa.Schema | None:
-    """The Arrow schema of the table as its pinned snapshot was written (None when the snapshot
-    names no schema, or the table has no snapshot). Kept per metadata file (immutable)."""
-    if resolved.table is None or resolved.snapshot_id is None:
-        return None
-    key = (resolved.metadata_location, resolved.snapshot_id)
-    if key not in _SNAPSHOT_SCHEMAS:
-        metadata = resolved.table.metadata
-        snapshot = metadata.snapshot_by_id(resolved.snapshot_id)
-        schema = None if snapshot is None or snapshot.schema_id is None else metadata.schema_by_id(snapshot.schema_id)
-        if len(_SNAPSHOT_SCHEMAS) > 256:
-            _SNAPSHOT_SCHEMAS.clear()
-        _SNAPSHOT_SCHEMAS[key] = None if schema is None else schema.as_arrow()
-    return _SNAPSHOT_SCHEMAS[key]
-
-
 def range_clause(rng: TimeRange) -> str:
     return f"exchange_timestamp >= {sql_instant(rng.start)} AND exchange_timestamp < {sql_instant(rng.end)}"
-
-
-def json_text_select(sql: str, schema: pa.Schema) -> tuple[str, list[str]]:
-    """`sql` with each column of `schema` that `formats.json_text_sql` can write replaced by its
-    JSON text, and the names of those columns. The texts are made from the rows `sql` returns
-    (after its LIMIT), in its order: DuckDB documents SELECT as keeping the order of its input
-    (duckdb.org/docs/stable/sql/dialect/order_preservation); an outer ORDER BY would sort again,
-    which cost ~2 ms for 360 bars here, more than the texts save."""
-    texts = {field.name: formats.json_text_sql(f'k2_r."{field.name}"', field.type) for field in schema}
-    texts = {name: text for name, text in texts.items() if text is not None}
-    if not texts:
-        return sql, []
-    replace = ", ".join(f'{text} AS "{name}"' for name, text in texts.items())
-    return f"SELECT * REPLACE ({replace}) FROM ({sql}) AS k2_r", list(texts)
 
 
 class MarketQueries:
@@ -250,13 +215,11 @@ class MarketQueries:
 
     def ticks(self, data_type: str, *, rng: TimeRange, symbols: Sequence[str] | None = None, limit: int | None = None,
               cursor: str | None = None, as_of: int | dt.datetime | None = None, order: str = "asc",
-              exchange: Exchange | None = None, fresh: bool = False, json_text: bool = False) -> QueryResult:
+              exchange: Exchange | None = None, fresh: bool = False) -> QueryResult:
         """One page of trades or quotes in (exchange_timestamp, symbol, partition, offset) order, of one
         exchange when given (else all); the cursor carries the snapshot, so later pages read the same table state.
         `fresh`: the current snapshot and what is on the topics beyond it; later pages of a fresh
-        read are fresh reads too, continuing after the cursor's position (rows never repeat).
-        `json_text`: the columns `formats.json_text_sql` can write come as their JSON texts, marked
-        for `formats.encode_json` (the JSON answer's bytes, for less work after the query)."""
+        read are fresh reads too, continuing after the cursor's position (rows never repeat)."""
         if data_type not in ("trades", "quotes"):
             raise BadQuery(f"ticks are trades or quotes, not {data_type!r}", field="data_type")
         if order not in ("asc", "desc"):
@@ -279,25 +242,14 @@ class MarketQueries:
                                fresh=read.describe() if read else None)
         sql = self.tick_sql(data_type, rng=rng, symbols=symbols, limit=limit, cursor=position, resolved=resolved, order=order,
                             exchange=exchange, tail_columns=tail_columns)
-        texts: list[str] = []
-        if json_text:
-            schema = snapshot_schema(resolved) if resolved.snapshot_id is not None else read.table.select(tail_columns).schema
-            if schema is not None:
-                sql, texts = json_text_select(sql, schema)
         table = self._arrow(sql, read.table if read else None)
         next_cursor = None
         if table.num_rows > limit:
             table = table.slice(0, limit)
             last = table.slice(limit - 1, 1).to_pylist()[0]
-            for name in texts:
-                last[name] = orjson.loads(last[name])
-            stamp = last["exchange_timestamp"]
-            next_cursor = encode_cursor({"t": (dt.datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp).isoformat(),
-                                         "s": last["symbol"], "p": int(last["source_partition"]),
-                                         "o": int(last["source_offset"]), "d": order,
+            next_cursor = encode_cursor({"t": last["exchange_timestamp"].isoformat(), "s": last["symbol"],
+                                         "p": last["source_partition"], "o": last["source_offset"], "d": order,
                                          "snap": resolved.snapshot_id, **({"f": 1} if fresh else {})})
-        if texts:
-            table = formats.as_json_text(table, texts)
         return QueryResult(table, data_type, resolved.snapshot_id, next_cursor, fresh=read.describe() if read else None)
 
     def trades(self, **kwargs) -> QueryResult:  # type: ignore[no-untyped-def]
@@ -342,28 +294,23 @@ class MarketQueries:
         """
 
     def ohlcv(self, *, interval: str, rng: TimeRange, symbols: Sequence[str] | None = None,
-              as_of: int | dt.datetime | None = None, exchange: Exchange | None = None, fresh: bool = False,
-              json_text: bool = False) -> QueryResult:
+              as_of: int | dt.datetime | None = None, exchange: Exchange | None = None, fresh: bool = False) -> QueryResult:
         """Bars with at least one trade (empty bars are absent, not zero-filled). Intraday bars
         are aligned to UTC clock boundaries; 1d bars are trading days in the exchange's time zone.
         Given an exchange, only its trades count; without one, all trades, with ASX days.
-        `fresh`: the current snapshot's trades and those on the topics beyond it.
-        `json_text`: every column but `symbol` comes as its JSON text (as in `ticks`)."""
+        `fresh`: the current snapshot's trades and those on the topics beyond it."""
         self._check_fresh(fresh, as_of)
         resolved = self.source.resolve("trades", as_of)
         read, tail_columns = self._fresh("trades", resolved) if fresh else (None, None)
         if resolved.snapshot_id is None and (read is None or read.table.num_rows == 0):
             return QueryResult(OHLCV_SCHEMA.empty_table(), "trades", None, fresh=read.describe() if read else None)
-        sql = self.ohlcv_sql(interval=interval, rng=rng, symbols=symbols, resolved=resolved, exchange=exchange,
-                             tail_columns=tail_columns)
-        if json_text:
-            sql, texts = json_text_select(sql, OHLCV_SCHEMA)
-        table = self._arrow(sql, read.table if read else None)
+        table = self._arrow(self.ohlcv_sql(interval=interval, rng=rng, symbols=symbols, resolved=resolved, exchange=exchange,
+                                           tail_columns=tail_columns), read.table if read else None)
         truncated = table.num_rows > self.config.max_bars
         if truncated:
             table = table.slice(0, self.config.max_bars)
-        table = formats.as_json_text(table, texts) if json_text else table.cast(OHLCV_SCHEMA)
-        return QueryResult(table, "trades", resolved.snapshot_id, truncated=truncated, fresh=read.describe() if read else None)
+        return QueryResult(table.cast(OHLCV_SCHEMA), "trades", resolved.snapshot_id, truncated=truncated,
+                           fresh=read.describe() if read else None)
 
     # reference data -----------------------------------------------------------------------
 
