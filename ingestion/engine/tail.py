@@ -36,12 +36,18 @@ dropped, it holds at most `max_messages`, and it stops when no read came for `st
 A read it cannot answer (a partition it does not hold from far enough back, other partitions, a
 stopped thread, not yet caught up within `timeout_s`) is made directly, as above.
 
+What a read asks the broker about where things stand (the topics' partitions, the consumer group's
+committed offsets) is kept for `metadata_ttl_s` (1 s): each answer is a round trip, and two of them
+were half of a standing read's time (2026-12-08). So a partition added to a topic, or a group an
+operator moved, counts for fresh reads within that bound; the table's record counts at once.
+
 No Django; one reader per process serves all data types (reads are serialised by a lock: the
 Kafka consumer and the decoders are not thread-safe).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -106,7 +112,7 @@ class KafkaTail:
     def __init__(self, *, bootstrap_servers: str, registry: SchemaSource, topics_of: Mapping[str, Sequence[str]],
                  group_of: Mapping[str, str] | None = None, max_lengths: Mapping[str, int] | None = None,
                  timeout_s: float = 5.0, max_messages: int = 1_000_000, poll_batch: int = 10_000,
-                 standing: bool = True, standing_idle_s: float = 60.0) -> None:
+                 standing: bool = True, standing_idle_s: float = 60.0, metadata_ttl_s: float = 1.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.registry = registry
         self.topics_of = {k: tuple(v) for k, v in topics_of.items()}
@@ -117,6 +123,8 @@ class KafkaTail:
         self.poll_batch = poll_batch
         self.standing = standing
         self.standing_idle_s = standing_idle_s
+        self.metadata_ttl_s = metadata_ttl_s
+        self._metadata: dict[tuple, tuple[float, Any]] = {}  # what the broker said, and when (`_kept`)
         self._standing: dict[str, _Standing] = {}
         self._recorded: dict[tuple[str, str], dict[TopicPartitionKey, int]] = {}  # (data type, metadata file) → offsets
         self._lows: dict[TopicPartitionKey, int] = {}
@@ -166,10 +174,22 @@ class KafkaTail:
             self._consumer = Consumer(reader_settings(self.bootstrap_servers, "k2-fresh-read"))
         return self._consumer
 
+    def _kept(self, key: tuple, ask: Any) -> Any:
+        """The broker's answer to `ask()`, asked again once older than `metadata_ttl_s`."""
+        now = time.monotonic()
+        held = self._metadata.get(key)
+        if held is not None and now - held[0] < self.metadata_ttl_s:
+            return held[1]
+        if len(self._metadata) > 64:
+            self._metadata.clear()
+        answer = ask()
+        self._metadata[key] = (now, answer)
+        return answer
+
     def _partitions(self, topics: Sequence[str]) -> list[TopicPartitionKey]:
         """The partitions of the topics that exist. Metadata of all topics, not of these by name:
         asking a broker that auto-creates topics (Tansu) by name would create them."""
-        metadata = self._kafka().list_topics(timeout=self.timeout_s)
+        metadata = self._kept(("metadata",), lambda: self._kafka().list_topics(timeout=self.timeout_s))
         return [(topic, p) for topic in topics if topic in metadata.topics and metadata.topics[topic].error is None
                 for p in sorted(metadata.topics[topic].partitions)]
 
@@ -189,9 +209,9 @@ class KafkaTail:
                 "bootstrap.servers": self.bootstrap_servers, "group.id": group, "enable.auto.commit": False,
                 "enable.auto.offset.store": False})
         try:
-            return {(tp.topic, tp.partition): tp.offset
-                    for tp in reader.committed([TopicPartition(t, p) for t, p in keys], timeout=self.timeout_s)
-                    if tp.offset >= 0}
+            return self._kept(("committed", group, tuple(keys)), lambda: {
+                (tp.topic, tp.partition): tp.offset
+                for tp in reader.committed([TopicPartition(t, p) for t, p in keys], timeout=self.timeout_s) if tp.offset >= 0})
         except KafkaException as exc:
             log.warning("committed_offsets_unavailable", group=group, error=str(exc))
             return {}
@@ -217,7 +237,7 @@ class KafkaTail:
         starts = resume_offsets(keys, table_upto=recorded, group_committed=self._group_committed(data_type, keys),
                                 from_beginning=False)
         starts = {key: starts.get(key, OFFSET_BEGINNING) for key in keys}  # the consumer's auto.offset.reset: earliest
-        result = TailRead(table=spec(data_type).arrow_schema().empty_table(), start=dict(starts), upto=dict(starts))
+        result = TailRead(table=_empty(data_type), start=dict(starts), upto=dict(starts))
         if not keys:
             result.seconds = time.perf_counter() - started
             return result
@@ -483,6 +503,12 @@ class _Standing:
             with self._decode_lock:
                 self._consumer.close()
                 self._decoder.close()
+
+
+@functools.cache
+def _empty(data_type: str) -> pa.Table:
+    """No rows, in the data type's Arrow schema (converted from Iceberg's once)."""
+    return spec(data_type).arrow_schema().empty_table()
 
 
 def _at_or_beyond(table: pa.Table, starts: dict[TopicPartitionKey, int]) -> pa.Array:

@@ -181,6 +181,35 @@ def test_a_group_moved_past_the_tables_record_moves_the_tail_too(
     assert consumer.stats.rows_written == 45  # what the consumer wrote is what the tail showed
 
 
+def test_where_the_group_stands_is_asked_again_once_older_than_the_metadata_bound(
+        kafka_bootstrap, catalog_config, registry, setup) -> None:  # type: ignore[no-untyped-def]
+    """The broker's answers about where things stand (partitions, the group's committed offsets)
+    are kept for `metadata_ttl_s`: a group moved after a read counts from the first read after
+    that bound, and a read within it asks the broker nothing (so it still starts where it did)."""
+    topic, config, tail = setup
+    tail.metadata_ttl_s = 1.5
+    _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP",), 1, 60)), 3)
+    engine = _engine(catalog_config, tail)
+
+    def first_offset_of_partition_0() -> int:
+        table = engine.trades(rng=WHOLE, limit=1000, fresh=True).table
+        return min(o for p, o in zip(table["source_partition"].to_pylist(), table["source_offset"].to_pylist(),
+                                     strict=True) if p == 0)
+
+    began = time.monotonic()
+    assert first_offset_of_partition_0() == 0  # the broker was asked during this read: kept from then
+    ended = time.monotonic()
+    mover = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": config.group, "enable.auto.commit": False})
+    try:
+        mover.commit(offsets=[TopicPartition(topic, 0, 15)], asynchronous=False)
+    finally:
+        mover.close()
+    if time.monotonic() - began < 1.0:  # well within the bound (on a slow machine maybe not: then only the next part)
+        assert first_offset_of_partition_0() == 0  # the committed offsets were not asked again
+    time.sleep(max(0.0, ended + 1.6 - time.monotonic()))
+    assert first_offset_of_partition_0() == 15
+
+
 def test_a_read_cut_short_by_its_cap_says_so(kafka_bootstrap, catalog_config, registry, setup):  # type: ignore[no-untyped-def]
     topic, _config, tail = setup
     _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP",), 1, 90)), 3)
