@@ -126,7 +126,7 @@ class KafkaTail:
         self.metadata_ttl_s = metadata_ttl_s
         self._metadata: dict[tuple, tuple[float, Any]] = {}  # what the broker said, and when (`_kept`)
         self._standing: dict[str, _Standing] = {}
-        self._recorded: dict[tuple[str, str], dict[TopicPartitionKey, int]] = {}  # (data type, metadata file) → offsets
+        self._recorded: dict[tuple, dict[TopicPartitionKey, int]] = {}  # (data type, metadata file, topic ids) → offsets
         self._lows: dict[TopicPartitionKey, int] = {}
         self._lock = threading.Lock()
         self._consumer: Consumer | None = None
@@ -218,7 +218,7 @@ class KafkaTail:
 
     def _recorded_offsets(self, data_type: str, table: Any, ids: dict[str, str]) -> dict[TopicPartitionKey, int]:
         """The table's record (`recorded_offsets`), kept per metadata file: a metadata file never changes."""
-        key = (data_type, f"{table.metadata_location}|{sorted(ids.items())}")
+        key = (data_type, table.metadata_location, tuple(sorted(ids.items())))
         held = self._recorded.get(key)
         if held is None:
             if len(self._recorded) > 16:
@@ -342,7 +342,7 @@ def reader_settings(bootstrap_servers: str, group_prefix: str) -> dict[str, Any]
 
 
 def decode_like_the_consumer(decoder: BatchDecoder, msgs: list[Message], ids: dict[str, str],
-                             max_lengths: Mapping[str, int]) -> tuple[pa.Table, list[TopicPartitionKey | Any]]:
+                             max_lengths: Mapping[str, int]) -> tuple[pa.Table, list[tuple[str, int, int]]]:
     """As the consumer's `_prepare`: decode, leave out poison and values the gap store cannot take,
     drop the row index. Returns the rows and the (topic, partition, offset) of each message left out."""
     decoded = decoder.decode(list(map(Message.value, msgs)), list(map(Message.partition, msgs)),
