@@ -26,6 +26,11 @@ CPU per query, and the load.
 
     .venv/bin/python bench/bench_fresh.py --rate 5000 --seconds 15 --runs 3
 
+`--read-every-ms N` paces the reader (a query started every N ms, as a client polling at a fixed
+rate) instead of asking again the moment an answer comes: back to back, the reader keeps a core
+busy on a two-core machine that also runs the broker, the producer and the consumer. Paced, a
+trade's latency includes up to N ms of waiting for the next query.
+
 A trade the reader never saw (it fell out of the newest `--limit` between two queries) is
 counted as missed, not given a latency; the summary says how many.
 """
@@ -44,6 +49,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
 from bench.bench_consumer import CATALOG_URI, WARMUP, Env, Registry, broker_floor, paced_produce  # noqa: E402
@@ -85,6 +93,31 @@ def floor_in_run(bootstrap: str, topic: str, total: int, seconds: float, out) ->
     out.put(_q(ages))
 
 
+def _first_seen(table: pa.Table, seen: dict[int, int], done: float) -> list[float]:
+    """Produce → `done` (ms) of the trades in `table` not in an earlier answer. `seen`: per
+    partition, the highest offset an earlier answer held. Offsets within a partition are produced
+    in order, and every answer holds a partition's offsets up to its newest (a tail from its start,
+    the newest trades by time), so a trade at or below that offset was in an earlier answer or
+    fell out of all of them (missed). Vectorised: an answer holds thousands of trades, and a
+    loop over them in Python would hold the interpreter the standing reader needs."""
+    if not table.num_rows:
+        return []
+    table = table.filter(pc.not_equal(table["symbol"], WARMUP))
+    partitions = table["source_partition"].to_numpy()
+    offsets = table["source_offset"].to_numpy()
+    floor = np.full(int(partitions.max(initial=0)) + 1, -1, dtype=np.int64)
+    for p, o in seen.items():
+        if p < len(floor):
+            floor[p] = o
+    new = offsets > floor[partitions]
+    if not new.any():
+        return []
+    stamps = pc.cast(table["ingestion_timestamp"], pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    for p in np.unique(partitions[new]).tolist():
+        seen[p] = max(seen.get(p, -1), int(offsets[new & (partitions == p)].max()))
+    return ((done * 1e6 - stamps[new]) / 1000).tolist()
+
+
 def _q(samples_ms: list[float]) -> dict[str, float | None]:
     if not samples_ms:
         return {"p50_ms": None, "p99_ms": None}
@@ -112,20 +145,25 @@ def run_pair(env: Env, args: argparse.Namespace, modes: list[str], run: int) -> 
     floor_out = ctx.Queue()
     floor = ctx.Process(target=floor_in_run, args=(env.bootstrap, topic, total, args.seconds + 60, floor_out))
     floor.start()
-    state = {m: {"seen": set(), "lat": [], "query_ms": [], "read_ms": [], "tail": [], "incomplete": 0, "cpu": 0.0}
+    state = {m: {"seen": {}, "lat": [], "query_ms": [], "read_ms": [], "tail": [], "incomplete": 0, "cpu": 0.0, "paths": {}}
              for m in modes}
     time.sleep(max(0.0, start_at - time.time() - 0.5))
     end_at = start_at + args.seconds + 1.0
     turn = 0
+    every = args.read_every_ms / 1000
+    next_at = time.time()
     with Meter(scope="self") as meter:
         while time.time() < end_at:
+            if every:  # paced: one query every `every` s on a fixed schedule (a late one is not made up for)
+                time.sleep(max(0.0, next_at - time.time()))
+                next_at = max(next_at + every, time.time())
             mode = modes[turn % len(modes)]
             turn += 1
             st = state[mode]
             t0, c0 = time.perf_counter(), time.process_time()
             try:
                 if mode == "tail":  # what a fresh query reads before its SQL: the snapshot, then the stream beyond it
-                    resolved = engine.source.resolve("trades")
+                    resolved = engine._resolve("trades", None, fresh=True)
                     read = tail.read("trades", resolved.table)
                     result = QueryResult(read.table, "trades", resolved.snapshot_id, fresh=read.describe())
                 else:
@@ -136,18 +174,17 @@ def run_pair(env: Env, args: argparse.Namespace, modes: list[str], run: int) -> 
                 continue
             done = time.time()
             st["query_ms"].append((time.perf_counter() - t0) * 1000)
+            if mode == "tail":
+                st["paths"][read.path] = st["paths"].get(read.path, 0) + 1
             if result.fresh is not None:
                 st["tail"].append(result.fresh["messages"])
                 st["read_ms"].append(result.fresh["read_ms"])
                 st["incomplete"] += not result.fresh["complete"]
-            cols = [result.table[c].to_pylist() for c in ("symbol", "ingestion_timestamp", "source_partition", "source_offset")]
-            for symbol, stamped, partition, offset in zip(*cols, strict=True):
-                if symbol != WARMUP and (partition, offset) not in st["seen"]:
-                    st["seen"].add((partition, offset))
-                    st["lat"].append((done - stamped.timestamp()) * 1000)
+            st["lat"].extend(_first_seen(result.table, st["seen"], done))
             st["cpu"] += time.process_time() - c0
             if args.verbose:
-                print(mode, round(st["query_ms"][-1], 1), result.fresh and result.fresh["read_ms"], flush=True)
+                print(mode, round(st["query_ms"][-1], 1), result.fresh and result.fresh["read_ms"],
+                      result.fresh and result.fresh["messages"], result.snapshot_id, flush=True)
     producer.join(60)
     consumer.join(120)
     if consumer.is_alive():
@@ -166,10 +203,12 @@ def run_pair(env: Env, args: argparse.Namespace, modes: list[str], run: int) -> 
         queries = len(st["query_ms"])
         out.append({"bench": "fresh_read_latency", "mode": mode, "run": run, "offered_per_s": args.rate,
                     "seconds": args.seconds, "partitions": args.partitions, "limit": args.limit,
+                    "read_every_ms": args.read_every_ms,
                     "standing": not args.direct, "floor_same_run": same_minutes_floor, "trades": total, "seen": len(st["lat"]),
                     "missed": total - len(st["lat"]), "queries": queries, **_q(st["lat"]), "query": _q(st["query_ms"]),
                     "read": _q(st["read_ms"]), "tail_messages_p50": statistics.median(st["tail"]) if st["tail"] else None,
                     "tail_reads_incomplete": st["incomplete"] if mode == "fresh" else None,
+                    "tail_reads_by_path": st["paths"] if mode == "tail" else None,
                     "query_cpu_ms": round(st["cpu"] * 1000 / max(1, queries), 1),
                     "reader_process_cpu_s": report["cpu_s"],
                     **{k: v for k, v in report.items() if k.startswith("load")}})
@@ -186,6 +225,8 @@ def main() -> None:
     parser.add_argument("--floor-fetch-wait-ms", type=int, default=10)
     parser.add_argument("--modes", default="tail/fresh,snapshot",
                         help="runs (/) of modes whose queries alternate (,)")
+    parser.add_argument("--read-every-ms", type=float, default=0.0,
+                        help="paced: start a query every this many ms (0: each query as soon as the last is answered)")
     parser.add_argument("--verbose", action="store_true", help="print each query")
     parser.add_argument("--direct", action="store_true", help="fresh reads without the standing reader")
     args = parser.parse_args()

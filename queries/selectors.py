@@ -40,13 +40,20 @@ class _LazyTail:
         self._tail = None
         self._lock = threading.Lock()
 
-    def read(self, data_type, table):  # type: ignore[no-untyped-def]
+    def _get(self):  # type: ignore[no-untyped-def]
         with self._lock:
             if self._tail is None:
                 from django.utils.module_loading import import_string
 
                 self._tail = import_string(settings.K2_STREAM_TAIL)()
-        return self._tail.read(data_type, table)
+            return self._tail
+
+    @property
+    def metadata_ttl_s(self) -> float:
+        return self._get().metadata_ttl_s
+
+    def read(self, data_type, table):  # type: ignore[no-untyped-def]
+        return self._get().read(data_type, table)
 
     def close(self) -> None:
         with self._lock:

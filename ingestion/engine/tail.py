@@ -31,7 +31,9 @@ Standing reads (`standing=True`, the default): the first fresh read of a data ty
 consumer of its own assigned to its partitions, on a thread that decodes what arrives as it
 arrives (`_Standing`). Later reads take the rows beyond their snapshot from what that thread holds,
 without a Kafka round trip: what they see is what the broker had delivered to it, a broker's
-fetch behind the log end at most (the broker floor). Its rows below every later read's start are
+fetch behind the log end at most (the broker floor). librdkafka fetches on threads of its own, so
+a read first takes in what it has already fetched (`_drain`): it does not wait for the reader's
+thread, which may be waiting for the interpreter. Its rows below every later read's start are
 dropped, it holds at most `max_messages`, and it stops when no read came for `standing_idle_s`.
 A read it cannot answer (a partition it does not hold from far enough back, other partitions, a
 stopped thread, not yet caught up within `timeout_s`) is made directly, as above.
@@ -369,6 +371,8 @@ class _Standing:
 
     DECODE_EVERY_S = 0.05
     DECODE_AT = 5000
+    MERGE_AT = 4  # a read that finds more chunks than this leaves one, of the rows at or beyond its starts
+    IDLE_WAIT_S = 0.005  # nothing fetched: look again after this (a read drains the consumer itself)
 
     def __init__(self, tail: KafkaTail, data_type: str, keys: list[TopicPartitionKey],
                  starts: dict[TopicPartitionKey, int], ids: dict[str, str]) -> None:
@@ -387,6 +391,8 @@ class _Standing:
         self.error: str | None = None
         self._lock = threading.Lock()  # chunks, pending, reached, first
         self._decode_lock = threading.Lock()  # the decoder, and pending → chunk as one step
+        self._consume_lock = threading.Lock()  # the consumer, and what it returned → pending as one step
+        self._closed = False  # the consumer is closed (the thread ended): nothing more to drain
         self._caught_up = threading.Event()
         self._stop = threading.Event()
         self._consumer = Consumer(reader_settings(tail.bootstrap_servers, "k2-fresh-stand"))
@@ -436,19 +442,30 @@ class _Standing:
         Drops what lies below every start (a later snapshot never goes back, except a rewind, which
         then reads directly)."""
         with self._decode_lock:  # no chunk comes in between: the rows taken are exactly those up to `upto`
+            self._drain()
             upto = self._flush()
             with self._lock:
-                if any(starts[k] < self.first[k] for k in self.keys):
+                if self._closed or any(starts[k] < self.first[k] for k in self.keys):
                     return None
                 kept = [c for c in self.chunks if any(c.highest.get(k, -1) >= starts[k] for k in c.highest)]
                 self.rows = sum(c.table.num_rows for c in kept)
                 self.chunks = kept
                 self.first = {k: max(self.first[k], starts[k]) for k in self.keys}
-        tables = [c.table for c in kept]
-        table = pa.concat_tables(tables) if tables else result.table
-        if table.num_rows:
-            table = table.filter(_at_or_beyond(table, starts))
-        result.dead_letters = sum(1 for c in kept for t, p, o in c.dead if o >= starts.get((t, p), 0))
+            tables = [c.table for c in kept]
+            table = pa.concat_tables(tables) if tables else result.table
+            if table.num_rows:
+                table = table.filter(_at_or_beyond(table, starts))
+            dead = [(t, p, o) for c in kept for t, p, o in c.dead if o >= starts.get((t, p), 0)]
+            if len(kept) > self.MERGE_AT:  # Arrow's work on a table grows with its chunks: one from here on
+                table = table.combine_chunks()
+                highest: dict[TopicPartitionKey, int] = {}
+                for chunk in kept:
+                    for key, offset in chunk.highest.items():
+                        highest[key] = max(highest.get(key, -1), offset)
+                with self._lock:
+                    self.chunks = [_Chunk(table, dead, highest)]
+                    self.rows = table.num_rows
+        result.dead_letters = len(dead)
         result.complete = True
         cap = self.tail.max_messages
         if table.num_rows + result.dead_letters > cap:  # more than a read takes: the oldest `cap`, and say so
@@ -464,43 +481,65 @@ class _Standing:
         result.messages = table.num_rows + result.dead_letters
         return result
 
+    def _drain(self) -> None:
+        """Take in what the consumer has already fetched (librdkafka fetches on threads of its own,
+        so it holds what the broker delivered even while this reader's thread waits for the
+        interpreter): a read sees it at once, not at the thread's next turn."""
+        with self._consume_lock:
+            if self._closed:
+                return
+            while self._take_in(self._consumer.consume(self.tail.poll_batch, 0)) >= self.tail.poll_batch:
+                pass  # a full batch: there may be more (a partial one emptied the queue; a read must end)
+
+    def _take_in(self, batch: list[Message]) -> int:
+        """Put what a consume returned into `pending` (the caller holds `_consume_lock`, so what
+        comes out of the consumer goes in here in the order it came)."""
+        msgs: list[Message] = []
+        ends: list[TopicPartitionKey] = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                msgs.append(msg)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                ends.append((msg.topic(), msg.partition()))
+            elif err.fatal():
+                raise KafkaException(err)
+        with self._lock:
+            if msgs:
+                if not self.pending:
+                    self.pending_since = time.monotonic()
+                self.pending.extend(msgs)
+                for msg in msgs:
+                    key = (msg.topic(), msg.partition())
+                    self.reached[key] = max(self.reached.get(key, 0), msg.offset() + 1)
+            self.at_end.update(ends)
+        return len(batch)
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 if time.monotonic() - self.last_read > self.tail.standing_idle_s:
                     break  # nobody asks: stop reading
-                msgs: list[Message] = []
-                ends: list[TopicPartitionKey] = []
-                for msg in self._consumer.consume(self.tail.poll_batch, 0.005):
-                    err = msg.error()
-                    if err is None:
-                        msgs.append(msg)
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        ends.append((msg.topic(), msg.partition()))
-                    elif err.fatal():
-                        raise KafkaException(err)
+                with self._consume_lock:  # not blocking: a read waiting for this lock waits for nothing
+                    took = self._take_in(self._consumer.consume(self.tail.poll_batch, 0))
+                if not took:
+                    self._stop.wait(self.IDLE_WAIT_S)
                 with self._lock:
-                    if msgs:
-                        if not self.pending:
-                            self.pending_since = time.monotonic()
-                        self.pending.extend(msgs)
-                        for msg in msgs:
-                            key = (msg.topic(), msg.partition())
-                            self.reached[key] = max(self.reached.get(key, 0), msg.offset() + 1)
-                    self.at_end.update(ends)
                     due = self.pending and (len(self.pending) >= self.DECODE_AT
                                             or time.monotonic() - self.pending_since >= self.DECODE_EVERY_S)
-                if due or (not self._caught_up.is_set() and self.at_end >= self.keys):
+                    at_end = self.at_end >= self.keys
+                if due or (not self._caught_up.is_set() and at_end):
                     with self._decode_lock:
                         self._flush()
-                if not self._caught_up.is_set() and self.at_end >= self.keys:
+                if not self._caught_up.is_set() and at_end:
                     self._caught_up.set()
         except Exception as exc:  # noqa: BLE001 - a standing reader that fails leaves reads to the direct path
             self.error = str(exc)
             log.warning("fresh_standing_reader_failed", data_type=self.data_type, error=str(exc))
         finally:
             self._stop.set()
-            with self._decode_lock:
+            with self._decode_lock, self._consume_lock:
+                self._closed = True
                 self._consumer.close()
                 self._decoder.close()
 

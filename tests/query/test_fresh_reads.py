@@ -114,8 +114,72 @@ def test_a_fresh_read_holds_exactly_the_rows_the_consumer_commits_next_and_none_
     assert written.num_rows == 500
     assert fresh.table.sort_by([(c, "ascending") for c in ORDER]).to_pylist() == \
         written.select(fresh.table.column_names).to_pylist()
+    plain = engine.trades(rng=WHOLE, limit=10_000)  # asks the catalog: the engine now holds the new snapshot
     after = engine.trades(rng=WHOLE, limit=10_000, fresh=True)
-    assert after.table.num_rows == 500 and after.fresh["rows"] == 0 and after.snapshot_id != committed.snapshot_id
+    assert after.table.num_rows == 500 and after.fresh["rows"] == 0
+    assert after.snapshot_id == plain.snapshot_id != committed.snapshot_id
+
+
+def test_within_the_bound_a_fresh_read_continues_the_snapshot_it_holds_and_answers_the_rows_the_catalog_has(
+        kafka_bootstrap, catalog_config, registry, setup):  # type: ignore[no-untyped-def]
+    """A fresh read takes the table as the engine last loaded or checked it, for up to the tail's
+    `metadata_ttl_s`, without asking the catalog: the stream beyond that snapshot holds what the
+    consumer committed since, so the rows are those of the newest snapshot plus its tail. After
+    the bound it asks again."""
+    topic, config, tail = setup
+    tail.metadata_ttl_s = 600.0  # longer than the test: the first fresh read's table is held throughout
+    _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP", "CBA"), 1, 300)), 3)
+    run_consumer(replace(config, max_messages=300), catalog_config, registry)
+    engine = _engine(catalog_config, tail)
+    first = engine.trades(rng=WHOLE, limit=10_000, fresh=True)
+    assert first.table.num_rows == 300 and first.fresh["rows"] == 0
+
+    _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP", "CBA"), 151, 200)), 3)
+    run_consumer(replace(config, max_messages=200), catalog_config, registry)  # a new snapshot in the catalog
+    held = engine.trades(rng=WHOLE, limit=10_000, fresh=True)
+    assert held.snapshot_id == first.snapshot_id  # the catalog was not asked: its new snapshot is not seen
+    assert held.fresh["rows"] == 200 and held.table.num_rows == 500  # what it committed is read from the stream
+    bars = engine.ohlcv(interval="1m", rng=WHOLE, symbols=["BHP", "CBA"], fresh=True)
+
+    written = _plain_duckdb_rows(catalog_config)  # the table as plain DuckDB reads it now
+    assert written.num_rows == 500
+    assert held.table.sort_by([(c, "ascending") for c in ORDER]).to_pylist() == \
+        written.select(held.table.column_names).to_pylist()
+    plain = engine.trades(rng=WHOLE, limit=10_000)  # a query without fresh asks the catalog every time
+    assert plain.snapshot_id != first.snapshot_id and plain.table.num_rows == 500
+    assert engine.ohlcv(interval="1m", rng=WHOLE, symbols=["BHP", "CBA"]).table.to_pylist() == bars.table.to_pylist()
+
+    _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP", "CBA"), 251, 20)), 3)
+    run_consumer(replace(config, max_messages=20), catalog_config, registry)
+    tail.metadata_ttl_s = 0.0  # past the bound: the catalog is asked again
+    asked = engine.trades(rng=WHOLE, limit=10_000, fresh=True)
+    assert asked.snapshot_id not in (first.snapshot_id, plain.snapshot_id)
+    assert asked.fresh["rows"] == 0 and asked.table.num_rows == 520
+
+
+def test_a_standing_read_takes_in_what_the_broker_delivered_while_the_readers_thread_waits(
+        kafka_bootstrap, registry, unique, monkeypatch):  # type: ignore[no-untyped-def]
+    """librdkafka fetches on threads of its own; a read takes in what it has fetched itself, so it
+    does not wait for the standing reader's thread (here made to sleep 60 s between looks)."""
+    import ingestion.engine.tail as tail_module
+
+    topic = f"fresh-wait-{unique}"
+    create_topic(kafka_bootstrap, topic, partitions=3)
+    tail = KafkaTail(bootstrap_servers=kafka_bootstrap, registry=registry, topics_of={"trades": (topic,)}, timeout_s=10)
+    try:
+        assert tail.read("trades", None).path == "standing"  # the reader is caught up with an empty topic
+        monkeypatch.setattr(tail_module._Standing, "IDLE_WAIT_S", 60.0)
+        time.sleep(0.5)  # the thread has looked, found nothing, and sleeps
+        _produce_to(kafka_bootstrap, topic, encode_trades(registry, topic, _trades(("BHP", "CBA", "CSL"), 1, 90)), 3)
+        deadline = time.monotonic() + 15
+        read = tail.read("trades", None)
+        while read.table.num_rows < 90 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            read = tail.read("trades", None)
+        assert read.path == "standing" and read.table.num_rows == 90
+        assert read.upto == {(topic, 0): 30, (topic, 1): 30, (topic, 2): 30}
+    finally:
+        tail.close()
 
 
 def test_fresh_ohlcv_counts_the_trades_not_yet_committed_as_the_table_will(
