@@ -21,8 +21,8 @@ a fresh broker and a fresh namespace, `--runs` times, interleaved, with the brok
 (produce → fetched by a plain consumer, `bench_consumer.broker_floor`) measured before each pair.
 A plain consumer in a process of its own also measures the broker floor during every run (the
 same minutes as the reads; the separate floor run before each pair has the machine to itself).
-Also reported: each query's own time, the fresh reads' tail (messages, read time), the reader's
-CPU per query, and the load.
+Also reported: each query's own time, the fresh reads' tail (messages, read time), how each
+`tail` read was answered (standing or direct reader), the reader's CPU per query, and the load.
 
     .venv/bin/python bench/bench_fresh.py --rate 5000 --seconds 15 --runs 3
 
@@ -163,7 +163,7 @@ def run_pair(env: Env, args: argparse.Namespace, modes: list[str], run: int) -> 
             t0, c0 = time.perf_counter(), time.process_time()
             try:
                 if mode == "tail":  # what a fresh query reads before its SQL: the snapshot, then the stream beyond it
-                    resolved = engine._resolve("trades", None, fresh=True)
+                    resolved = engine.resolve("trades", fresh=True)
                     read = tail.read("trades", resolved.table)
                     result = QueryResult(read.table, "trades", resolved.snapshot_id, fresh=read.describe())
                 else:
@@ -230,6 +230,8 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print each query")
     parser.add_argument("--direct", action="store_true", help="fresh reads without the standing reader")
     args = parser.parse_args()
+    if args.read_every_ms < 0:
+        parser.error(f"--read-every-ms must be 0 (back to back) or more, not {args.read_every_ms}")
     print(machine_line(), f"catalog {CATALOG_URI.split('@')[-1]}", flush=True)
     env = Env()
     groups = [g.split(",") for g in args.modes.split("/")]

@@ -174,7 +174,7 @@ class MarketQueries:
         finally:
             cur.close()
 
-    def _resolve(self, data_type: str, as_of: int | dt.datetime | None, fresh: bool) -> ResolvedTable:
+    def resolve(self, data_type: str, as_of: int | dt.datetime | None = None, *, fresh: bool = False) -> ResolvedTable:
         """The snapshot a query reads; for a fresh read, the table as known within the tail's
         `metadata_ttl_s` (the stream beyond it supplies what came later: same rows, no catalog
         round trip)."""
@@ -243,7 +243,7 @@ class MarketQueries:
                                "the same across pages", field="cursor")
             if as_of is None and position.get("snap") and not fresh:
                 as_of = position["snap"]
-        resolved = self._resolve(data_type, as_of, fresh)
+        resolved = self.resolve(data_type, as_of, fresh=fresh)
         read, tail_columns = self._fresh(data_type, resolved) if fresh else (None, None)
         if resolved.snapshot_id is None and (read is None or read.table.num_rows == 0):
             return QueryResult(pa.Table.from_batches([], schema=_empty_schema(resolved)), data_type, None,
@@ -308,7 +308,7 @@ class MarketQueries:
         Given an exchange, only its trades count; without one, all trades, with ASX days.
         `fresh`: the current snapshot's trades and those on the topics beyond it."""
         self._check_fresh(fresh, as_of)
-        resolved = self._resolve("trades", as_of, fresh)
+        resolved = self.resolve("trades", as_of, fresh=fresh)
         read, tail_columns = self._fresh("trades", resolved) if fresh else (None, None)
         if resolved.snapshot_id is None and (read is None or read.table.num_rows == 0):
             return QueryResult(OHLCV_SCHEMA.empty_table(), "trades", None, fresh=read.describe() if read else None)
