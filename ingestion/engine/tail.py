@@ -292,21 +292,15 @@ class KafkaTail:
         deadline = time.monotonic() + self.timeout_s
         try:
             while len(at_end) < len(keys) and len(msgs) < self.max_messages and time.monotonic() < deadline:
-                for msg in consumer.consume(min(self.poll_batch, self.max_messages - len(msgs)), 0.005):
-                    err = msg.error()
-                    if err is None:
-                        key = (msg.topic(), msg.partition())
-                        if msg.offset() >= result.upto.get(key, 0):  # a fetch may repeat after a seek
-                            msgs.append(msg)
-                            result.upto[key] = msg.offset() + 1
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        key = (msg.topic(), msg.partition())
-                        result.upto[key] = max(result.upto.get(key, 0), msg.offset())
-                        at_end.add(key)
-                    elif err.fatal():
-                        raise KafkaException(err)
-                    else:
-                        log.warning("fresh_read_error", error=err.str(), code=err.code())
+                got, ends = _split(consumer.consume(min(self.poll_batch, self.max_messages - len(msgs)), 0.005))
+                for msg in got:  # before the ends: a partition's end comes after its messages
+                    key = (msg.topic(), msg.partition())
+                    if msg.offset() >= result.upto.get(key, 0):  # a fetch may repeat after a seek
+                        msgs.append(msg)
+                        result.upto[key] = msg.offset() + 1
+                for key, end in ends:
+                    result.upto[key] = max(result.upto.get(key, 0), end)
+                    at_end.add(key)
         finally:
             consumer.unassign()
         # a beginning that was never read past stays at the partition's first offset
@@ -324,6 +318,24 @@ class KafkaTail:
             decoder = self._decoders[data_type] = BatchDecoder(data_type=data_type, registry=self.registry)
         table, dead = decode_like_the_consumer(decoder, msgs, ids, self.max_lengths)
         return table, len(dead)
+
+
+def _split(batch: list[Message]) -> tuple[list[Message], list[tuple[TopicPartitionKey, int]]]:
+    """A consume's messages, and the partitions that reported their end (with the end offset).
+    A fatal error raises; another is logged (librdkafka retries it)."""
+    msgs: list[Message] = []
+    ends: list[tuple[TopicPartitionKey, int]] = []
+    for msg in batch:
+        err = msg.error()
+        if err is None:
+            msgs.append(msg)
+        elif err.code() == KafkaError._PARTITION_EOF:
+            ends.append(((msg.topic(), msg.partition()), msg.offset()))
+        elif err.fatal():
+            raise KafkaException(err)
+        else:
+            log.warning("fresh_read_error", error=err.str(), code=err.code())
+    return msgs, ends
 
 
 def reader_settings(bootstrap_servers: str, group_prefix: str) -> dict[str, Any]:
@@ -494,16 +506,7 @@ class _Standing:
     def _take_in(self, batch: list[Message]) -> int:
         """Put what a consume returned into `pending` (the caller holds `_consume_lock`, so what
         comes out of the consumer goes in here in the order it came)."""
-        msgs: list[Message] = []
-        ends: list[TopicPartitionKey] = []
-        for msg in batch:
-            err = msg.error()
-            if err is None:
-                msgs.append(msg)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                ends.append((msg.topic(), msg.partition()))
-            elif err.fatal():
-                raise KafkaException(err)
+        msgs, ends = _split(batch)
         with self._lock:
             if msgs:
                 if not self.pending:
@@ -512,7 +515,7 @@ class _Standing:
                 for msg in msgs:
                     key = (msg.topic(), msg.partition())
                     self.reached[key] = max(self.reached.get(key, 0), msg.offset() + 1)
-            self.at_end.update(ends)
+            self.at_end.update(key for key, _ in ends)
         return len(batch)
 
     def _run(self) -> None:
